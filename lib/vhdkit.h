@@ -1,0 +1,251 @@
+/* vhdkit: Microsoft VHD images on Linux.
+ *
+ * The one public header of libvhdkit.  Every function returns 0 (or a
+ * non-negative count) on success and a negative errno on failure; after a
+ * failure vhd_last_error() returns a message, local to the calling thread,
+ * that names the file and the field or rule that failed.
+ *
+ * vhd_create_virtual_disk() mirrors Win32 CreateVirtualDisk: the same
+ * parameters (in C types that fit Linux), the same validation rules and the
+ * same choice of disk type.  Names follow the Windows ones so that a reader
+ * of the Windows documentation finds their way:
+ *   VIRTUAL_STORAGE_TYPE           -> struct vhd_storage_type
+ *   VIRTUAL_DISK_ACCESS_MASK       -> VHD_ACCESS_*
+ *   CREATE_VIRTUAL_DISK_FLAG       -> VHD_CREATE_FLAG_*
+ *   CREATE_VIRTUAL_DISK_PARAMETERS -> struct vhd_create_parameters
+ */
+
+#ifndef VHDKIT_H
+#define VHDKIT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A GUID in the byte order in which VHD stores it (RFC 4122 order, as
+ * printed: bytes[0] is the first two hex digits).
+ */
+struct vhd_guid {
+  uint8_t bytes[16];
+};
+
+/* VIRTUAL_STORAGE_TYPE_VENDOR_MICROSOFT, EC984AEC-A0F9-47E9-901F-71415A66345B. */
+#define VHD_VENDOR_MICROSOFT                                          \
+  { { 0xec, 0x98, 0x4a, 0xec, 0xa0, 0xf9, 0x47, 0xe9,                 \
+      0x90, 0x1f, 0x71, 0x41, 0x5a, 0x66, 0x34, 0x5b } }
+
+/* VIRTUAL_STORAGE_TYPE_DEVICE_* */
+enum {
+  VHD_STORAGE_DEVICE_UNKNOWN = 0,
+  VHD_STORAGE_DEVICE_ISO = 1,
+  VHD_STORAGE_DEVICE_VHD = 2,
+  VHD_STORAGE_DEVICE_VHDX = 3,
+  VHD_STORAGE_DEVICE_VHDSET = 4,
+};
+
+struct vhd_storage_type {
+  uint32_t device_id;           /* VHD_STORAGE_DEVICE_* */
+  struct vhd_guid vendor_id;    /* VHD_VENDOR_MICROSOFT, or all zero */
+};
+
+/* VIRTUAL_DISK_ACCESS_MASK */
+enum {
+  VHD_ACCESS_NONE = 0,
+  VHD_ACCESS_ATTACH_RO = 0x00010000,
+  VHD_ACCESS_ATTACH_RW = 0x00020000,
+  VHD_ACCESS_DETACH = 0x00040000,
+  VHD_ACCESS_GET_INFO = 0x00080000,
+  VHD_ACCESS_CREATE = 0x00100000,
+  VHD_ACCESS_METAOPS = 0x00200000,
+  VHD_ACCESS_READ = 0x000d0000,
+  VHD_ACCESS_ALL = 0x003f0000,
+  VHD_ACCESS_WRITABLE = 0x00320000,
+};
+
+/* CREATE_VIRTUAL_DISK_FLAG */
+enum {
+  VHD_CREATE_FLAG_NONE = 0x0,
+  VHD_CREATE_FLAG_FULL_PHYSICAL_ALLOCATION = 0x1,
+  VHD_CREATE_FLAG_PREVENT_WRITES_TO_SOURCE_DISK = 0x2,
+  VHD_CREATE_FLAG_DO_NOT_COPY_METADATA_FROM_PARENT = 0x4,
+  VHD_CREATE_FLAG_CREATE_BACKING_STORAGE = 0x8,
+  VHD_CREATE_FLAG_USE_CHANGE_TRACKING_SOURCE_LIMIT = 0x10,
+  VHD_CREATE_FLAG_PRESERVE_PARENT_CHANGE_TRACKING_STATE = 0x20,
+  VHD_CREATE_FLAG_VHD_SET_USE_ORIGINAL_BACKING_STORAGE = 0x40,
+  VHD_CREATE_FLAG_SPARSE_FILE = 0x80,
+  VHD_CREATE_FLAG_PMEM_COMPATIBLE = 0x100,
+  VHD_CREATE_FLAG_SUPPORT_COMPRESSED_VOLUMES = 0x200,
+  VHD_CREATE_FLAG_SUPPORT_SPARSE_FILES_ANY_FS = 0x400,
+};
+
+/* CREATE_VIRTUAL_DISK_VERSION */
+enum {
+  VHD_CREATE_VERSION_UNSPECIFIED = 0,
+  VHD_CREATE_VERSION_1 = 1,
+  VHD_CREATE_VERSION_2 = 2,
+};
+
+/* Block sizes that a VHD may be created with; 0 picks the default. */
+#define VHD_BLOCK_SIZE_DEFAULT   0x200000u      /* 2 MiB */
+#define VHD_BLOCK_SIZE_SMALL     0x80000u       /* 512 KiB */
+#define VHD_MIN_DISK_SIZE        (UINT64_C(3) << 20)     /* 3 MiB */
+#define VHD_MAX_DISK_SIZE        (UINT64_C(2040) << 30)  /* 2040 GiB */
+
+/* CREATE_VIRTUAL_DISK_PARAMETERS.  Paths are Linux paths. */
+struct vhd_create_parameters {
+  uint32_t version;             /* VHD_CREATE_VERSION_1 or _2 */
+  union {
+    struct {
+      struct vhd_guid unique_id;        /* all zero: a new random one */
+      uint64_t maximum_size;            /* bytes; 0 only with a parent/source */
+      uint32_t block_size_in_bytes;     /* 0, 512 KiB or 2 MiB */
+      uint32_t sector_size_in_bytes;    /* 0 or 512 */
+      const char *parent_path;          /* differencing disk when set */
+      const char *source_path;          /* copy this disk in */
+    } version1;
+    struct {
+      struct vhd_guid unique_id;
+      uint64_t maximum_size;
+      uint32_t block_size_in_bytes;
+      uint32_t sector_size_in_bytes;
+      uint32_t physical_sector_size_in_bytes; /* 0, 512 or 4096 */
+      const char *parent_path;
+      const char *source_path;
+      uint32_t open_flags;              /* VHD_OPEN_* for the handle */
+      struct vhd_storage_type parent_virtual_storage_type;
+      struct vhd_storage_type source_virtual_storage_type;
+      struct vhd_guid resiliency_guid;
+    } version2;
+  };
+};
+
+/* The optional security descriptor: who owns the new file and its mode.
+ * NULL gives what the directory and the umask give (mode 0666 & ~umask).
+ */
+struct vhd_security_descriptor {
+  bool set_mode;
+  mode_t mode;
+  bool set_owner;
+  uid_t uid;
+  gid_t gid;
+};
+
+/* The optional OVERLAPPED analogue: asynchronous create, completion signalled
+ * on an eventfd.  Not supported yet: passing one returns -ENOTSUP.
+ */
+struct vhd_overlapped {
+  int event_fd;
+  void *internal;
+};
+
+/* OPEN_VIRTUAL_DISK_FLAG subset that applies to the handle that create
+ * returns (version 2 open_flags) and to vhd_open().
+ */
+enum {
+  VHD_OPEN_FLAG_NONE = 0x0,
+  VHD_OPEN_FLAG_NO_PARENTS = 0x1,
+};
+
+/* An opened image (and, for a differencing disk, its chain). */
+typedef struct vhd_disk vhd_disk;
+
+/* Create a VHD with the CreateVirtualDisk contract.  On success returns 0
+ * and, when handle is not NULL, an open read-write handle to the new disk
+ * in *handle (close it with vhd_close).  On failure returns -errno, leaves
+ * no file at path, and vhd_last_error() says which rule failed.
+ *
+ * provider_specific_flags must be 0 (as on Windows for the VHD provider).
+ */
+int vhd_create_virtual_disk (const struct vhd_storage_type *storage_type,
+                             const char *path,
+                             uint32_t access_mask,
+                             const struct vhd_security_descriptor *security,
+                             uint32_t flags,
+                             uint32_t provider_specific_flags,
+                             const struct vhd_create_parameters *parameters,
+                             struct vhd_overlapped *overlapped,
+                             vhd_disk **handle);
+
+/* Options for vhd_open(); NULL means all defaults. */
+struct vhd_open_options {
+  bool readonly;                /* parents are always opened read-only */
+  uint32_t flags;               /* VHD_OPEN_FLAG_* */
+  /* Folders (besides the child's own) where parents may be opened; a
+   * NULL-terminated array, or NULL for none.
+   */
+  const char *const *parent_dirs;
+  unsigned max_chain_depth;     /* 0 means the default, 32 */
+  bool ignore_parent_id_mismatch;
+};
+
+int vhd_open (const char *path, const struct vhd_open_options *options,
+              vhd_disk **disk_out);
+void vhd_close (vhd_disk *disk);
+
+/* The disk's virtual size in bytes (the footer's current size). */
+uint64_t vhd_get_size (const vhd_disk *disk);
+
+/* Footer disk types. */
+enum {
+  VHD_TYPE_FIXED = 2,
+  VHD_TYPE_DYNAMIC = 3,
+  VHD_TYPE_DIFFERENCING = 4,
+};
+
+/* What `vhdtool info` shows of one image. */
+struct vhd_image_info {
+  const char *path;             /* as opened; valid while the disk is open */
+  uint32_t disk_type;           /* VHD_TYPE_* */
+  uint64_t current_size;
+  uint64_t original_size;
+  uint64_t file_size;
+  uint16_t cylinders;
+  uint8_t heads;
+  uint8_t sectors_per_track;
+  char creator_application[5];  /* NUL-terminated, as stored (may hold NULs) */
+  uint32_t creator_version;
+  uint32_t creator_host_os;
+  uint32_t timestamp;           /* seconds since 2000-01-01 00:00:00 UTC */
+  struct vhd_guid unique_id;
+  bool saved_state;
+  bool footer_from_copy;        /* the trailing footer was bad; used offset 0 */
+  bool readonly;
+  /* Dynamic and differencing only: */
+  uint32_t block_size;
+  uint32_t max_table_entries;
+  uint32_t allocated_blocks;
+  uint64_t bat_offset;
+  /* Differencing only: */
+  struct vhd_guid parent_unique_id;
+  uint32_t parent_timestamp;
+  char parent_name[1024];       /* the header's parent name, UTF-8 */
+  char parent_found_via[64];    /* how the opened parent was found, e.g.
+                                 * "W2ru locator"; "" if not opened */
+  unsigned n_locators;
+  struct vhd_locator_info {
+    char platform_code[5];      /* "W2ku", "W2ru", "MacX", ... */
+    char path[1024];            /* decoded payload, UTF-8; "" if undecodable */
+  } locators[8];
+};
+
+int vhd_get_image_info (const vhd_disk *disk, struct vhd_image_info *info);
+
+/* The parent of a differencing disk opened with its chain, else NULL. */
+const vhd_disk *vhd_get_parent (const vhd_disk *disk);
+
+/* Format a GUID as 8-4-4-4-12 lower-case hex into buf (37 bytes). */
+void vhd_guid_to_string (const struct vhd_guid *guid, char buf[37]);
+
+/* The message for the last failure in this thread ("" if none). */
+const char *vhd_last_error (void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* VHDKIT_H */
