@@ -3,7 +3,9 @@
 #ifndef VHDKIT_IMAGE_H
 #define VHDKIT_IMAGE_H
 
+#include <pthread.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "format.h"
@@ -26,6 +28,108 @@ struct vhd_disk {
   uint32_t allocated_blocks;
 
   struct vhd_disk *parent;      /* differencing: the opened parent, or NULL */
+  char parent_found_via[64];    /* e.g. "W2ru locator" */
+
+  /* Runtime state of dynamic and differencing disks (io.c, map.c).
+   *
+   * bat[] entries are published with an atomic store once their block is
+   * in the file and read with atomic loads, so that reads need no lock.
+   * Everything else below is guarded by meta_lock.  Writers hold
+   * flush_lock for reading while their I/O runs; a flush that has metadata
+   * to write takes it for writing, so that no bitmap bit reaches the disk
+   * before the data it covers was synced.
+   */
+  pthread_mutex_t meta_lock;
+  pthread_rwlock_t flush_lock;
+  bool locks_initialized;
+  uint8_t *block_state;         /* per block: BLOCK_* below */
+  uint8_t **bitmaps;            /* per block: cached bitmap when PARTIAL */
+  uint64_t end;                 /* where the next block goes (the footer) */
+  uint64_t file_end;            /* the file's size as this process left it */
+  uint8_t encoded_footer[VHD_FOOTER_SIZE];
+  /* Metadata written back at the next flush. */
+  uint8_t *bitmap_dirty;        /* per block */
+  uint32_t *dirty_blocks;       /* indexes with bitmap_dirty set */
+  size_t n_dirty_blocks;
+  uint8_t *bat_sector_dirty;    /* per 512-byte sector of the BAT */
+  uint32_t *dirty_bat_sectors;
+  size_t n_dirty_bat_sectors;
+  bool metadata_dirty;          /* any of the above; read atomically */
 };
+
+/* block_state values. */
+enum {
+  BLOCK_UNKNOWN = 0,            /* allocated, bitmap not looked at yet */
+  BLOCK_FULL = 1,               /* every sector's bit is set */
+  BLOCK_PARTIAL = 2,            /* bitmaps[block] holds the bits */
+};
+
+/* Where block data starts in the file, for an allocated BAT entry. */
+static inline uint64_t
+vhd_block_data_offset (const struct vhd_disk *disk, uint32_t sector)
+{
+  return (uint64_t) sector * VHD_SECTOR_SIZE + disk->bitmap_size;
+}
+
+static inline uint32_t
+vhd_bat_load (const struct vhd_disk *disk, uint32_t block)
+{
+  return __atomic_load_n (&disk->bat[block], __ATOMIC_ACQUIRE);
+}
+
+/* io.c: set up and tear down the runtime state (after the BAT is loaded);
+ * the write lock against a second writer is taken here too.
+ */
+int vhd_io_init (struct vhd_disk *disk);
+void vhd_io_fini (struct vhd_disk *disk);
+
+/* io.c helpers shared with discard.c and check.c. */
+int vhd_lock_for_writing (int fd, const char *path);
+int vhd_check_range (const struct vhd_disk *disk, uint64_t count,
+                     uint64_t offset, const char *what);
+int vhd_zero_file_range (struct vhd_disk *disk, uint64_t offset,
+                         uint64_t len, bool fast_only);
+int vhd_ensure_allocated (struct vhd_disk *disk, uint32_t block,
+                          uint32_t *sector);
+void vhd_set_bits (struct vhd_disk *disk, uint32_t block, uint64_t in_block,
+                   uint64_t len);
+void vhd_mark_bitmap_dirty (struct vhd_disk *disk, uint32_t block);
+
+/* One piece of I/O: fd == -1 means "zero-fill buf" (reads only). */
+struct vhd_segment {
+  int fd;
+  const char *path;             /* for error messages */
+  uint64_t file_offset;
+  uint64_t length;
+  uint8_t *buf;
+};
+
+struct vhd_segment_list {
+  struct vhd_segment *segs;
+  size_t n, capacity;
+  struct vhd_segment inline_segs[16];
+};
+
+void vhd_segments_init (struct vhd_segment_list *l);
+void vhd_segments_free (struct vhd_segment_list *l);
+int vhd_segments_add (struct vhd_segment_list *l, int fd, const char *path,
+                      uint64_t file_offset, uint64_t length, uint8_t *buf);
+
+/* map.c: the segments that read [offset, offset+count) of disk into buf,
+ * across blocks and chain levels, coalesced.
+ */
+int vhd_map_read (struct vhd_disk *disk, uint64_t offset, uint64_t count,
+                  uint8_t *buf, struct vhd_segment_list *out);
+/* The block's bitmap state, loading the bitmap from the file the first
+ * time (caller holds no lock).  Returns BLOCK_FULL or BLOCK_PARTIAL, or
+ * -errno.
+ */
+int vhd_block_state (struct vhd_disk *disk, uint32_t block);
+
+/* uring.c: run every segment (all reads or all writes) as one batch and
+ * wait once; short transfers are finished, not errors.
+ */
+int vhd_io_run (struct vhd_segment *segs, size_t n, bool write);
+
 
 #endif /* VHDKIT_IMAGE_H */

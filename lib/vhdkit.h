@@ -190,6 +190,76 @@ void vhd_close (vhd_disk *disk);
 /* The disk's virtual size in bytes (the footer's current size). */
 uint64_t vhd_get_size (const vhd_disk *disk);
 
+/* Reads and writes: count bytes at offset, any alignment (sub-sector
+ * writes are read-modify-write); thread-safe, many callers at once.  A
+ * range past the disk's size is -EINVAL.  Writes are not durable until
+ * vhd_flush() (or VHD_IO_FUA) returns, as NBD's contract says.
+ */
+enum {
+  VHD_IO_FUA = 0x1,             /* write, trim, zero: flush before return */
+  VHD_IO_MAY_TRIM = 0x2,        /* zero: may deallocate (punch) */
+  VHD_IO_FAST_ZERO = 0x4,       /* zero: fail with -ENOTSUP unless cheap */
+};
+int vhd_pread (vhd_disk *disk, void *buf, size_t count, uint64_t offset);
+int vhd_pwrite (vhd_disk *disk, const void *buf, size_t count,
+                uint64_t offset, uint32_t flags);
+int vhd_flush (vhd_disk *disk);
+/* Trim: the range may read back as zeros afterwards (dynamic: it does). */
+int vhd_trim (vhd_disk *disk, uint64_t count, uint64_t offset,
+              uint32_t flags);
+/* Zero: the range reads back as zeros afterwards. */
+int vhd_zero (vhd_disk *disk, uint64_t count, uint64_t offset,
+              uint32_t flags);
+
+/* Extents: calls fn for consecutive ranges covering [offset, offset+count)
+ * (it may report less than asked, never more than the disk), each with
+ * flags VHD_EXTENT_HOLE|VHD_EXTENT_ZERO for what holds no data (an
+ * unallocated block, clear bitmap bits) or 0 for data.  fn returns 0 to go
+ * on, or a negative errno to stop and return that.
+ */
+enum {
+  VHD_EXTENT_HOLE = 0x1,
+  VHD_EXTENT_ZERO = 0x2,
+};
+typedef int (*vhd_extent_fn) (void *opaque, uint64_t offset, uint64_t length,
+                              uint32_t flags);
+int vhd_extents (vhd_disk *disk, uint64_t count, uint64_t offset,
+                 vhd_extent_fn fn, void *opaque);
+
+/* Which I/O backend this thread uses: "io_uring" or "pread" (the fallback,
+ * also forced by the environment variable VHDKIT_IO=pread).
+ */
+const char *vhd_io_backend (void);
+
+/* Check an image's structure (and its parent chain) without trusting
+ * it; with VHD_CHECK_REPAIR, fix what can be fixed without losing data:
+ * a lost trailing footer is restored from the copy at offset 0, and space
+ * that no block owns at the end of the file is truncated.  fn is called
+ * once per finding.  Returns 0 when the check ran (the findings are in
+ * *result), or -errno when it could not (the file cannot be opened, or is
+ * in use by a writer when repairing).
+ */
+enum {
+  VHD_CHECK_REPAIR = 0x1,
+};
+enum {
+  VHD_CHECK_CORRUPT = 1,        /* a structure is wrong */
+  VHD_CHECK_LEAK = 2,           /* space that nothing uses */
+  VHD_CHECK_REPAIRED = 3,       /* what --repair did */
+};
+struct vhd_check_result {
+  uint32_t disk_type;
+  unsigned corruptions;         /* left after any repair */
+  unsigned leaks;               /* left after any repair */
+  unsigned repaired;
+  uint64_t leaked_bytes;
+  uint32_t allocated_blocks;
+};
+typedef void (*vhd_check_fn) (void *opaque, int kind, const char *message);
+int vhd_check (const char *path, const struct vhd_open_options *options,
+               uint32_t flags, vhd_check_fn fn, void *opaque,
+               struct vhd_check_result *result);
+
 /* Footer disk types. */
 enum {
   VHD_TYPE_FIXED = 2,

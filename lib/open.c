@@ -1,0 +1,468 @@
+/* vhdkit: open an image, choose the valid footer copy, load and check the
+ * dynamic header and the BAT.
+ *
+ * Every number read from the file is checked here against the file's size
+ * and the other structures before anything uses it: an image is untrusted
+ * input.  The parent chain of a differencing disk is resolved in chain.c.
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <linux/fs.h>
+
+#include "chain.h"
+#include "format.h"
+#include "image.h"
+
+/* Read exactly count bytes at offset, treating a short read (the file
+ * ended) as an error.  Returns 0 or -errno with a message naming what.
+ */
+int
+vhd_pread_exact (int fd, void *buf, size_t count, uint64_t offset,
+                 const char *file, const char *what)
+{
+  uint8_t *p = buf;
+
+  while (count > 0) {
+    ssize_t r = pread (fd, p, count, (off_t) offset);
+    if (r < 0) {
+      if (errno == EINTR)
+        continue;
+      return vhd_error (errno, "%s: reading %s at offset %" PRIu64 ": %m",
+                        file, what, offset);
+    }
+    if (r == 0)
+      return vhd_error (EIO, "%s: %s at offset %" PRIu64
+                        " is past the end of the file", file, what, offset);
+    p += r;
+    count -= (size_t) r;
+    offset += (uint64_t) r;
+  }
+  return 0;
+}
+
+static int
+file_size_of_fd (int fd, const char *file, uint64_t *size)
+{
+  struct stat st;
+
+  if (fstat (fd, &st) == -1)
+    return vhd_error (errno, "%s: fstat: %m", file);
+  if (S_ISREG (st.st_mode)) {
+    *size = (uint64_t) st.st_size;
+    return 0;
+  }
+  if (S_ISBLK (st.st_mode)) {
+    if (ioctl (fd, BLKGETSIZE64, size) == -1)
+      return vhd_error (errno, "%s: BLKGETSIZE64: %m", file);
+    return 0;
+  }
+  return vhd_error (EINVAL, "%s: not a regular file or a block device", file);
+}
+
+/* Try the trailing footer: the last 512 bytes, or (as some old writers
+ * left it) the last 511 bytes, the missing byte being a reserved zero.
+ * On failure the message is kept in why[] for the combined error.
+ */
+static int
+read_trailing_footer (struct vhd_disk *disk, char *why, size_t why_size)
+{
+  uint8_t buf[VHD_FOOTER_SIZE];
+  int r;
+
+  if (disk->file_size < VHD_FOOTER_SIZE - 1) {
+    snprintf (why, why_size, "the file is only %" PRIu64 " bytes",
+              disk->file_size);
+    return -EINVAL;
+  }
+  if (disk->file_size >= VHD_FOOTER_SIZE) {
+    uint64_t at = disk->file_size - VHD_FOOTER_SIZE;
+    r = vhd_pread_exact (disk->fd, buf, sizeof buf, at, disk->path, "footer");
+    if (r == 0 && memcmp (buf, "conectix", 8) == 0) {
+      r = vhd_footer_decode (buf, &disk->footer, disk->path, at);
+      if (r == 0)
+        disk->footer_offset = at;
+      else
+        snprintf (why, why_size, "%s", vhd_last_error ());
+      return r;
+    }
+    if (r < 0) {
+      snprintf (why, why_size, "%s", vhd_last_error ());
+      return r;
+    }
+  }
+
+  /* The 511-byte variant. */
+  {
+    uint64_t at = disk->file_size - (VHD_FOOTER_SIZE - 1);
+    memset (buf, 0, sizeof buf);
+    r = vhd_pread_exact (disk->fd, buf, VHD_FOOTER_SIZE - 1, at, disk->path,
+                         "footer");
+    if (r == 0 && memcmp (buf, "conectix", 8) == 0) {
+      r = vhd_footer_decode (buf, &disk->footer, disk->path, at);
+      if (r == 0)
+        disk->footer_offset = at;
+      else
+        snprintf (why, why_size, "%s", vhd_last_error ());
+      return r;
+    }
+  }
+  snprintf (why, why_size, "no \"conectix\" cookie in the last 512 bytes");
+  return -EINVAL;
+}
+
+/* Choose the footer: the trailing one when it is valid, else (dynamic and
+ * differencing disks only) the copy at offset 0.
+ */
+static int
+choose_footer (struct vhd_disk *disk)
+{
+  char trailing_why[1024], copy_why[1024];
+  uint8_t buf[VHD_FOOTER_SIZE];
+  struct vhd_footer copy;
+  int r;
+
+  if (read_trailing_footer (disk, trailing_why, sizeof trailing_why) == 0)
+    return 0;
+
+  if (disk->file_size < VHD_FOOTER_SIZE)
+    return vhd_error (EINVAL, "%s: not a VHD image: %s", disk->path,
+                      trailing_why);
+
+  r = vhd_pread_exact (disk->fd, buf, sizeof buf, 0, disk->path,
+                       "footer copy");
+  if (r == 0)
+    r = vhd_footer_decode (buf, &copy, disk->path, 0);
+  if (r == 0 && copy.disk_type == VHD_TYPE_FIXED) {
+    snprintf (copy_why, sizeof copy_why,
+              "the copy at offset 0 says fixed, and fixed disks have none");
+    r = -EINVAL;
+  }
+  else if (r < 0)
+    snprintf (copy_why, sizeof copy_why, "%s", vhd_last_error ());
+
+  if (r < 0) {
+    if (memcmp (buf, "conectix", 8) != 0 &&
+        strstr (trailing_why, "cookie") != NULL)
+      return vhd_error (EINVAL, "%s: not a VHD image (no \"conectix\" "
+                        "footer at the end or at offset 0)", disk->path);
+    return vhd_error (EINVAL, "%s: no valid footer: trailing footer: %s; "
+                      "footer copy: %s", disk->path, trailing_why, copy_why);
+  }
+
+  disk->footer = copy;
+  disk->footer_from_copy = true;
+  /* Where the trailing footer belongs is settled once the BAT is known
+   * (the end of the last block or of the metadata): see load_bat.
+   */
+  disk->footer_offset = disk->file_size & ~(uint64_t) (VHD_SECTOR_SIZE - 1);
+  return 0;
+}
+
+static int
+check_fixed_layout (struct vhd_disk *disk)
+{
+  if (disk->footer_offset < disk->footer.current_size)
+    return vhd_error (EINVAL, "%s: footer: current_size %" PRIu64
+                      " is larger than the %" PRIu64
+                      " bytes of data the fixed image holds",
+                      disk->path, disk->footer.current_size,
+                      disk->footer_offset);
+  return 0;
+}
+
+/* Do [a, a+alen) and [b, b+blen) overlap? */
+static bool
+ranges_overlap (uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
+{
+  return a < b + blen && b < a + alen;
+}
+
+static int
+load_dynamic_header (struct vhd_disk *disk)
+{
+  uint8_t buf[VHD_DYN_HEADER_SIZE];
+  uint64_t at = disk->footer.data_offset;
+  uint64_t needed, limit;
+  struct vhd_dyn_header *h = &disk->header;
+  int r;
+
+  if (at > disk->file_size || disk->file_size - at < VHD_DYN_HEADER_SIZE)
+    return vhd_error (EINVAL, "%s: footer: data_offset %" PRIu64
+                      " puts the dynamic header past the end of the file"
+                      " (%" PRIu64 " bytes)", disk->path, at,
+                      disk->file_size);
+  if (at < VHD_FOOTER_SIZE)
+    return vhd_error (EINVAL, "%s: footer: data_offset %" PRIu64
+                      " overlaps the footer copy at offset 0",
+                      disk->path, at);
+  r = vhd_pread_exact (disk->fd, buf, sizeof buf, at, disk->path,
+                       "dynamic header");
+  if (r < 0)
+    return r;
+  r = vhd_dyn_header_decode (buf, h, disk->path, at);
+  if (r < 0)
+    return r;
+  disk->header_offset = at;
+
+  needed = (disk->footer.current_size + h->block_size - 1) / h->block_size;
+  limit = (VHD_MAX_DISK_SIZE + h->block_size - 1) / h->block_size;
+  if (h->max_table_entries < needed)
+    return vhd_error (EINVAL, "%s: dynamic header: max_table_entries %" PRIu32
+                      " is too small for current_size %" PRIu64
+                      " with block_size %" PRIu32 " (needs %" PRIu64 ")",
+                      disk->path, h->max_table_entries,
+                      disk->footer.current_size, h->block_size, needed);
+  if (h->max_table_entries > limit)
+    return vhd_error (EINVAL, "%s: dynamic header: max_table_entries %" PRIu32
+                      " describes more than the 2040 GiB a VHD can hold"
+                      " with block_size %" PRIu32, disk->path,
+                      h->max_table_entries, h->block_size);
+  if (h->table_offset > disk->file_size ||
+      disk->file_size - h->table_offset < vhd_bat_size (h->max_table_entries))
+    return vhd_error (EINVAL, "%s: dynamic header: table_offset %" PRIu64
+                      " with %" PRIu32 " entries puts the BAT past the end"
+                      " of the file (%" PRIu64 " bytes)", disk->path,
+                      h->table_offset, h->max_table_entries, disk->file_size);
+  if (ranges_overlap (h->table_offset, (uint64_t) h->max_table_entries * 4,
+                      0, VHD_FOOTER_SIZE) ||
+      ranges_overlap (h->table_offset, (uint64_t) h->max_table_entries * 4,
+                      at, VHD_DYN_HEADER_SIZE))
+    return vhd_error (EINVAL, "%s: dynamic header: table_offset %" PRIu64
+                      " overlaps the footer copy or the dynamic header",
+                      disk->path, h->table_offset);
+  disk->bitmap_size = vhd_bitmap_size (h->block_size);
+  return 0;
+}
+
+struct block_extent {
+  uint64_t start;
+  uint32_t index;
+};
+
+static int
+compare_block_extents (const void *a, const void *b)
+{
+  const struct block_extent *x = a, *y = b;
+  return x->start < y->start ? -1 : x->start > y->start;
+}
+
+/* No two blocks may share a byte: a write to one would corrupt the other. */
+static int
+check_blocks_disjoint (struct vhd_disk *disk, struct block_extent *ext,
+                       size_t n, uint64_t block_bytes)
+{
+  qsort (ext, n, sizeof *ext, compare_block_extents);
+  for (size_t i = 1; i < n; i++) {
+    if (ext[i - 1].start + block_bytes > ext[i].start)
+      return vhd_error (EINVAL, "%s: BAT: entries %" PRIu32 " and %" PRIu32
+                        " overlap (blocks at offsets %" PRIu64 " and %"
+                        PRIu64 ", %" PRIu64 " bytes each)", disk->path,
+                        ext[i - 1].index, ext[i].index, ext[i - 1].start,
+                        ext[i].start, block_bytes);
+  }
+  return 0;
+}
+
+/* Read the BAT and check every allocated entry: its block (bitmap and
+ * data) lies inside the file, before the trailing footer, clear of the
+ * metadata and of every other block.
+ */
+static int
+load_bat (struct vhd_disk *disk)
+{
+  const struct vhd_dyn_header *h = &disk->header;
+  uint64_t bat_bytes = vhd_bat_size (h->max_table_entries);
+  uint64_t block_bytes = (uint64_t) disk->bitmap_size + h->block_size;
+  uint64_t data_end = disk->footer_from_copy ? disk->file_size
+                                             : disk->footer_offset;
+  uint64_t metadata_end;
+  struct block_extent *ext;
+  uint8_t *raw;
+  size_t n = 0;
+  int r;
+
+  raw = malloc (bat_bytes);
+  disk->bat = malloc ((size_t) h->max_table_entries * sizeof *disk->bat);
+  ext = malloc ((size_t) h->max_table_entries * sizeof *ext);
+  if (raw == NULL || disk->bat == NULL || ext == NULL) {
+    free (raw);
+    free (ext);
+    return vhd_error (ENOMEM, "%s: BAT of %" PRIu32 " entries: out of memory",
+                      disk->path, h->max_table_entries);
+  }
+  r = vhd_pread_exact (disk->fd, raw, bat_bytes, h->table_offset,
+                       disk->path, "BAT");
+  if (r < 0)
+    goto out;
+
+  metadata_end = h->table_offset + bat_bytes;
+  if (disk->header_offset + VHD_DYN_HEADER_SIZE > metadata_end)
+    metadata_end = disk->header_offset + VHD_DYN_HEADER_SIZE;
+
+  for (uint32_t i = 0; i < h->max_table_entries; i++) {
+    uint32_t sector = vhd_get_be32 (raw + (size_t) i * 4);
+    uint64_t start = (uint64_t) sector * VHD_SECTOR_SIZE;
+
+    disk->bat[i] = sector;
+    if (sector == VHD_BAT_UNUSED)
+      continue;
+    if (start > data_end || data_end - start < block_bytes) {
+      r = vhd_error (EINVAL, "%s: BAT: entry %" PRIu32 " (sector %" PRIu32
+                     ") puts its block past the end of the image data"
+                     " at %" PRIu64, disk->path, i, sector, data_end);
+      goto out;
+    }
+    if (ranges_overlap (start, block_bytes, 0, VHD_FOOTER_SIZE) ||
+        ranges_overlap (start, block_bytes, disk->header_offset,
+                        VHD_DYN_HEADER_SIZE) ||
+        ranges_overlap (start, block_bytes, h->table_offset, bat_bytes)) {
+      r = vhd_error (EINVAL, "%s: BAT: entry %" PRIu32 " (sector %" PRIu32
+                     ") overlaps the footer copy, the dynamic header or the"
+                     " BAT", disk->path, i, sector);
+      goto out;
+    }
+    if (start + block_bytes > metadata_end)
+      metadata_end = start + block_bytes;
+    ext[n].start = start;
+    ext[n].index = i;
+    n++;
+  }
+  disk->allocated_blocks = (uint32_t) n;
+  r = check_blocks_disjoint (disk, ext, n, block_bytes);
+  if (r == 0 && disk->footer_from_copy) {
+    /* The trailing footer is lost: it belongs right after the last
+     * structure in the file.
+     */
+    disk->footer_offset = (metadata_end + VHD_SECTOR_SIZE - 1)
+                          & ~(uint64_t) (VHD_SECTOR_SIZE - 1);
+  }
+ out:
+  free (raw);
+  free (ext);
+  return r;
+}
+
+static void
+free_disk (struct vhd_disk *disk)
+{
+  if (disk == NULL)
+    return;
+  if (disk->parent)
+    vhd_close (disk->parent);
+  vhd_io_fini (disk);
+  if (disk->fd >= 0)
+    close (disk->fd);
+  free (disk->bat);
+  free (disk->path);
+  free (disk);
+}
+
+int
+vhd_open_fd (int fd, const char *path, bool readonly, uint32_t flags,
+             const struct vhd_chain_context *chain, struct vhd_disk **out)
+{
+  struct vhd_disk *disk;
+  int r;
+
+  disk = calloc (1, sizeof *disk);
+  if (disk == NULL) {
+    close (fd);
+    return vhd_error (ENOMEM, "%s: out of memory", path);
+  }
+  disk->fd = fd;
+  disk->readonly = readonly;
+  disk->path = strdup (path);
+  if (disk->path == NULL) {
+    r = vhd_error (ENOMEM, "%s: out of memory", path);
+    goto fail;
+  }
+
+  r = file_size_of_fd (fd, path, &disk->file_size);
+  if (r < 0)
+    goto fail;
+  r = choose_footer (disk);
+  if (r < 0)
+    goto fail;
+
+  if (disk->footer.disk_type == VHD_TYPE_FIXED)
+    r = check_fixed_layout (disk);
+  else {
+    r = load_dynamic_header (disk);
+    if (r == 0)
+      r = load_bat (disk);
+    if (r == 0 && disk->footer.disk_type == VHD_TYPE_DIFFERENCING &&
+        !(flags & VHD_OPEN_FLAG_NO_PARENTS))
+      r = vhd_chain_open_parent (disk, chain);
+  }
+  if (r == 0)
+    r = vhd_io_init (disk);
+  if (r < 0)
+    goto fail;
+
+  *out = disk;
+  return 0;
+
+ fail:
+  free_disk (disk);
+  return r;
+}
+
+int
+vhd_open (const char *path, const struct vhd_open_options *options,
+          vhd_disk **disk_out)
+{
+  static const struct vhd_open_options defaults;
+  int fd;
+
+  vhd_clear_error ();
+  if (disk_out == NULL)
+    return vhd_error (EINVAL, "vhd_open: disk_out is NULL");
+  *disk_out = NULL;
+  if (path == NULL || *path == '\0')
+    return vhd_error (EINVAL, "vhd_open: path is NULL or empty");
+  if (options == NULL)
+    options = &defaults;
+
+  fd = open (path, (options->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+  if (fd == -1)
+    return vhd_error (errno, "%s: open: %m", path);
+
+  return vhd_open_fd (fd, path, options->readonly, options->flags,
+                      &(struct vhd_chain_context) {
+                        .options = options, .depth = 0, .children = NULL,
+                      },
+                      disk_out);
+}
+
+void
+vhd_close (vhd_disk *disk)
+{
+  /* Write back what a client left unflushed, as qemu does on close; a
+   * caller that must know it succeeded calls vhd_flush first.
+   */
+  if (disk && !disk->readonly && disk->locks_initialized)
+    vhd_flush (disk);
+  free_disk (disk);
+}
+
+uint64_t
+vhd_get_size (const vhd_disk *disk)
+{
+  return disk->footer.current_size;
+}
+
+const vhd_disk *
+vhd_get_parent (const vhd_disk *disk)
+{
+  return disk->parent;
+}
