@@ -1,0 +1,365 @@
+/* vhdkit: check an image's structure, and repair what can be repaired
+ * without losing data (vhdtool check [--repair]).
+ *
+ * The checker parses the file itself rather than through vhd_open, so that
+ * it can report every problem (with its field and offset) instead of
+ * stopping at the first one that makes an open fail.
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <linux/falloc.h>
+
+#include "chain.h"
+#include "format.h"
+#include "image.h"
+
+struct checker {
+  const char *path;
+  int fd;
+  uint64_t file_size;
+  bool repair;
+  vhd_check_fn fn;
+  void *opaque;
+  struct vhd_check_result *result;
+
+  uint8_t trailing_raw[VHD_FOOTER_SIZE], copy_raw[VHD_FOOTER_SIZE];
+  bool trailing_ok, copy_ok;
+  uint64_t trailing_at;
+  struct vhd_footer footer;
+  struct vhd_dyn_header header;
+  uint64_t metadata_end;        /* end of the last structure in use */
+};
+
+static void report (struct checker *c, int kind, const char *fmt, ...)
+  __attribute__ ((format (printf, 3, 4)));
+
+static void
+report (struct checker *c, int kind, const char *fmt, ...)
+{
+  char msg[2048];
+  va_list ap;
+
+  va_start (ap, fmt);
+  vsnprintf (msg, sizeof msg, fmt, ap);
+  va_end (ap);
+  switch (kind) {
+  case VHD_CHECK_CORRUPT: c->result->corruptions++; break;
+  case VHD_CHECK_LEAK: c->result->leaks++; break;
+  case VHD_CHECK_REPAIRED: c->result->repaired++; break;
+  }
+  if (c->fn)
+    c->fn (c->opaque, kind, msg);
+}
+
+static void
+read_footers (struct checker *c)
+{
+  struct vhd_footer f;
+  char why[1024] = "";
+
+  if (c->file_size >= VHD_FOOTER_SIZE) {
+    c->trailing_at = c->file_size - VHD_FOOTER_SIZE;
+    if (vhd_pread_exact (c->fd, c->trailing_raw, VHD_FOOTER_SIZE,
+                         c->trailing_at, c->path, "footer") == 0) {
+      if (memcmp (c->trailing_raw, "conectix", 8) != 0) {
+        /* An old writer's 511-byte footer. */
+        memset (c->trailing_raw, 0, VHD_FOOTER_SIZE);
+        c->trailing_at = c->file_size - (VHD_FOOTER_SIZE - 1);
+        vhd_pread_exact (c->fd, c->trailing_raw, VHD_FOOTER_SIZE - 1,
+                         c->trailing_at, c->path, "footer");
+      }
+      c->trailing_ok = vhd_footer_decode (c->trailing_raw, &c->footer,
+                                          c->path, c->trailing_at) == 0;
+      if (!c->trailing_ok)
+        snprintf (why, sizeof why, "%s", vhd_last_error ());
+    }
+  }
+  else
+    snprintf (why, sizeof why, "%s: the file is only %" PRIu64 " bytes",
+              c->path, c->file_size);
+
+  if (c->file_size >= VHD_FOOTER_SIZE &&
+      vhd_pread_exact (c->fd, c->copy_raw, VHD_FOOTER_SIZE, 0, c->path,
+                       "footer copy") == 0 &&
+      memcmp (c->copy_raw, "conectix", 8) == 0)
+    c->copy_ok = vhd_footer_decode (c->copy_raw, &f, c->path, 0) == 0 &&
+                 f.disk_type != VHD_TYPE_FIXED;
+
+  if (!c->trailing_ok) {
+    report (c, VHD_CHECK_CORRUPT, "trailing footer: %s", why);
+    if (c->copy_ok)
+      vhd_footer_decode (c->copy_raw, &c->footer, c->path, 0);
+  }
+}
+
+static bool
+overlaps (uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
+{
+  return a < b + blen && b < a + alen;
+}
+
+struct extent {
+  uint64_t start;
+  uint32_t index;
+};
+
+static int
+compare_extents (const void *a, const void *b)
+{
+  const struct extent *x = a, *y = b;
+  return x->start < y->start ? -1 : x->start > y->start;
+}
+
+/* Check every BAT entry; returns false if the BAT could not be read. */
+static bool
+check_bat (struct checker *c, uint64_t data_end)
+{
+  const struct vhd_dyn_header *h = &c->header;
+  uint64_t bat_bytes = vhd_bat_size (h->max_table_entries);
+  uint64_t block_bytes = vhd_bitmap_size (h->block_size) + h->block_size;
+  struct extent *ext = malloc (h->max_table_entries * sizeof *ext);
+  uint8_t *raw = malloc (bat_bytes);
+  size_t n = 0;
+
+  if (!ext || !raw ||
+      vhd_pread_exact (c->fd, raw, bat_bytes, h->table_offset, c->path,
+                       "BAT") < 0) {
+    report (c, VHD_CHECK_CORRUPT, "BAT at offset %" PRIu64 ": %s",
+            h->table_offset, ext && raw ? vhd_last_error ()
+                                        : "out of memory");
+    free (ext);
+    free (raw);
+    return false;
+  }
+  for (uint32_t i = 0; i < h->max_table_entries; i++) {
+    uint32_t sector = vhd_get_be32 (raw + 4 * (size_t) i);
+    uint64_t start = (uint64_t) sector * VHD_SECTOR_SIZE;
+
+    if (sector == VHD_BAT_UNUSED)
+      continue;
+    if (start > data_end || data_end - start < block_bytes) {
+      report (c, VHD_CHECK_CORRUPT, "BAT entry %" PRIu32 " at offset %"
+              PRIu64 ": block at %" PRIu64 " runs past the image data,"
+              " which ends at %" PRIu64, i, h->table_offset + 4 * (uint64_t) i,
+              start, data_end);
+      continue;
+    }
+    if (overlaps (start, block_bytes, 0, VHD_FOOTER_SIZE) ||
+        overlaps (start, block_bytes, c->footer.data_offset,
+                  VHD_DYN_HEADER_SIZE) ||
+        overlaps (start, block_bytes, h->table_offset, bat_bytes)) {
+      report (c, VHD_CHECK_CORRUPT, "BAT entry %" PRIu32 " at offset %"
+              PRIu64 ": block at %" PRIu64 " overlaps the footer copy, the"
+              " dynamic header or the BAT", i,
+              h->table_offset + 4 * (uint64_t) i, start);
+      continue;
+    }
+    ext[n++] = (struct extent) { start, i };
+    if (start + block_bytes > c->metadata_end)
+      c->metadata_end = start + block_bytes;
+  }
+  c->result->allocated_blocks = (uint32_t) n;
+  qsort (ext, n, sizeof *ext, compare_extents);
+  for (size_t i = 1; i < n; i++)
+    if (ext[i - 1].start + block_bytes > ext[i].start)
+      report (c, VHD_CHECK_CORRUPT, "BAT entries %" PRIu32 " and %" PRIu32
+              ": their blocks at %" PRIu64 " and %" PRIu64 " overlap",
+              ext[i - 1].index, ext[i].index, ext[i - 1].start,
+              ext[i].start);
+  free (ext);
+  free (raw);
+  return true;
+}
+
+static void
+check_dynamic (struct checker *c)
+{
+  uint8_t buf[VHD_DYN_HEADER_SIZE];
+  struct vhd_dyn_header *h = &c->header;
+  uint64_t at = c->footer.data_offset;
+  uint64_t needed, data_end;
+
+  if (at > c->file_size || c->file_size - at < VHD_DYN_HEADER_SIZE ||
+      at < VHD_FOOTER_SIZE) {
+    report (c, VHD_CHECK_CORRUPT, "footer: data_offset %" PRIu64 " does not"
+            " point at a dynamic header inside the file", at);
+    return;
+  }
+  if (vhd_pread_exact (c->fd, buf, sizeof buf, at, c->path,
+                       "dynamic header") < 0 ||
+      vhd_dyn_header_decode (buf, h, c->path, at) < 0) {
+    report (c, VHD_CHECK_CORRUPT, "%s", vhd_last_error ());
+    return;
+  }
+  c->metadata_end = at + VHD_DYN_HEADER_SIZE;
+  needed = (c->footer.current_size + h->block_size - 1) / h->block_size;
+  if (h->max_table_entries < needed) {
+    report (c, VHD_CHECK_CORRUPT, "dynamic header at offset %" PRIu64
+            ": max_table_entries %" PRIu32 " is too small for the disk's"
+            " %" PRIu64 " blocks", at, h->max_table_entries, needed);
+    return;
+  }
+  if (h->table_offset > c->file_size ||
+      c->file_size - h->table_offset < vhd_bat_size (h->max_table_entries)) {
+    report (c, VHD_CHECK_CORRUPT, "dynamic header at offset %" PRIu64
+            ": table_offset %" PRIu64 " puts the BAT past the end of the"
+            " file", at, h->table_offset);
+    return;
+  }
+  if (h->table_offset + vhd_bat_size (h->max_table_entries) > c->metadata_end)
+    c->metadata_end = h->table_offset + vhd_bat_size (h->max_table_entries);
+  for (unsigned i = 0; i < VHD_LOCATOR_COUNT; i++) {
+    const struct vhd_parent_locator *l = &h->locators[i];
+    if (l->platform_code == VHD_PLATFORM_NONE)
+      continue;
+    if (l->platform_data_offset > c->file_size ||
+        c->file_size - l->platform_data_offset < l->platform_data_length)
+      report (c, VHD_CHECK_CORRUPT, "parent locator %u: data at offset %"
+              PRIu64 " (%" PRIu32 " bytes) is past the end of the file", i,
+              l->platform_data_offset, l->platform_data_length);
+    else if (l->platform_data_offset + l->platform_data_length
+             > c->metadata_end)
+      c->metadata_end = l->platform_data_offset + l->platform_data_length;
+  }
+  data_end = c->trailing_ok ? c->trailing_at : c->file_size;
+  check_bat (c, data_end);
+}
+
+/* Compare the two footer copies of a dynamic or differencing disk. */
+static void
+check_footer_copy (struct checker *c)
+{
+  if (!c->copy_ok) {
+    report (c, VHD_CHECK_CORRUPT, "footer copy at offset 0: missing or"
+            " invalid");
+    return;
+  }
+  if (c->trailing_ok &&
+      memcmp (c->trailing_raw, c->copy_raw, VHD_FOOTER_SIZE) != 0)
+    report (c, VHD_CHECK_CORRUPT, "footer copy at offset 0 differs from"
+            " the trailing footer at offset %" PRIu64, c->trailing_at);
+}
+
+static void
+check_parent (struct checker *c, const struct vhd_open_options *options)
+{
+  struct vhd_open_options o = options ? *options
+                                      : (struct vhd_open_options) { 0 };
+  vhd_disk *d;
+
+  o.readonly = true;
+  o.flags &= ~(uint32_t) VHD_OPEN_FLAG_NO_PARENTS;
+  if (vhd_open (c->path, &o, &d) < 0)
+    report (c, VHD_CHECK_CORRUPT, "parent chain: %s", vhd_last_error ());
+  else
+    vhd_close (d);
+}
+
+/* Repairs, each of which only rewrites metadata from a good copy or drops
+ * bytes that nothing references.
+ */
+static void
+repair (struct checker *c)
+{
+  uint64_t end = (c->metadata_end + VHD_SECTOR_SIZE - 1)
+                 & ~(uint64_t) (VHD_SECTOR_SIZE - 1);
+  uint8_t good[VHD_FOOTER_SIZE];
+
+  if (c->result->corruptions != 0 &&
+      !(c->result->corruptions == 1 && !c->trailing_ok && c->copy_ok))
+    return;   /* only a lost trailing footer is repaired among corruptions */
+
+  memcpy (good, c->trailing_ok ? c->trailing_raw : c->copy_raw, sizeof good);
+  if (pwrite (c->fd, good, sizeof good, (off_t) end) != sizeof good ||
+      ftruncate (c->fd, (off_t) (end + VHD_FOOTER_SIZE)) == -1 ||
+      fsync (c->fd) == -1) {
+    report (c, VHD_CHECK_CORRUPT, "repair: writing the footer at offset %"
+            PRIu64 ": %s", end, strerror (errno));
+    return;
+  }
+  if (!c->trailing_ok)
+    report (c, VHD_CHECK_REPAIRED, "restored the trailing footer at offset %"
+            PRIu64 " from the copy at offset 0", end);
+  if (c->result->leaked_bytes)
+    report (c, VHD_CHECK_REPAIRED, "truncated %" PRIu64 " leaked bytes at"
+            " the end of the file", c->result->leaked_bytes);
+  c->result->corruptions = 0;
+  c->result->leaks = 0;
+}
+
+int
+vhd_check (const char *path, const struct vhd_open_options *options,
+           uint32_t flags, vhd_check_fn fn, void *opaque,
+           struct vhd_check_result *result)
+{
+  struct checker c = {
+    .path = path, .repair = flags & VHD_CHECK_REPAIR, .fn = fn,
+    .opaque = opaque, .result = result,
+  };
+  struct stat st;
+  int r;
+
+  memset (result, 0, sizeof *result);
+  c.fd = open (path, (c.repair ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+  if (c.fd == -1)
+    return vhd_error (errno, "%s: open: %m", path);
+  if (c.repair && (r = vhd_lock_for_writing (c.fd, path)) < 0) {
+    close (c.fd);
+    return r;
+  }
+  if (fstat (c.fd, &st) == -1) {
+    r = vhd_error (errno, "%s: fstat: %m", path);
+    close (c.fd);
+    return r;
+  }
+  c.file_size = (uint64_t) st.st_size;
+
+  read_footers (&c);
+  if (!c.trailing_ok && !c.copy_ok) {
+    report (&c, VHD_CHECK_CORRUPT, "no valid footer: nothing else can be"
+            " checked");
+    close (c.fd);
+    return 0;
+  }
+  result->disk_type = c.footer.disk_type;
+  if (c.footer.disk_type == VHD_TYPE_FIXED) {
+    if (c.trailing_at < c.footer.current_size)
+      report (&c, VHD_CHECK_CORRUPT, "footer: current_size %" PRIu64
+              " is larger than the %" PRIu64 " bytes of data in the file",
+              c.footer.current_size, c.trailing_at);
+    close (c.fd);
+    return 0;
+  }
+
+  check_footer_copy (&c);
+  check_dynamic (&c);
+  /* Less than a block between the last structure and the footer is
+   * alignment padding; a whole block is an allocation that a crash
+   * interrupted before the BAT entry was written.
+   */
+  if (c.trailing_ok && c.metadata_end && c.trailing_at > c.metadata_end &&
+      c.trailing_at - c.metadata_end >= vhd_bitmap_size (c.header.block_size)
+                                        + (uint64_t) c.header.block_size) {
+    result->leaked_bytes = c.trailing_at - c.metadata_end;
+    report (&c, VHD_CHECK_LEAK, "%" PRIu64 " bytes between offset %" PRIu64
+            " and the trailing footer belong to no block (left by an"
+            " interrupted allocation)", result->leaked_bytes,
+            c.metadata_end);
+  }
+  if (c.footer.disk_type == VHD_TYPE_DIFFERENCING && result->corruptions == 0)
+    check_parent (&c, options);
+  if (c.repair && (result->corruptions || result->leaks))
+    repair (&c);
+  close (c.fd);
+  return 0;
+}

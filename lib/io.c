@@ -1,0 +1,554 @@
+/* vhdkit: the read and write paths, block allocation, flush, trim, zero.
+ *
+ * Crash safety rests on one order (DESIGN.md, "Runtime paths"):
+ *  - a new block is laid out past the end of the image (its space zeroed,
+ *    its bitmap written), the footer rewritten after it, and only then is
+ *    it published in the in-memory BAT;
+ *  - bitmaps and BAT entries reach the file only at a flush, after the
+ *    data they cover has been synced: fdatasync, metadata, fdatasync.
+ * So a crash at any point leaves the BAT and bitmaps of the last completed
+ * flush pointing at data that is in the file; the worst case is a block's
+ * worth of leaked space at the end, or a trailing footer overwritten by a
+ * new block, which open.c recovers from the copy at offset 0.
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <linux/falloc.h>
+
+#include "chain.h"
+#include "format.h"
+#include "image.h"
+
+#define DATA_ALIGNMENT 4096u
+
+static bool
+is_dynamic_like (const struct vhd_disk *disk)
+{
+  return disk->footer.disk_type != VHD_TYPE_FIXED;
+}
+
+static bool
+is_differencing (const struct vhd_disk *disk)
+{
+  return disk->footer.disk_type == VHD_TYPE_DIFFERENCING;
+}
+
+/* An image open for writing is locked against a second writer with an
+ * open file description lock on the bytes that qemu uses for the "write"
+ * permission (101) and for not sharing it (201), so that vhdkit and qemu
+ * refuse each other as well as themselves.  Read-only opens take no lock:
+ * they share.
+ */
+int
+vhd_lock_for_writing (int fd, const char *path)
+{
+  static const off_t bytes[] = { 101, 201 };
+
+  for (size_t i = 0; i < sizeof bytes / sizeof bytes[0]; i++) {
+    struct flock fl = {
+      .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = bytes[i],
+      .l_len = 1,
+    };
+    if (fcntl (fd, F_OFD_SETLK, &fl) == -1) {
+      if (errno == EAGAIN || errno == EACCES)
+        return vhd_error (EBUSY, "%s: the image is in use: another process"
+                          " (vhdkit or qemu) has it open for writing or"
+                          " holds it open; open it read-only to share it",
+                          path);
+      return vhd_error (errno, "%s: locking for writing: %m", path);
+    }
+  }
+  return 0;
+}
+
+int
+vhd_io_init (struct vhd_disk *disk)
+{
+  pthread_rwlockattr_t attr;
+  uint32_t n;
+
+  pthread_mutex_init (&disk->meta_lock, NULL);
+  /* Writers hold the rwlock shared; a flush must not starve behind them. */
+  pthread_rwlockattr_init (&attr);
+  pthread_rwlockattr_setkind_np (&attr,
+                                 PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+  pthread_rwlock_init (&disk->flush_lock, &attr);
+  pthread_rwlockattr_destroy (&attr);
+  disk->locks_initialized = true;
+
+  if (!disk->readonly && disk->footer.disk_type != VHD_TYPE_FIXED &&
+      disk->footer.disk_type != VHD_TYPE_DYNAMIC &&
+      disk->footer.disk_type != VHD_TYPE_DIFFERENCING)
+    return vhd_error (EINVAL, "%s: unknown disk type", disk->path);
+  if (!disk->readonly) {
+    int r = vhd_lock_for_writing (disk->fd, disk->path);
+    if (r < 0)
+      return r;
+  }
+  disk->file_end = disk->file_size;
+  disk->end = disk->footer_offset;
+  vhd_footer_encode (&disk->footer, disk->encoded_footer);
+  if (!is_dynamic_like (disk))
+    return 0;
+
+  n = disk->header.max_table_entries;
+  disk->block_state = calloc (n, 1);
+  disk->bitmaps = calloc (n, sizeof *disk->bitmaps);
+  disk->bitmap_dirty = calloc (n, 1);
+  disk->dirty_blocks = calloc (n, sizeof *disk->dirty_blocks);
+  disk->bat_sector_dirty = calloc (vhd_bat_size (n) / VHD_SECTOR_SIZE, 1);
+  disk->dirty_bat_sectors = calloc (vhd_bat_size (n) / VHD_SECTOR_SIZE,
+                                    sizeof *disk->dirty_bat_sectors);
+  if (!disk->block_state || !disk->bitmaps || !disk->bitmap_dirty ||
+      !disk->dirty_blocks || !disk->bat_sector_dirty ||
+      !disk->dirty_bat_sectors)
+    return vhd_error (ENOMEM, "%s: out of memory for %" PRIu32 " blocks",
+                      disk->path, n);
+  return 0;
+}
+
+void
+vhd_io_fini (struct vhd_disk *disk)
+{
+  if (disk->bitmaps) {
+    for (uint32_t i = 0; i < disk->header.max_table_entries; i++)
+      free (disk->bitmaps[i]);
+  }
+  free (disk->bitmaps);
+  free (disk->block_state);
+  free (disk->bitmap_dirty);
+  free (disk->dirty_blocks);
+  free (disk->bat_sector_dirty);
+  free (disk->dirty_bat_sectors);
+  if (disk->locks_initialized) {
+    pthread_mutex_destroy (&disk->meta_lock);
+    pthread_rwlock_destroy (&disk->flush_lock);
+  }
+}
+
+int
+vhd_check_range (const struct vhd_disk *disk, uint64_t count, uint64_t offset,
+             const char *what)
+{
+  if (offset > disk->footer.current_size ||
+      count > disk->footer.current_size - offset)
+    return vhd_error (EINVAL, "%s: %s of %" PRIu64 " bytes at offset %"
+                      PRIu64 " goes past the disk's size %" PRIu64,
+                      disk->path, what, count, offset,
+                      disk->footer.current_size);
+  return 0;
+}
+
+int
+vhd_pread (vhd_disk *disk, void *buf, size_t count, uint64_t offset)
+{
+  struct vhd_segment_list segs;
+  int r;
+
+  r = vhd_check_range (disk, count, offset, "read");
+  if (r < 0)
+    return r;
+  vhd_segments_init (&segs);
+  r = vhd_map_read (disk, offset, count, buf, &segs);
+  if (r == 0)
+    r = vhd_io_run (segs.segs, segs.n, false);
+  vhd_segments_free (&segs);
+  return r;
+}
+
+/* Write len bytes at offset with plain pwrite (metadata, under a lock). */
+static int
+write_exact (struct vhd_disk *disk, const void *buf, size_t len,
+             uint64_t offset, const char *what)
+{
+  struct vhd_segment s = {
+    .fd = disk->fd, .path = disk->path, .file_offset = offset,
+    .length = len, .buf = (uint8_t *) buf,
+  };
+  int r = vhd_io_run (&s, 1, true);
+  if (r < 0)
+    return vhd_error (r, "%s: writing the %s: %s", disk->path, what,
+                      vhd_last_error ());
+  return 0;
+}
+
+/* Make [offset, offset+len) of the file read as zeros, allocated.  With
+ * fast_only, fail with -ENOTSUP rather than write zeros by hand.
+ */
+int
+vhd_zero_file_range (struct vhd_disk *disk, uint64_t offset, uint64_t len,
+                     bool fast_only)
+{
+  static const uint8_t zeros[65536];
+
+  if (fallocate (disk->fd, FALLOC_FL_ZERO_RANGE, (off_t) offset,
+                 (off_t) len) == 0)
+    return 0;
+  if (errno != EOPNOTSUPP && errno != ENOSYS && errno != EINVAL)
+    return vhd_error (errno, "%s: zeroing %" PRIu64 " bytes at %" PRIu64
+                      ": %m", disk->path, len, offset);
+  if (fast_only)
+    return vhd_error (ENOTSUP, "%s: the file system cannot zero a range"
+                      " quickly", disk->path);
+  /* No ZERO_RANGE here (tmpfs, old kernels): write zeros. */
+  while (len > 0) {
+    size_t n = len < sizeof zeros ? (size_t) len : sizeof zeros;
+    int r = write_exact (disk, zeros, n, offset, "zeroed range");
+    if (r < 0)
+      return r;
+    offset += n;
+    len -= n;
+  }
+  return 0;
+}
+
+static void
+mark_bat_dirty (struct vhd_disk *disk, uint32_t block)
+{
+  uint32_t sector = (uint32_t) ((uint64_t) block * 4 / VHD_SECTOR_SIZE);
+
+  if (!disk->bat_sector_dirty[sector]) {
+    disk->bat_sector_dirty[sector] = 1;
+    disk->dirty_bat_sectors[disk->n_dirty_bat_sectors++] = sector;
+  }
+  __atomic_store_n (&disk->metadata_dirty, true, __ATOMIC_RELEASE);
+}
+
+void
+vhd_mark_bitmap_dirty (struct vhd_disk *disk, uint32_t block)
+{
+  if (!disk->bitmap_dirty[block]) {
+    disk->bitmap_dirty[block] = 1;
+    disk->dirty_blocks[disk->n_dirty_blocks++] = block;
+  }
+  __atomic_store_n (&disk->metadata_dirty, true, __ATOMIC_RELEASE);
+}
+
+/* Append a block for `block`, called with meta_lock held.  Its data area
+ * is zeroed, so a dynamic block starts with every bit set (later writes
+ * touch no metadata) and a differencing one with none (its sectors still
+ * come from the parent).
+ */
+static int
+allocate_block_locked (struct vhd_disk *disk, uint32_t block)
+{
+  uint32_t block_size = disk->header.block_size;
+  uint64_t block_bytes = (uint64_t) disk->bitmap_size + block_size;
+  uint64_t data = (disk->end + disk->bitmap_size + DATA_ALIGNMENT - 1)
+                  & ~(uint64_t) (DATA_ALIGNMENT - 1);
+  uint64_t start = data - disk->bitmap_size;
+  uint8_t *bitmap;
+  int r;
+
+  if (start / VHD_SECTOR_SIZE >= VHD_BAT_UNUSED)
+    return vhd_error (ENOSPC, "%s: the image file cannot grow past 2 TiB of"
+                      " sectors that a BAT entry can address", disk->path);
+  bitmap = calloc (1, disk->bitmap_size);
+  if (bitmap == NULL)
+    return vhd_error (ENOMEM, "%s: out of memory", disk->path);
+  if (!is_differencing (disk))
+    for (uint32_t s = 0; s < block_size / VHD_SECTOR_SIZE; s++)
+      vhd_bitmap_set (bitmap, s);
+
+  r = vhd_zero_file_range (disk, start, block_bytes, false);
+  if (r == 0)
+    r = write_exact (disk, bitmap, disk->bitmap_size, start,
+                     "sector bitmap");
+  if (r == 0)
+    r = write_exact (disk, disk->encoded_footer, VHD_FOOTER_SIZE,
+                     start + block_bytes, "footer");
+  if (r < 0) {
+    free (bitmap);
+    return r;
+  }
+  disk->end = start + block_bytes;
+  disk->footer_offset = disk->end;
+  if (disk->end + VHD_FOOTER_SIZE > disk->file_end)
+    disk->file_end = disk->end + VHD_FOOTER_SIZE;
+
+  if (is_differencing (disk)) {
+    disk->bitmaps[block] = bitmap;
+    disk->block_state[block] = BLOCK_PARTIAL;
+  }
+  else {
+    free (bitmap);
+    disk->block_state[block] = BLOCK_FULL;
+  }
+  __atomic_store_n (&disk->bat[block], (uint32_t) (start / VHD_SECTOR_SIZE),
+                    __ATOMIC_RELEASE);
+  disk->allocated_blocks++;
+  mark_bat_dirty (disk, block);
+  return 0;
+}
+
+/* The block's entry, allocating it first if needed.  Two writers racing
+ * for the same block allocate it once: the second finds it under the lock.
+ */
+int
+vhd_ensure_allocated (struct vhd_disk *disk, uint32_t block, uint32_t *sector)
+{
+  int r = 0;
+
+  *sector = vhd_bat_load (disk, block);
+  if (*sector != VHD_BAT_UNUSED)
+    return 0;
+  pthread_mutex_lock (&disk->meta_lock);
+  if (disk->bat[block] == VHD_BAT_UNUSED)
+    r = allocate_block_locked (disk, block);
+  *sector = disk->bat[block];
+  pthread_mutex_unlock (&disk->meta_lock);
+  return r;
+}
+
+static bool
+is_zero (const uint8_t *p, size_t len)
+{
+  return len == 0 || (p[0] == 0 && memcmp (p, p + 1, len - 1) == 0);
+}
+
+/* Set the bits for [in_block, in_block+len) (whole sectors) of a PARTIAL
+ * block, after the data they cover was written.
+ */
+void
+vhd_set_bits (struct vhd_disk *disk, uint32_t block, uint64_t in_block,
+          uint64_t len)
+{
+  uint32_t first = (uint32_t) (in_block / VHD_SECTOR_SIZE);
+  uint32_t last = (uint32_t) ((in_block + len - 1) / VHD_SECTOR_SIZE);
+  bool changed = false;
+
+  pthread_mutex_lock (&disk->meta_lock);
+  for (uint32_t s = first; s <= last; s++) {
+    if (!vhd_bitmap_test (disk->bitmaps[block], s)) {
+      vhd_bitmap_set (disk->bitmaps[block], s);
+      changed = true;
+    }
+  }
+  if (changed)
+    vhd_mark_bitmap_dirty (disk, block);
+  pthread_mutex_unlock (&disk->meta_lock);
+}
+
+struct pending_bits {
+  uint32_t block;
+  uint64_t in_block, len;
+};
+
+/* The sector-aligned write path. */
+static int
+write_aligned (struct vhd_disk *disk, const uint8_t *buf, uint64_t count,
+               uint64_t offset)
+{
+  struct vhd_segment_list segs;
+  struct pending_bits small[16], *bits = small;
+  size_t n_bits = 0, cap_bits = 16;
+  uint32_t block_size;
+  int r = 0;
+
+  vhd_segments_init (&segs);
+  if (!is_dynamic_like (disk)) {
+    r = vhd_segments_add (&segs, disk->fd, disk->path, offset, count,
+                          (uint8_t *) buf);
+    goto run;
+  }
+
+  block_size = disk->header.block_size;
+  while (count > 0 && r == 0) {
+    uint32_t block = (uint32_t) (offset / block_size);
+    uint64_t in_block = offset % block_size;
+    uint64_t len = block_size - in_block;
+    uint32_t sector;
+    int state;
+
+    if (len > count)
+      len = count;
+    /* Zeros into an unallocated dynamic block read back as zeros
+     * already: nothing to allocate or write.
+     */
+    if (!is_differencing (disk) &&
+        vhd_bat_load (disk, block) == VHD_BAT_UNUSED &&
+        is_zero (buf, len))
+      goto next;
+    r = vhd_ensure_allocated (disk, block, &sector);
+    if (r < 0)
+      break;
+    state = vhd_block_state (disk, block);
+    if (state < 0) {
+      r = state;
+      break;
+    }
+    r = vhd_segments_add (&segs, disk->fd, disk->path,
+                          vhd_block_data_offset (disk, sector) + in_block,
+                          len, (uint8_t *) buf);
+    if (r == 0 && state == BLOCK_PARTIAL) {
+      if (n_bits == cap_bits) {
+        struct pending_bits *nb = malloc (2 * cap_bits * sizeof *nb);
+        if (nb == NULL) {
+          r = vhd_error (ENOMEM, "%s: out of memory", disk->path);
+          break;
+        }
+        memcpy (nb, bits, n_bits * sizeof *nb);
+        if (bits != small)
+          free (bits);
+        bits = nb;
+        cap_bits *= 2;
+      }
+      bits[n_bits++] = (struct pending_bits) { block, in_block, len };
+    }
+  next:
+    offset += len;
+    count -= len;
+    buf += len;
+  }
+
+ run:
+  if (r == 0)
+    r = vhd_io_run (segs.segs, segs.n, true);
+  if (r == 0)
+    for (size_t i = 0; i < n_bits; i++)
+      vhd_set_bits (disk, bits[i].block, bits[i].in_block, bits[i].len);
+  if (bits != small)
+    free (bits);
+  vhd_segments_free (&segs);
+  return r;
+}
+
+/* Sub-sector writes: read the partly covered first and last sectors
+ * (through the chain, so a differencing child copies them from its
+ * parent), merge, and write whole sectors.
+ */
+static int
+write_unaligned (struct vhd_disk *disk, const uint8_t *buf, uint64_t count,
+                 uint64_t offset)
+{
+  uint64_t start = offset & ~(uint64_t) (VHD_SECTOR_SIZE - 1);
+  uint64_t end = (offset + count + VHD_SECTOR_SIZE - 1)
+                 & ~(uint64_t) (VHD_SECTOR_SIZE - 1);
+  uint8_t *bounce;
+  int r = 0;
+
+  if (end > disk->footer.current_size)
+    return vhd_error (EINVAL, "%s: the disk's size is not a whole number of"
+                      " sectors", disk->path);
+  bounce = malloc (end - start);
+  if (bounce == NULL)
+    return vhd_error (ENOMEM, "%s: out of memory", disk->path);
+  if (start != offset)
+    r = vhd_pread (disk, bounce, VHD_SECTOR_SIZE, start);
+  /* The last sector, unless it is the first one and was just read. */
+  if (r == 0 && (offset + count) % VHD_SECTOR_SIZE != 0 &&
+      !(end - VHD_SECTOR_SIZE == start && start != offset))
+    r = vhd_pread (disk, bounce + (end - start - VHD_SECTOR_SIZE),
+                   VHD_SECTOR_SIZE, end - VHD_SECTOR_SIZE);
+  if (r == 0) {
+    memcpy (bounce + (offset - start), buf, count);
+    r = write_aligned (disk, bounce, end - start, start);
+  }
+  free (bounce);
+  return r;
+}
+
+int
+vhd_pwrite (vhd_disk *disk, const void *buf, size_t count, uint64_t offset,
+            uint32_t flags)
+{
+  int r;
+
+  if (disk->readonly)
+    return vhd_error (EROFS, "%s: the image is open read-only", disk->path);
+  r = vhd_check_range (disk, count, offset, "write");
+  if (r < 0 || count == 0)
+    return r;
+
+  pthread_rwlock_rdlock (&disk->flush_lock);
+  if ((offset | count) % VHD_SECTOR_SIZE)
+    r = write_unaligned (disk, buf, count, offset);
+  else
+    r = write_aligned (disk, buf, count, offset);
+  pthread_rwlock_unlock (&disk->flush_lock);
+
+  if (r == 0 && (flags & VHD_IO_FUA))
+    r = vhd_flush (disk);
+  return r;
+}
+
+static int
+sync_file (struct vhd_disk *disk)
+{
+  if (fdatasync (disk->fd) == -1)
+    return vhd_error (errno, "%s: fdatasync: %m", disk->path);
+  return 0;
+}
+
+/* Write back dirty bitmaps and BAT sectors; caller holds flush_lock for
+ * writing (no write in flight) after syncing the data.
+ */
+static int
+write_metadata (struct vhd_disk *disk)
+{
+  uint8_t sector_buf[VHD_SECTOR_SIZE];
+  int r = 0;
+
+  pthread_mutex_lock (&disk->meta_lock);
+  for (size_t i = 0; i < disk->n_dirty_blocks && r == 0; i++) {
+    uint32_t block = disk->dirty_blocks[i];
+    r = write_exact (disk, disk->bitmaps[block], disk->bitmap_size,
+                     (uint64_t) disk->bat[block] * VHD_SECTOR_SIZE,
+                     "sector bitmap");
+    if (r == 0)
+      disk->bitmap_dirty[block] = 0;
+  }
+  if (r == 0)
+    disk->n_dirty_blocks = 0;
+
+  for (size_t i = 0; i < disk->n_dirty_bat_sectors && r == 0; i++) {
+    uint32_t sector = disk->dirty_bat_sectors[i];
+    uint32_t first = sector * (VHD_SECTOR_SIZE / 4);
+
+    memset (sector_buf, 0xff, sizeof sector_buf);
+    for (uint32_t k = 0; k < VHD_SECTOR_SIZE / 4; k++)
+      if (first + k < disk->header.max_table_entries)
+        vhd_put_be32 (sector_buf + 4 * k, disk->bat[first + k]);
+    r = write_exact (disk, sector_buf, sizeof sector_buf,
+                     disk->header.table_offset
+                     + (uint64_t) sector * VHD_SECTOR_SIZE, "BAT");
+    if (r == 0)
+      disk->bat_sector_dirty[sector] = 0;
+  }
+  if (r == 0) {
+    disk->n_dirty_bat_sectors = 0;
+    __atomic_store_n (&disk->metadata_dirty, false, __ATOMIC_RELEASE);
+  }
+  pthread_mutex_unlock (&disk->meta_lock);
+  return r;
+}
+
+int
+vhd_flush (vhd_disk *disk)
+{
+  int r;
+
+  if (disk->readonly)
+    return 0;
+  if (!__atomic_load_n (&disk->metadata_dirty, __ATOMIC_ACQUIRE))
+    return sync_file (disk);
+
+  /* Wait for writes in flight, so that every bit and entry we are about
+   * to write covers data that the first sync makes durable.
+   */
+  pthread_rwlock_wrlock (&disk->flush_lock);
+  r = sync_file (disk);
+  if (r == 0)
+    r = write_metadata (disk);
+  if (r == 0)
+    r = sync_file (disk);
+  pthread_rwlock_unlock (&disk->flush_lock);
+  return r;
+}
