@@ -1,0 +1,534 @@
+/* vhdtool: the command line over libvhdkit.
+ *
+ * Exit status: 0 success, 1 the operation failed or the image is invalid
+ * (a message on stderr names the file and the field), 2 a usage error.
+ */
+
+#include <config.h>
+
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "vhdkit.h"
+
+#define EXIT_USAGE 2
+#define MAX_PARENT_DIRS 32
+
+static const char *program = "vhdtool";
+
+static void
+usage (FILE *fp)
+{
+  fprintf (fp,
+"Usage:\n"
+"  %s create [--fixed|--dynamic] [--block-size 512K|2M] [--uuid UUID]\n"
+"                 SIZE PATH\n"
+"  %s create --parent PARENT [--block-size 512K|2M] [--uuid UUID] PATH\n"
+"  %s info [--json] [--parent-dir DIR]... PATH\n"
+"  %s check [--repair] [--parent-dir DIR]... PATH\n"
+"  %s --help | --version\n"
+"\n"
+"SIZE is bytes, or a number with K, M, G or T (binary units): 3M, 10G.\n"
+"See vhdtool(1).\n", program, program, program, program, program);
+}
+
+static int usage_error (const char *fmt, ...)
+  __attribute__ ((format (printf, 1, 2)));
+
+static int
+usage_error (const char *fmt, ...)
+{
+  va_list ap;
+
+  fprintf (stderr, "%s: ", program);
+  va_start (ap, fmt);
+  vfprintf (stderr, fmt, ap);
+  va_end (ap);
+  fprintf (stderr, "\nTry '%s --help'.\n", program);
+  return EXIT_USAGE;
+}
+
+/* "10G", "512M", "1000000512": bytes, with binary suffixes.  Returns false
+ * for junk or overflow.
+ */
+static bool
+parse_size (const char *s, uint64_t *out)
+{
+  char *end;
+  unsigned shift = 0;
+  uint64_t v;
+
+  if (!isdigit ((unsigned char) *s))
+    return false;
+  errno = 0;
+  v = strtoull (s, &end, 10);
+  if (errno != 0)
+    return false;
+  switch (toupper ((unsigned char) *end)) {
+  case '\0': break;
+  case 'K': shift = 10; end++; break;
+  case 'M': shift = 20; end++; break;
+  case 'G': shift = 30; end++; break;
+  case 'T': shift = 40; end++; break;
+  default: return false;
+  }
+  if (shift && (strcmp (end, "iB") == 0 || strcmp (end, "B") == 0))
+    end += strlen (end);
+  if (*end != '\0' || (shift && v > (UINT64_MAX >> shift)))
+    return false;
+  *out = v << shift;
+  return true;
+}
+
+static bool
+parse_guid (const char *s, struct vhd_guid *g)
+{
+  size_t n = 0;
+
+  for (const char *p = s; *p; p++) {
+    if (*p == '-' && (p - s == 8 || p - s == 13 || p - s == 18 ||
+                      p - s == 23))
+      continue;
+    if (!isxdigit ((unsigned char) p[0]) || !isxdigit ((unsigned char) p[1])
+        || n == 16)
+      return false;
+    sscanf (p, "%2hhx", &g->bytes[n++]);
+    p++;
+  }
+  return n == 16 && strlen (s) == 36;
+}
+
+static int
+cmd_create (int argc, char **argv)
+{
+  enum { OPT_FIXED = 256, OPT_DYNAMIC, OPT_BLOCK_SIZE, OPT_UUID, OPT_PARENT };
+  static const struct option long_options[] = {
+    { "fixed", no_argument, NULL, OPT_FIXED },
+    { "dynamic", no_argument, NULL, OPT_DYNAMIC },
+    { "block-size", required_argument, NULL, OPT_BLOCK_SIZE },
+    { "uuid", required_argument, NULL, OPT_UUID },
+    { "parent", required_argument, NULL, OPT_PARENT },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 }
+  };
+  struct vhd_storage_type storage = {
+    .device_id = VHD_STORAGE_DEVICE_VHD, .vendor_id = VHD_VENDOR_MICROSOFT,
+  };
+  struct vhd_create_parameters params = { .version = VHD_CREATE_VERSION_2 };
+  uint32_t flags = VHD_CREATE_FLAG_NONE;
+  bool fixed = false, dynamic = false;
+  const char *path;
+  vhd_disk *disk;
+  uint64_t size = 0;
+  int c, r;
+
+  while ((c = getopt_long (argc, argv, "h", long_options, NULL)) != -1) {
+    switch (c) {
+    case OPT_FIXED: fixed = true; break;
+    case OPT_DYNAMIC: dynamic = true; break;
+    case OPT_BLOCK_SIZE: {
+      uint64_t bs;
+      if (!parse_size (optarg, &bs) || bs > UINT32_MAX)
+        return usage_error ("--block-size: '%s' is not a size", optarg);
+      params.version2.block_size_in_bytes = (uint32_t) bs;
+      break;
+    }
+    case OPT_UUID:
+      if (!parse_guid (optarg, &params.version2.unique_id))
+        return usage_error ("--uuid: '%s' is not a UUID "
+                            "(xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)", optarg);
+      break;
+    case OPT_PARENT: params.version2.parent_path = optarg; break;
+    case 'h': usage (stdout); return 0;
+    default: return EXIT_USAGE;
+    }
+  }
+  if (fixed && dynamic)
+    return usage_error ("%s", "--fixed and --dynamic are exclusive");
+  if (fixed && params.version2.parent_path)
+    return usage_error ("%s", "a differencing disk (--parent) cannot be "
+                        "--fixed");
+
+  if (params.version2.parent_path) {
+    if (argc - optind != 1)
+      return usage_error ("%s", "create --parent takes only PATH "
+                          "(the size comes from the parent)");
+  }
+  else {
+    if (argc - optind != 2)
+      return usage_error ("%s", "create needs SIZE and PATH");
+    if (!parse_size (argv[optind], &size))
+      return usage_error ("'%s' is not a size (e.g. 3M, 10G, 1000000512)",
+                          argv[optind]);
+    optind++;
+  }
+  path = argv[optind];
+  params.version2.maximum_size = size;
+  if (fixed)
+    flags |= VHD_CREATE_FLAG_FULL_PHYSICAL_ALLOCATION;
+
+  r = vhd_create_virtual_disk (&storage, path, VHD_ACCESS_NONE, NULL, flags,
+                               0, &params, NULL, &disk);
+  if (r < 0) {
+    fprintf (stderr, "%s: create: %s\n", program, vhd_last_error ());
+    return EXIT_FAILURE;
+  }
+  vhd_close (disk);
+  return EXIT_SUCCESS;
+}
+
+static const char *
+type_name (uint32_t type)
+{
+  switch (type) {
+  case VHD_TYPE_FIXED: return "fixed";
+  case VHD_TYPE_DYNAMIC: return "dynamic";
+  case VHD_TYPE_DIFFERENCING: return "differencing";
+  default: return "unknown";
+  }
+}
+
+static void
+format_time (uint32_t vhd_time, char buf[32])
+{
+  time_t t = (time_t) vhd_time + 946684800; /* 2000-01-01 UTC */
+  struct tm tm;
+
+  gmtime_r (&t, &tm);
+  strftime (buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static void
+host_os_string (uint32_t os, char out[5])
+{
+  for (int i = 0; i < 4; i++) {
+    unsigned char ch = (unsigned char) (os >> (24 - 8 * i));
+    out[i] = isprint (ch) ? (char) ch : '?';
+  }
+  out[4] = '\0';
+}
+
+/* Bytes as a JSON string: escapes quotes, backslashes and controls
+ * (a creator application may hold NULs).
+ */
+static void
+json_string_n (FILE *fp, const char *s, size_t n)
+{
+  fputc ('"', fp);
+  for (size_t i = 0; i < n; i++) {
+    unsigned char ch = (unsigned char) s[i];
+    if (ch == '"' || ch == '\\')
+      fprintf (fp, "\\%c", ch);
+    else if (ch < 0x20 || ch == 0x7f)
+      fprintf (fp, "\\u%04x", ch);
+    else
+      fputc (ch, fp);
+  }
+  fputc ('"', fp);
+}
+
+static void
+json_string (FILE *fp, const char *s)
+{
+  json_string_n (fp, s, strlen (s));
+}
+
+/* The creator application as text: NULs shown as \0. */
+static void
+creator_text (const struct vhd_image_info *info, char out[20])
+{
+  size_t n = 0;
+  for (int i = 0; i < 4; i++) {
+    unsigned char ch = (unsigned char) info->creator_application[i];
+    if (isprint (ch))
+      out[n++] = (char) ch;
+    else
+      n += (size_t) sprintf (out + n, "\\x%02x", ch);
+  }
+  out[n] = '\0';
+}
+
+static void
+print_info_text (const vhd_disk *disk, const char *parent_error)
+{
+  struct vhd_image_info info;
+  char uuid[37], when[32], os[5], creator[20];
+
+  vhd_get_image_info (disk, &info);
+  vhd_guid_to_string (&info.unique_id, uuid);
+  format_time (info.timestamp, when);
+  host_os_string (info.creator_host_os, os);
+  creator_text (&info, creator);
+
+  printf ("image: %s\n", info.path);
+  printf ("type: %s\n", type_name (info.disk_type));
+  printf ("virtual size: %" PRIu64 "\n", info.current_size);
+  printf ("file size: %" PRIu64 "\n", info.file_size);
+  printf ("geometry: %u/%u/%u\n", info.cylinders, info.heads,
+          info.sectors_per_track);
+  if (info.disk_type != VHD_TYPE_FIXED) {
+    printf ("block size: %" PRIu32 "\n", info.block_size);
+    printf ("blocks: %" PRIu32 "\n", info.max_table_entries);
+    printf ("allocated blocks: %" PRIu32 "\n", info.allocated_blocks);
+  }
+  printf ("creator: \"%s\" version 0x%08" PRIx32 " on \"%s\"\n",
+          creator, info.creator_version, os);
+  printf ("uuid: %s\n", uuid);
+  printf ("timestamp: %s\n", when);
+  if (info.footer_from_copy)
+    printf ("footer: the copy at offset 0 (the trailing footer is missing "
+            "or damaged)\n");
+  if (info.disk_type != VHD_TYPE_DIFFERENCING)
+    return;
+
+  vhd_guid_to_string (&info.parent_unique_id, uuid);
+  printf ("parent uuid: %s\n", uuid);
+  printf ("parent name: %s\n", info.parent_name);
+  for (unsigned i = 0; i < info.n_locators; i++)
+    printf ("locator: %s %s\n", info.locators[i].platform_code,
+            info.locators[i].path);
+  if (vhd_get_parent (disk)) {
+    const vhd_disk *parent = vhd_get_parent (disk);
+    struct vhd_image_info pinfo;
+    vhd_get_image_info (parent, &pinfo);
+    printf ("parent: %s (found by %s)\n", pinfo.path, info.parent_found_via);
+    printf ("\n");
+    print_info_text (parent, NULL);
+  }
+  else
+    printf ("parent: not opened: %s\n", parent_error ? parent_error : "");
+}
+
+static void
+print_info_json (const vhd_disk *disk, const char *parent_error, int indent)
+{
+  struct vhd_image_info info;
+  char uuid[37], when[32], os[5];
+  const int in = indent + 2;
+
+  vhd_get_image_info (disk, &info);
+  vhd_guid_to_string (&info.unique_id, uuid);
+  format_time (info.timestamp, when);
+  host_os_string (info.creator_host_os, os);
+
+  printf ("{\n%*s\"path\": ", in, "");
+  json_string (stdout, info.path);
+  printf (",\n%*s\"type\": \"%s\"", in, "", type_name (info.disk_type));
+  printf (",\n%*s\"virtual-size\": %" PRIu64, in, "", info.current_size);
+  printf (",\n%*s\"file-size\": %" PRIu64, in, "", info.file_size);
+  printf (",\n%*s\"cylinders\": %u", in, "", info.cylinders);
+  printf (",\n%*s\"heads\": %u", in, "", info.heads);
+  printf (",\n%*s\"sectors-per-track\": %u", in, "", info.sectors_per_track);
+  printf (",\n%*s\"creator-application\": ", in, "");
+  json_string_n (stdout, info.creator_application, 4);
+  printf (",\n%*s\"creator-version\": %" PRIu32, in, "", info.creator_version);
+  printf (",\n%*s\"creator-host-os\": ", in, "");
+  json_string (stdout, os);
+  printf (",\n%*s\"uuid\": \"%s\"", in, "", uuid);
+  printf (",\n%*s\"timestamp\": \"%s\"", in, "", when);
+  printf (",\n%*s\"footer-from-copy\": %s", in, "",
+          info.footer_from_copy ? "true" : "false");
+  if (info.disk_type != VHD_TYPE_FIXED) {
+    printf (",\n%*s\"block-size\": %" PRIu32, in, "", info.block_size);
+    printf (",\n%*s\"max-table-entries\": %" PRIu32, in, "",
+            info.max_table_entries);
+    printf (",\n%*s\"allocated-blocks\": %" PRIu32, in, "",
+            info.allocated_blocks);
+  }
+  if (info.disk_type == VHD_TYPE_DIFFERENCING) {
+    vhd_guid_to_string (&info.parent_unique_id, uuid);
+    printf (",\n%*s\"parent-uuid\": \"%s\"", in, "", uuid);
+    printf (",\n%*s\"parent-name\": ", in, "");
+    json_string (stdout, info.parent_name);
+    printf (",\n%*s\"locators\": [", in, "");
+    for (unsigned i = 0; i < info.n_locators; i++) {
+      printf ("%s{\"platform\": ", i ? ", " : "");
+      json_string (stdout, info.locators[i].platform_code);
+      printf (", \"path\": ");
+      json_string (stdout, info.locators[i].path);
+      printf ("}");
+    }
+    printf ("]");
+    if (vhd_get_parent (disk)) {
+      printf (",\n%*s\"parent-found-by\": ", in, "");
+      json_string (stdout, info.parent_found_via);
+      printf (",\n%*s\"parent\": ", in, "");
+      print_info_json (vhd_get_parent (disk), NULL, in);
+    }
+    else {
+      printf (",\n%*s\"parent-error\": ", in, "");
+      json_string (stdout, parent_error ? parent_error : "");
+    }
+  }
+  printf ("\n%*s}", indent, "");
+  if (indent == 0)
+    printf ("\n");
+}
+
+static int
+cmd_info (int argc, char **argv)
+{
+  enum { OPT_JSON = 256, OPT_PARENT_DIR };
+  static const struct option long_options[] = {
+    { "json", no_argument, NULL, OPT_JSON },
+    { "parent-dir", required_argument, NULL, OPT_PARENT_DIR },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 }
+  };
+  const char *parent_dirs[MAX_PARENT_DIRS + 1] = { NULL };
+  size_t n_dirs = 0;
+  struct vhd_open_options opts = { .readonly = true,
+                                   .parent_dirs = parent_dirs };
+  char parent_error[4096] = "";
+  bool json = false;
+  vhd_disk *disk;
+  int c, r;
+
+  while ((c = getopt_long (argc, argv, "h", long_options, NULL)) != -1) {
+    switch (c) {
+    case OPT_JSON: json = true; break;
+    case OPT_PARENT_DIR:
+      if (n_dirs == MAX_PARENT_DIRS)
+        return usage_error ("%s", "too many --parent-dir options");
+      parent_dirs[n_dirs++] = optarg;
+      break;
+    case 'h': usage (stdout); return 0;
+    default: return EXIT_USAGE;
+    }
+  }
+  if (argc - optind != 1)
+    return usage_error ("%s", "info needs exactly one PATH");
+
+  r = vhd_open (argv[optind], &opts, &disk);
+  if (r < 0) {
+    /* Show the image itself even when its chain does not resolve, and
+     * say why the chain did not.
+     */
+    snprintf (parent_error, sizeof parent_error, "%s", vhd_last_error ());
+    opts.flags |= VHD_OPEN_FLAG_NO_PARENTS;
+    if (vhd_open (argv[optind], &opts, &disk) < 0) {
+      fprintf (stderr, "%s: %s\n", program, parent_error);
+      return EXIT_FAILURE;
+    }
+  }
+  if (json)
+    print_info_json (disk, parent_error, 0);
+  else
+    print_info_text (disk, parent_error);
+  vhd_close (disk);
+  return EXIT_SUCCESS;
+}
+
+/* Exit codes of `vhdtool check`, beside 0 (clean), 1 (could not check)
+ * and 2 (usage).
+ */
+enum {
+  EXIT_CHECK_REPAIRED = 3,      /* problems were found and all repaired */
+  EXIT_CHECK_CORRUPT = 4,       /* corruption remains */
+  EXIT_CHECK_LEAKS = 5,         /* only leaked space; --repair reclaims it */
+};
+
+static void
+print_finding (void *opaque, int kind, const char *message)
+{
+  const char *path = opaque;
+  printf ("%s: %s: %s\n", path,
+          kind == VHD_CHECK_CORRUPT ? "corrupt"
+          : kind == VHD_CHECK_LEAK ? "leak" : "repaired", message);
+}
+
+static int
+cmd_check (int argc, char **argv)
+{
+  enum { OPT_REPAIR = 256, OPT_PARENT_DIR };
+  static const struct option long_options[] = {
+    { "repair", no_argument, NULL, OPT_REPAIR },
+    { "parent-dir", required_argument, NULL, OPT_PARENT_DIR },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 }
+  };
+  const char *parent_dirs[MAX_PARENT_DIRS + 1] = { NULL };
+  size_t n_dirs = 0;
+  struct vhd_open_options opts = { .readonly = true,
+                                   .parent_dirs = parent_dirs };
+  struct vhd_check_result result;
+  uint32_t flags = 0;
+  int c;
+
+  while ((c = getopt_long (argc, argv, "h", long_options, NULL)) != -1) {
+    switch (c) {
+    case OPT_REPAIR: flags |= VHD_CHECK_REPAIR; break;
+    case OPT_PARENT_DIR:
+      if (n_dirs == MAX_PARENT_DIRS)
+        return usage_error ("%s", "too many --parent-dir options");
+      parent_dirs[n_dirs++] = optarg;
+      break;
+    case 'h': usage (stdout); return 0;
+    default: return EXIT_USAGE;
+    }
+  }
+  if (argc - optind != 1)
+    return usage_error ("%s", "check needs exactly one PATH");
+
+  if (vhd_check (argv[optind], &opts, flags, print_finding, argv[optind],
+                 &result) < 0) {
+    fprintf (stderr, "%s: check: %s\n", program, vhd_last_error ());
+    return EXIT_FAILURE;
+  }
+  if (result.corruptions) {
+    printf ("%s: %u corruption(s) found\n", argv[optind],
+            result.corruptions);
+    return EXIT_CHECK_CORRUPT;
+  }
+  if (result.leaks) {
+    printf ("%s: %" PRIu64 " bytes leaked; `vhdtool check --repair`"
+            " reclaims them\n", argv[optind], result.leaked_bytes);
+    return EXIT_CHECK_LEAKS;
+  }
+  if (result.repaired) {
+    printf ("%s: repaired; the image is now clean\n", argv[optind]);
+    return EXIT_CHECK_REPAIRED;
+  }
+  printf ("%s: no errors found (%s", argv[optind],
+          type_name (result.disk_type));
+  if (result.disk_type != VHD_TYPE_FIXED)
+    printf (", %" PRIu32 " blocks allocated", result.allocated_blocks);
+  printf (")\n");
+  return EXIT_SUCCESS;
+}
+
+int
+main (int argc, char **argv)
+{
+  const char *verb;
+
+  if (argc < 2) {
+    usage (stderr);
+    return EXIT_USAGE;
+  }
+  verb = argv[1];
+  if (strcmp (verb, "--help") == 0 || strcmp (verb, "-h") == 0) {
+    usage (stdout);
+    return EXIT_SUCCESS;
+  }
+  if (strcmp (verb, "--version") == 0) {
+    printf ("%s %s\n", program, PACKAGE_VERSION);
+    return EXIT_SUCCESS;
+  }
+  /* Each verb parses its own options, from argv[1] on. */
+  if (strcmp (verb, "create") == 0)
+    return cmd_create (argc - 1, argv + 1);
+  if (strcmp (verb, "info") == 0)
+    return cmd_info (argc - 1, argv + 1);
+  if (strcmp (verb, "check") == 0)
+    return cmd_check (argc - 1, argv + 1);
+  return usage_error ("unknown command '%s'", verb);
+}
