@@ -155,9 +155,10 @@ enum {
 typedef struct vhd_disk vhd_disk;
 
 /* Create a VHD with the CreateVirtualDisk contract.  On success returns 0
- * and, when handle is not NULL, an open read-write handle to the new disk
- * in *handle (close it with vhd_close).  On failure returns -errno, leaves
- * no file at path, and vhd_last_error() says which rule failed.
+ * and an open read-write handle to the new disk in *handle (handle must
+ * not be NULL, as on Windows; close it with vhd_close).  On failure
+ * returns -errno, leaves no file at path, and vhd_last_error() says which
+ * rule failed.
  *
  * provider_specific_flags must be 0 (as on Windows for the VHD provider).
  */
@@ -204,7 +205,11 @@ int vhd_pread (vhd_disk *disk, void *buf, size_t count, uint64_t offset);
 int vhd_pwrite (vhd_disk *disk, const void *buf, size_t count,
                 uint64_t offset, uint32_t flags);
 int vhd_flush (vhd_disk *disk);
-/* Trim: the range may read back as zeros afterwards (dynamic: it does). */
+/* Trim: advisory.  On a dynamic disk the whole sectors inside the range
+ * read back as zeros afterwards (their bits are cleared and their space
+ * punched); partial sectors at the edges keep their data, as NBD allows.
+ * Fixed disks punch the range; differencing disks ignore trims.
+ */
 int vhd_trim (vhd_disk *disk, uint64_t count, uint64_t offset,
               uint32_t flags);
 /* Zero: the range reads back as zeros afterwards. */

@@ -1,0 +1,138 @@
+/* libFuzzer harness: arbitrary bytes as a VHD image, opened, described
+ * and read as vhdtool and the plugin would (and, when the first byte
+ * says so, as a differencing child beside a fixed parent with the UUID it
+ * names).  Any crash, sanitizer report or read outside the buffers is a
+ * bug; errors are the expected outcome for nearly every input.
+ *
+ * Build: make fuzz (clang -fsanitize=fuzzer,address,undefined).
+ * Run:   fuzz/fuzz-open -max_total_time=60 CORPUS_DIR SEEDS_DIR
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "vhdkit.h"
+
+static char dir[64];
+static char image_path[128], parent_path[128];
+
+/* A 3 MiB fixed parent that a crafted child may point at by the name
+ * "parent.vhd"; created once with the library itself.
+ */
+static void
+make_parent (void)
+{
+  struct vhd_storage_type st = { VHD_STORAGE_DEVICE_VHD,
+                                 VHD_VENDOR_MICROSOFT };
+  struct vhd_create_parameters p = { .version = 2 };
+  vhd_disk *d;
+
+  p.version2.maximum_size = 3 << 20;
+  memset (&p.version2.unique_id, 0x5a, sizeof p.version2.unique_id);
+  if (vhd_create_virtual_disk (&st, parent_path, VHD_ACCESS_NONE, NULL,
+                               VHD_CREATE_FLAG_FULL_PHYSICAL_ALLOCATION |
+                               VHD_CREATE_FLAG_SPARSE_FILE, 0, &p, NULL,
+                               &d) < 0) {
+    fprintf (stderr, "fuzz: creating %s: %s\n", parent_path,
+             vhd_last_error ());
+    abort ();
+  }
+  vhd_close (d);
+}
+
+int LLVMFuzzerInitialize (int *argc, char ***argv);
+int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size);
+
+int
+LLVMFuzzerInitialize (int *argc, char ***argv)
+{
+  snprintf (dir, sizeof dir, "/tmp/vhdkit-fuzz-XXXXXX");
+  if (mkdtemp (dir) == NULL)
+    abort ();
+  snprintf (image_path, sizeof image_path, "%s/image.vhd", dir);
+  snprintf (parent_path, sizeof parent_path, "%s/parent.vhd", dir);
+  make_parent ();
+  return 0;
+}
+
+static int
+count_extent (void *opaque, uint64_t offset, uint64_t length, uint32_t flags)
+{
+  (*(uint64_t *) opaque) += length;
+  return 0;
+}
+
+static void
+exercise (vhd_disk *disk, const uint8_t *data, size_t size)
+{
+  struct vhd_image_info info;
+  uint64_t disk_size = vhd_get_size (disk), seen = 0;
+  static uint8_t buf[1 << 20];
+
+  vhd_get_image_info (disk, &info);
+  /* The start, the end, and a few offsets the input chooses. */
+  vhd_pread (disk, buf, disk_size < sizeof buf ? disk_size : sizeof buf, 0);
+  if (disk_size >= 4096)
+    vhd_pread (disk, buf, 4096, disk_size - 4096);
+  for (size_t i = 0; i + 8 <= size && i < 64; i += 8) {
+    uint64_t off;
+    memcpy (&off, data + i, 8);
+    if (disk_size)
+      vhd_pread (disk, buf, 777, off % disk_size);
+  }
+  vhd_extents (disk, disk_size < (64u << 20) ? disk_size : (64u << 20), 0,
+               count_extent, &seen);
+}
+
+int
+LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
+{
+  struct vhd_open_options ro = { .readonly = true };
+  struct vhd_check_result result;
+  vhd_disk *disk;
+  int fd;
+
+  unlink (image_path);
+  fd = open (image_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  if (fd == -1 || write (fd, data, size) != (ssize_t) size)
+    abort ();
+  close (fd);
+
+  if (vhd_open (image_path, &ro, &disk) == 0) {
+    exercise (disk, data, size);
+    vhd_close (disk);
+  }
+  /* Writes through a hostile image: allocation, bitmaps, zero, trim. */
+  if (size > 0 && (data[0] & 1)) {
+    struct vhd_open_options rw = { .readonly = false };
+    if (vhd_open (image_path, &rw, &disk) == 0) {
+      static uint8_t block[8192];
+      uint64_t disk_size = vhd_get_size (disk), off = 0;
+      if (size >= 16)
+        memcpy (&off, data + 8, 8);
+      memset (block, data[0], sizeof block);
+      if (disk_size > sizeof block) {
+        off %= disk_size - sizeof block;
+        vhd_pwrite (disk, block, sizeof block, off, 0);
+        vhd_pwrite (disk, block, 100, off + 3, VHD_IO_FUA);
+        vhd_zero (disk, 4096, off & ~4095ull, VHD_IO_MAY_TRIM);
+        vhd_trim (disk, 1 << 20, 0, 0);
+      }
+      vhd_flush (disk);
+      vhd_close (disk);
+      if (vhd_open (image_path, &ro, &disk) == 0) {
+        exercise (disk, data, size);
+        vhd_close (disk);
+      }
+    }
+  }
+  vhd_check (image_path, &ro, 0, NULL, NULL, &result);
+  return 0;
+}

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# A short libFuzzer run over open + info + read + write + check of
+# arbitrary bytes as an image, seeded with the small sample images and a
+# child/parent pair, plus every input in fuzz/regressions that once
+# crashed the engine.  Any crash or sanitizer report fails the test.
+# VHDKIT_FUZZ_SECONDS sets the run's length (default 60).
+
+source "$VHDKIT_SRCDIR/functions.sh"
+set -e
+set -x
+
+requires clang --version
+requires xz --version
+
+top_builddir=$VHDKIT_BUILDDIR/..
+top_srcdir=$VHDKIT_SRCDIR/..
+if ! make -C "$top_builddir" fuzz; then
+  # clang without its fuzzer runtime (libclang-rt-14-dev) cannot link it.
+  echo "$0: the fuzzer could not be built: skipping"
+  exit 77
+fi
+fuzzer=$top_builddir/fuzz/fuzz-open
+
+# Every stored crashing input must now be handled cleanly.
+for f in "$top_srcdir"/fuzz/regressions/*; do
+  [ -f "$f" ] && [ "$(basename "$f")" != .gitkeep ] || continue
+  "$fuzzer" "$f"
+done
+
+tmp=$(scratch_dir)
+mkdir "$tmp/seeds" "$tmp/corpus" "$tmp/pair"
+for name in win8.vhd win8-child.vhd qemu-dynamic-40m.vhd vbox43-dynamic.vhd \
+            xenserver-tap-dynamic.vhd win81-dynamic-1g.vhd \
+            hyperv2012r2-dynamic.vhd virtualpc-dynamic.vhd \
+            bad-checksum.vhd qemu-small.vhd; do
+  decompress_sample "$name" "$tmp/seeds" >/dev/null
+done
+# A child whose locators name "parent.vhd" with the UUID of the fixed
+# parent that the harness keeps beside its inputs.
+vhdtool create --fixed --uuid 5a5a5a5a-5a5a-5a5a-5a5a-5a5a5a5a5a5a 3M \
+  "$tmp/pair/parent.vhd"
+vhdtool create --parent "$tmp/pair/parent.vhd" "$tmp/pair/child.vhd"
+cp "$tmp/pair/child.vhd" "$tmp/seeds/"
+
+"$fuzzer" -max_total_time="${VHDKIT_FUZZ_SECONDS:-60}" -rss_limit_mb=4096 \
+  -artifact_prefix="$tmp/" -print_final_stats=1 \
+  "$tmp/corpus" "$tmp/seeds" 2>&1 | tail -n 30
+status=${PIPESTATUS[0]}
+if [ "$status" -ne 0 ]; then
+  echo "$0: the fuzzer found a crash: the input is in $tmp (kept: copy it" \
+       "into fuzz/regressions)" >&2
+  ls -la "$tmp"
+  cp "$tmp"/crash-* "$tmp"/leak-* "$tmp"/timeout-* . 2>/dev/null || true
+  exit 1
+fi
+echo "fuzz: no crash"
