@@ -1,0 +1,127 @@
+# vhdkit: helpers for the plugin's shell tests (test-plugin-*.sh), sourced
+# after functions.sh.
+
+# requires_nbdsh
+#
+# Skip unless nbdsh works.  nbdsh runs "python3 -m nbd" with the first
+# python3 on PATH, and a python3 from pyenv or a virtualenv lacks the nbd
+# module that python3-libnbd installs for the system's python: then put
+# the system's python3 first on PATH for this test.
+requires_nbdsh ()
+{
+  local bin
+  requires nbdsh
+  if ! nbdsh -c pass >/dev/null 2>&1 &&
+     /usr/bin/python3 -c 'import nbd' >/dev/null 2>&1; then
+    bin=$(scratch_dir)
+    ln -s /usr/bin/python3 "$bin/python3"
+    PATH="$bin:$PATH"
+  fi
+  requires nbdsh -c pass
+}
+
+# The write round trip of test-plugin-roundtrip-*.sh.
+#
+# roundtrip TYPE SIZE SEED: create a fresh TYPE (fixed or dynamic) image
+# of SIZE bytes, write a seeded random pattern to it through the plugin
+# with nbdsh (and the same writes to a raw reference file), then check
+# that the image reads back equal to the reference three ways: through
+# the plugin with nbdcopy, through the plugin again after a restart, and
+# with qemu-img (an independent reader) once nbdkit has stopped.
+
+roundtrip ()
+{
+  local type=$1 size=$2 seed=$3
+  local tmp img ref
+  tmp=$(scratch_dir)
+  img=$tmp/disk.vhd
+  ref=$tmp/reference.raw
+
+  vhdtool create --"$type" "$size" "$img"
+  truncate -s "$size" "$ref"
+
+  cat > "$tmp/writes.py" <<'PY'
+import os
+import random
+
+size = h.get_size()
+assert size == int(os.environ["SIZE"]), size
+rng = random.Random(int(os.environ["SEED"]))
+BLOCK = 2 * 1024 * 1024
+nblocks = size // BLOCK
+
+with open(os.environ["REF"], "r+b") as ref:
+    def write(offset, count, flags=0):
+        buf = rng.randbytes(count)
+        h.pwrite(buf, offset, flags)
+        ref.seek(offset)
+        ref.write(buf)
+
+    def zero(offset, count, flags=0):
+        h.zero(count, offset, flags)
+        ref.seek(offset)
+        ref.write(bytes(count))
+
+    # Ranges that cross a block boundary, unaligned at both ends.
+    for b in rng.sample(range(1, nblocks), min(8, nblocks - 1)):
+        write(b * BLOCK - rng.randrange(1, 70000), rng.randrange(70000, 140000))
+    # One request over several whole blocks, unaligned at both ends.
+    write(BLOCK + 4097, 3 * BLOCK + 12345)
+    # The first and last bytes of the disk, and a ragged tail.
+    write(0, 1)
+    write(size - 1, 1)
+    write(size - 4097, 4095)
+    # Many writes of every shape, some of them FUA, overlapping earlier ones.
+    for i in range(300):
+        count = rng.choice([1, 511, 512, 513, 4096, 65536,
+                            rng.randrange(1, 300000)])
+        offset = rng.choice([rng.randrange(0, size - count + 1),
+                             rng.randrange(0, size // 512) * 512])
+        offset = min(offset, size - count)
+        write(offset, count, nbd.CMD_FLAG_FUA if i % 17 == 0 else 0)
+    # Zeroes over data and over never-written space.
+    for i in range(10):
+        count = rng.randrange(1, 3 * BLOCK)
+        zero(rng.randrange(0, size - count + 1), count)
+    # A whole block written with zero bytes reads back as zeros.
+    h.pwrite(bytes(BLOCK), (nblocks - 2) * BLOCK)
+    ref.seek((nblocks - 2) * BLOCK)
+    ref.write(bytes(BLOCK))
+    h.flush()
+
+    # Read everything back through the export while it is still open.
+    step = 4 * 1024 * 1024
+    for offset in range(0, size, step):
+        count = min(step, size - offset)
+        ref.seek(offset)
+        assert h.pread(count, offset) == ref.read(count), \
+            "mismatch in [%d, %d)" % (offset, offset + count)
+PY
+
+  # --run's command sees these through its environment.
+  tmp=$tmp SIZE=$size SEED=$seed REF=$ref \
+  nbdkit -U - "$VHDKIT_PLUGIN" file="$img" \
+    --run 'nbdsh -u "$uri" -c - < "$tmp/writes.py" &&
+           nbdcopy "$uri" "$tmp/nbdcopy.raw"'
+  cmp "$ref" "$tmp/nbdcopy.raw"
+
+  # The image as written opens again and reads back the same.
+  tmp=$tmp nbdkit -U - "$VHDKIT_PLUGIN" file="$img" readonly=true \
+    --run 'nbdcopy "$uri" "$tmp/reopened.raw"'
+  cmp "$ref" "$tmp/reopened.raw"
+
+  qemu-img convert -f vpc -O raw "$img" "$tmp/qemu.raw"
+  cmp "$ref" "$tmp/qemu.raw"
+
+  rm -rf "$tmp"
+}
+
+# roundtrip_both_backends TYPE SIZE: the round trip with io_uring (when the
+# kernel allows it) and again with pread/pwrite.
+roundtrip_both_backends ()
+{
+  local type=$1 size=$2
+  nbdkit "$VHDKIT_PLUGIN" --dump-plugin | grep vhd_io_uring=
+  roundtrip "$type" "$size" 1
+  VHDKIT_IO=pread roundtrip "$type" "$size" 2
+}
