@@ -1,0 +1,920 @@
+/* vhdkit: vhd_create_virtual_disk(), the CreateVirtualDisk contract.
+ *
+ * The arguments are checked first, one rule at a time in a fixed order,
+ * each failure naming the parameter and its value.  The image is then built in an unnamed file in the
+ * target's folder and linked under its name only once it is complete and
+ * synced, so that a failure at any point leaves nothing behind and an
+ * existing file is never overwritten.
+ *
+ * Layout of dynamic and differencing images (chosen here; every reader
+ * finds the structures through the footer and the header, so only the
+ * alignment matters):
+ *
+ *   0       footer copy (512 bytes)
+ *   512     dynamic header (1024 bytes)
+ *   1536    differencing only: the W2ku, then the W2ru locator's data, each
+ *           in its own space rounded up to 512 bytes
+ *   BAT     at the next 4 KiB boundary (4096 for a dynamic disk), all
+ *           entries 0xFFFFFFFF, padded with 0xFF (as Windows pads it) to a
+ *           4 KiB multiple
+ *   footer  right after the BAT's padding
+ *
+ * so that the metadata ends on a 4 KiB boundary and io.c, which aligns
+ * every block's data to 4 KiB, wastes no space on the first block.  A
+ * 2040 GiB dynamic disk with 2 MiB blocks is 4 KiB + 4080 KiB + 512 bytes.
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "chain.h"
+#include "format.h"
+#include "image.h"
+
+#define FN "vhd_create_virtual_disk"
+#define METADATA_ALIGNMENT 4096u
+#define BAT_WRITE_CHUNK (1u << 20)
+#define MAX_PARENT_DIRS 32
+
+static void
+cleanup_free (void *ptr)
+{
+  free (*(void **) ptr);
+}
+
+static void
+cleanup_vhd_close (vhd_disk **disk)
+{
+  if (*disk)
+    vhd_close (*disk);
+}
+
+#define CLEANUP_FREE __attribute__ ((cleanup (cleanup_free)))
+#define CLEANUP_VHD_CLOSE __attribute__ ((cleanup (cleanup_vhd_close)))
+
+static uint64_t
+round_up (uint64_t n, uint64_t to)
+{
+  return (n + to - 1) / to * to;
+}
+
+/* The parameters of either version, in one shape. */
+struct create_args {
+  uint32_t version;
+  struct vhd_guid unique_id;
+  uint64_t maximum_size;
+  uint32_t block_size;
+  uint32_t sector_size;
+  uint32_t physical_sector_size;        /* version 2 only */
+  const char *parent_path;              /* NULL when not set (or "") */
+  const char *source_path;
+  uint32_t open_flags;                  /* version 2 only */
+  const struct vhd_storage_type *parent_type; /* version 2 only, else NULL */
+  const struct vhd_storage_type *source_type;
+};
+
+static const char *
+nonempty (const char *s)
+{
+  return s && *s ? s : NULL;
+}
+
+static void
+unpack_parameters (const struct vhd_create_parameters *p,
+                   struct create_args *a)
+{
+  memset (a, 0, sizeof *a);
+  a->version = p->version;
+  if (p->version == VHD_CREATE_VERSION_1) {
+    a->unique_id = p->version1.unique_id;
+    a->maximum_size = p->version1.maximum_size;
+    a->block_size = p->version1.block_size_in_bytes;
+    a->sector_size = p->version1.sector_size_in_bytes;
+    a->parent_path = nonempty (p->version1.parent_path);
+    a->source_path = nonempty (p->version1.source_path);
+  }
+  else {
+    /* resiliency_guid is for shared VHDX disks; VHD has no use for it. */
+    a->unique_id = p->version2.unique_id;
+    a->maximum_size = p->version2.maximum_size;
+    a->block_size = p->version2.block_size_in_bytes;
+    a->sector_size = p->version2.sector_size_in_bytes;
+    a->physical_sector_size = p->version2.physical_sector_size_in_bytes;
+    a->parent_path = nonempty (p->version2.parent_path);
+    a->source_path = nonempty (p->version2.source_path);
+    a->open_flags = p->version2.open_flags;
+    a->parent_type = &p->version2.parent_virtual_storage_type;
+    a->source_type = &p->version2.source_virtual_storage_type;
+  }
+}
+
+static int
+check_storage_type (const struct vhd_storage_type *st)
+{
+  static const struct vhd_guid microsoft = VHD_VENDOR_MICROSOFT;
+  char uuid[37];
+
+  if (!vhd_guid_is_zero (&st->vendor_id) &&
+      memcmp (&st->vendor_id, &microsoft, sizeof microsoft) != 0) {
+    vhd_guid_to_string (&st->vendor_id, uuid);
+    return vhd_error (EINVAL, FN ": storage_type->vendor_id %s is not"
+                      " VHD_VENDOR_MICROSOFT (ec984aec-a0f9-47e9-901f-"
+                      "71415a66345b) or all zero", uuid);
+  }
+  switch (st->device_id) {
+  case VHD_STORAGE_DEVICE_UNKNOWN:      /* the provider picks: VHD */
+  case VHD_STORAGE_DEVICE_VHD:
+    return 0;
+  case VHD_STORAGE_DEVICE_VHDX:
+    return vhd_error (ENOTSUP, FN ": storage_type->device_id 3 (VHDX):"
+                      " VHDX is not supported; use VHD_STORAGE_DEVICE_VHD");
+  default:
+    return vhd_error (EINVAL, FN ": storage_type->device_id %" PRIu32
+                      " cannot be created; use VHD_STORAGE_DEVICE_VHD (2)",
+                      st->device_id);
+  }
+}
+
+/* Flags that Windows documents but that the VHD provider rejects. */
+static const struct {
+  uint32_t flag;
+  const char *name;
+} unsupported_flags[] = {
+  { VHD_CREATE_FLAG_CREATE_BACKING_STORAGE, "CREATE_BACKING_STORAGE" },
+  { VHD_CREATE_FLAG_USE_CHANGE_TRACKING_SOURCE_LIMIT,
+    "USE_CHANGE_TRACKING_SOURCE_LIMIT" },
+  { VHD_CREATE_FLAG_PRESERVE_PARENT_CHANGE_TRACKING_STATE,
+    "PRESERVE_PARENT_CHANGE_TRACKING_STATE" },
+  { VHD_CREATE_FLAG_VHD_SET_USE_ORIGINAL_BACKING_STORAGE,
+    "VHD_SET_USE_ORIGINAL_BACKING_STORAGE" },
+  { VHD_CREATE_FLAG_PMEM_COMPATIBLE, "PMEM_COMPATIBLE" },
+};
+
+#define KNOWN_CREATE_FLAGS UINT32_C (0x7ff)
+
+static int
+check_access_and_flags (uint32_t version, uint32_t access_mask,
+                        uint32_t flags, uint32_t provider_specific_flags)
+{
+  if (version == VHD_CREATE_VERSION_2 && access_mask != VHD_ACCESS_NONE)
+    return vhd_error (EINVAL, FN ": access_mask is 0x%" PRIx32 "; with"
+                      " parameters version 2 it must be VHD_ACCESS_NONE (0)",
+                      access_mask);
+  if (access_mask & ~(uint32_t) VHD_ACCESS_ALL)
+    return vhd_error (EINVAL, FN ": access_mask 0x%" PRIx32 " has bits"
+                      " 0x%" PRIx32 " outside VHD_ACCESS_ALL (0x%x)",
+                      access_mask, access_mask & ~(uint32_t) VHD_ACCESS_ALL,
+                      VHD_ACCESS_ALL);
+  if (flags & ~KNOWN_CREATE_FLAGS)
+    return vhd_error (EINVAL, FN ": flags 0x%" PRIx32 " has unknown bits"
+                      " 0x%" PRIx32 " (the VHD_CREATE_FLAG_* set is 0x%"
+                      PRIx32 ")", flags, flags & ~KNOWN_CREATE_FLAGS,
+                      KNOWN_CREATE_FLAGS);
+  for (size_t i = 0;
+       i < sizeof unsupported_flags / sizeof unsupported_flags[0]; i++)
+    if (flags & unsupported_flags[i].flag)
+      return vhd_error (EINVAL, FN ": flags: VHD_CREATE_FLAG_%s (0x%" PRIx32
+                        ") does not apply to VHD images; remove it",
+                        unsupported_flags[i].name, unsupported_flags[i].flag);
+  if (provider_specific_flags != 0)
+    return vhd_error (EINVAL, FN ": provider_specific_flags is 0x%" PRIx32
+                      "; the VHD provider takes none, pass 0",
+                      provider_specific_flags);
+  return 0;
+}
+
+static int
+check_block_and_sector_sizes (const struct create_args *a)
+{
+  if (a->block_size != 0 && a->block_size != VHD_BLOCK_SIZE_SMALL &&
+      a->block_size != VHD_BLOCK_SIZE_DEFAULT)
+    return vhd_error (EINVAL, FN ": block_size_in_bytes is %" PRIu32 "; it"
+                      " must be 0 (the default, 2 MiB), 524288 (512 KiB) or"
+                      " 2097152 (2 MiB)", a->block_size);
+  if (a->sector_size != 0 && a->sector_size != VHD_SECTOR_SIZE)
+    return vhd_error (EINVAL, FN ": sector_size_in_bytes is %" PRIu32 "; a"
+                      " VHD has 512-byte sectors, pass 0 or 512",
+                      a->sector_size);
+  /* VHD records no physical sector size; 4096 is accepted, as Windows
+   * accepts it, and changes nothing in the file.
+   */
+  if (a->physical_sector_size != 0 && a->physical_sector_size != 512 &&
+      a->physical_sector_size != 4096)
+    return vhd_error (EINVAL, FN ": physical_sector_size_in_bytes is %"
+                      PRIu32 "; it must be 0, 512 or 4096",
+                      a->physical_sector_size);
+  return 0;
+}
+
+static int
+check_maximum_size (const struct create_args *a, uint32_t flags)
+{
+  uint64_t size = a->maximum_size;
+
+  if (a->parent_path && a->source_path)
+    return vhd_error (EINVAL, FN ": parent_path (%s) and source_path (%s)"
+                      " are both set; a new disk has one or the other",
+                      a->parent_path, a->source_path);
+  if (size == 0 && !a->parent_path && !a->source_path)
+    return vhd_error (EINVAL, FN ": maximum_size is 0; it may only be 0"
+                      " when parent_path or source_path gives the size");
+  if (size != 0 && size < VHD_MIN_DISK_SIZE)
+    return vhd_error (EINVAL, FN ": maximum_size %" PRIu64 " is under the"
+                      " minimum of 3 MiB (3145728 bytes)", size);
+  if (size % VHD_SECTOR_SIZE != 0)
+    return vhd_error (EINVAL, FN ": maximum_size %" PRIu64 " is not a"
+                      " multiple of the 512-byte sector size", size);
+  if (size > VHD_MAX_DISK_SIZE)
+    return vhd_error (EINVAL, FN ": maximum_size %" PRIu64 " is over the"
+                      " VHD limit of 2040 GiB (%" PRIu64 " bytes)",
+                      size, VHD_MAX_DISK_SIZE);
+  if (size != 0 && a->parent_path)
+    return vhd_error (EINVAL, FN ": maximum_size is %" PRIu64 " with"
+                      " parent_path %s; a differencing disk takes its"
+                      " parent's size, pass 0", size, a->parent_path);
+  if ((flags & VHD_CREATE_FLAG_FULL_PHYSICAL_ALLOCATION) && a->parent_path)
+    return vhd_error (EINVAL, FN ": flags has FULL_PHYSICAL_ALLOCATION with"
+                      " parent_path %s; a differencing disk cannot be"
+                      " fixed", a->parent_path);
+  return 0;
+}
+
+static int
+check_other_storage_type (const struct vhd_storage_type *st,
+                          const char *name)
+{
+  if (st == NULL || st->device_id == VHD_STORAGE_DEVICE_UNKNOWN ||
+      st->device_id == VHD_STORAGE_DEVICE_VHD)
+    return 0;
+  if (st->device_id == VHD_STORAGE_DEVICE_VHDX)
+    return vhd_error (ENOTSUP, FN ": %s.device_id 3 (VHDX): VHDX is not"
+                      " supported; use VHD_STORAGE_DEVICE_VHD", name);
+  return vhd_error (EINVAL, FN ": %s.device_id is %" PRIu32 "; it must be"
+                    " 0 or VHD_STORAGE_DEVICE_VHD (2)", name, st->device_id);
+}
+
+/* Every rule, in order; on success *a holds the unpacked parameters. */
+static int
+check_arguments (const struct vhd_storage_type *storage_type,
+                 const char *path, uint32_t access_mask, uint32_t flags,
+                 uint32_t provider_specific_flags,
+                 const struct vhd_create_parameters *parameters,
+                 const struct vhd_overlapped *overlapped,
+                 vhd_disk **handle, struct create_args *a)
+{
+  int r;
+
+  if (storage_type == NULL)
+    return vhd_error (EINVAL, FN ": storage_type is NULL");
+  if (parameters == NULL)
+    return vhd_error (EINVAL, FN ": parameters is NULL");
+  if (path == NULL || *path == '\0')
+    return vhd_error (EINVAL, FN ": path is %s", path ? "empty" : "NULL");
+  if (handle == NULL)
+    return vhd_error (EINVAL, FN ": handle is NULL");
+  if (parameters->version != VHD_CREATE_VERSION_1 &&
+      parameters->version != VHD_CREATE_VERSION_2)
+    return vhd_error (EINVAL, FN ": parameters->version is %" PRIu32 "; it"
+                      " must be 1 or 2", parameters->version);
+  unpack_parameters (parameters, a);
+
+  if ((r = check_access_and_flags (a->version, access_mask, flags,
+                                   provider_specific_flags)) < 0 ||
+      (r = check_storage_type (storage_type)) < 0 ||
+      (r = check_block_and_sector_sizes (a)) < 0 ||
+      (r = check_maximum_size (a, flags)) < 0 ||
+      (r = check_other_storage_type (a->parent_type,
+                                     "parent_virtual_storage_type")) < 0 ||
+      (r = check_other_storage_type (a->source_type,
+                                     "source_virtual_storage_type")) < 0)
+    return r;
+  if (a->open_flags & ~(uint32_t) VHD_OPEN_FLAG_NO_PARENTS)
+    return vhd_error (EINVAL, FN ": open_flags 0x%" PRIx32 " has bits that"
+                      " vhdkit does not know (only VHD_OPEN_FLAG_NO_PARENTS)",
+                      a->open_flags);
+  if (a->source_path)
+    return vhd_error (ENOTSUP, FN ": source_path %s: creating from a source"
+                      " disk is not supported yet", a->source_path);
+  if (overlapped)
+    return vhd_error (ENOTSUP, FN ": overlapped: asynchronous create is not"
+                      " supported yet; pass NULL");
+  return 0;
+}
+
+/* Write all of buf at offset, finishing short writes. */
+static int
+pwrite_all (int fd, const void *buf, size_t count, uint64_t offset,
+            const char *path, const char *what)
+{
+  const uint8_t *p = buf;
+
+  while (count > 0) {
+    ssize_t w = pwrite (fd, p, count, (off_t) offset);
+    if (w < 0) {
+      if (errno == EINTR)
+        continue;
+      return vhd_error (errno, "%s: writing the %s at offset %" PRIu64
+                        ": %m", path, what, offset);
+    }
+    p += w;
+    count -= (size_t) w;
+    offset += (uint64_t) w;
+  }
+  return 0;
+}
+
+static void
+new_footer (struct vhd_footer *f, uint32_t disk_type, uint64_t size,
+            const struct vhd_guid *unique_id)
+{
+  memset (f, 0, sizeof *f);
+  memcpy (f->cookie, "conectix", 8);
+  f->features = VHD_FEATURES_RESERVED;
+  f->format_version = VHD_FORMAT_VERSION;
+  f->data_offset = disk_type == VHD_TYPE_FIXED ? VHD_FIXED_DATA_OFFSET
+                                               : VHD_FOOTER_SIZE;
+  f->timestamp = vhd_timestamp_now ();
+  memcpy (f->creator_app, VHD_CREATOR_APP, 4);
+  f->creator_version = VHD_CREATOR_VERSION;
+  f->creator_host_os = VHD_CREATOR_HOST_OS;
+  f->original_size = size;
+  f->current_size = size;
+  vhd_chs_geometry (size, &f->cylinders, &f->heads, &f->sectors_per_track);
+  f->disk_type = disk_type;
+  f->unique_id = *unique_id;
+  f->saved_state = 0;
+}
+
+/* Fixed: the data, then the footer.  The data is allocated for real (no
+ * holes, as FULL_PHYSICAL_ALLOCATION promises) without writing it, unless
+ * the caller asked for a sparse file.
+ */
+static int
+write_fixed (int fd, const char *path, const struct vhd_footer *footer,
+             bool sparse)
+{
+  uint8_t buf[VHD_FOOTER_SIZE];
+  uint64_t size = footer->current_size;
+  struct vhd_footer f = *footer;
+  int r;
+
+  if (!sparse) {
+#ifdef HAVE_FALLOCATE
+    r = fallocate (fd, 0, 0, (off_t) size) == 0 ? 0 : errno;
+#else
+    r = EOPNOTSUPP;
+#endif
+    /* Where the filesystem cannot allocate, glibc writes the blocks. */
+    if (r == EOPNOTSUPP || r == ENOSYS)
+      r = posix_fallocate (fd, 0, (off_t) size);
+    if (r != 0)
+      return vhd_error (r, "%s: allocating %" PRIu64 " bytes for the fixed"
+                        " disk: %s", path, size, strerror (r));
+  }
+  vhd_footer_encode (&f, buf);
+  return pwrite_all (fd, buf, sizeof buf, size, path, "footer");
+}
+
+/* One parent locator to write: its platform code and UTF-16LE data. */
+struct locator_data {
+  uint32_t code;
+  uint8_t *data;
+  size_t length;
+};
+
+/* Dynamic and differencing: see the layout at the top of this file. */
+static int
+write_dynamic (int fd, const char *path, const struct vhd_footer *footer,
+               struct vhd_dyn_header *header,
+               const struct locator_data *locs, size_t n_locs)
+{
+  uint64_t bat_bytes = (uint64_t) header->max_table_entries * 4;
+  uint64_t at = VHD_FOOTER_SIZE + VHD_DYN_HEADER_SIZE;
+  uint64_t bat_space, footer_offset;
+  CLEANUP_FREE uint8_t *prefix = NULL;
+  CLEANUP_FREE uint8_t *fill = NULL;
+  struct vhd_footer f = *footer;
+  int r;
+
+  for (size_t i = 0; i < n_locs; i++) {
+    struct vhd_parent_locator *loc = &header->locators[i];
+    loc->platform_code = locs[i].code;
+    /* Space in bytes, as Windows 10 writes it (the specification says
+     * sectors; readers take either).
+     */
+    loc->platform_data_space = (uint32_t) round_up (locs[i].length,
+                                                    VHD_SECTOR_SIZE);
+    loc->platform_data_length = (uint32_t) locs[i].length;
+    loc->platform_data_offset = at;
+    at += loc->platform_data_space;
+  }
+  header->table_offset = round_up (at, METADATA_ALIGNMENT);
+  bat_space = round_up (bat_bytes, METADATA_ALIGNMENT);
+  footer_offset = header->table_offset + bat_space;
+
+  /* Everything before the BAT in one write. */
+  prefix = calloc (1, header->table_offset);
+  if (prefix == NULL)
+    return vhd_error (ENOMEM, "%s: out of memory", path);
+  vhd_footer_encode (&f, prefix);
+  vhd_dyn_header_encode (header, prefix + VHD_FOOTER_SIZE);
+  for (size_t i = 0; i < n_locs; i++)
+    memcpy (prefix + header->locators[i].platform_data_offset,
+            locs[i].data, locs[i].length);
+  r = pwrite_all (fd, prefix, header->table_offset, 0, path, "metadata");
+  if (r < 0)
+    return r;
+
+  /* The BAT and its padding, all 0xFF, in large writes. */
+  fill = malloc (BAT_WRITE_CHUNK);
+  if (fill == NULL)
+    return vhd_error (ENOMEM, "%s: out of memory", path);
+  memset (fill, 0xff, BAT_WRITE_CHUNK);
+  for (uint64_t done = 0; done < bat_space; done += BAT_WRITE_CHUNK) {
+    size_t n = bat_space - done < BAT_WRITE_CHUNK
+               ? (size_t) (bat_space - done) : BAT_WRITE_CHUNK;
+    r = pwrite_all (fd, fill, n, header->table_offset + done, path, "BAT");
+    if (r < 0)
+      return r;
+  }
+
+  return pwrite_all (fd, prefix, VHD_FOOTER_SIZE, footer_offset, path,
+                     "footer");
+}
+
+static void
+new_dyn_header (struct vhd_dyn_header *h, uint64_t size, uint32_t block_size)
+{
+  memset (h, 0, sizeof *h);
+  memcpy (h->cookie, "cxsparse", 8);
+  h->data_offset = UINT64_C (0xFFFFFFFFFFFFFFFF);
+  h->header_version = VHD_HEADER_VERSION;
+  h->block_size = block_size;
+  h->max_table_entries = (uint32_t) ((size + block_size - 1) / block_size);
+}
+
+/* The relative path from folder from_dir to file to (both resolved),
+ * Windows style: ".\base.vhd", "..\dir\base.vhd".
+ */
+static int
+relative_windows_path (const char *from_dir, const char *to,
+                       char *out, size_t out_size)
+{
+  char dir[PATH_MAX + 1];
+  size_t common = 0, len = 0;
+  unsigned up = 0;
+
+  /* With a trailing slash, every folder of dir ends in '/'. */
+  if (snprintf (dir, sizeof dir, "%s%s", from_dir,
+                strcmp (from_dir, "/") == 0 ? "" : "/") >= (int) sizeof dir)
+    return -ENAMETOOLONG;
+  for (size_t i = 0; dir[i] && dir[i] == to[i]; i++)
+    if (dir[i] == '/')
+      common = i + 1;
+  for (const char *p = dir + common; *p; p++)
+    if (*p == '/')
+      up++;
+
+  if (up == 0)
+    len = (size_t) snprintf (out, out_size, ".\\");
+  for (unsigned i = 0; i < up && len < out_size; i++)
+    len += (size_t) snprintf (out + len, out_size - len, "..\\");
+  if (len >= out_size ||
+      (size_t) snprintf (out + len, out_size - len, "%s", to + common)
+      >= out_size - len)
+    return -ENAMETOOLONG;
+  for (char *p = out + len; *p; p++)
+    if (*p == '/')
+      *p = '\\';
+  return 0;
+}
+
+/* The W2ku and W2ru locators of a differencing disk. */
+static void
+cleanup_locators (struct locator_data (*locs)[2])
+{
+  free ((*locs)[0].data);
+  free ((*locs)[1].data);
+}
+
+/* Encode a path as UTF-16LE locator data (no terminating NUL, as Windows
+ * writes it).
+ */
+static int
+locator_from_path (struct locator_data *loc, uint32_t code, const char *text,
+                   const char *path)
+{
+  /* UTF-16 needs at most two bytes per byte of UTF-8, plus the NUL. */
+  size_t size = strlen (text) * 2 + 2;
+  int n;
+
+  loc->code = code;
+  loc->data = malloc (size);
+  if (loc->data == NULL)
+    return vhd_error (ENOMEM, "%s: out of memory", path);
+  n = vhd_utf8_to_utf16 (text, false, loc->data, size);
+  if (n < 0)
+    return vhd_error (-n, "%s: parent path %s is not valid UTF-8",
+                      path, text);
+  loc->length = (size_t) n;
+  return 0;
+}
+
+/* The header's parent fields and the locators, from the opened parent.
+ * child_dir is the new disk's folder, resolved.
+ */
+static int
+describe_parent (const vhd_disk *parent, const char *child_dir,
+                 struct vhd_dyn_header *h, struct locator_data locs[2],
+                 const char *path)
+{
+  char real[PATH_MAX], relative[PATH_MAX * 3];
+  struct stat st;
+  int r;
+
+  if (realpath (parent->path, real) == NULL)
+    return vhd_error (errno, "parent %s: resolving its path: %m",
+                      parent->path);
+  if (fstat (parent->fd, &st) == -1)
+    return vhd_error (errno, "parent %s: fstat: %m", parent->path);
+
+  h->parent_unique_id = parent->footer.unique_id;
+  h->parent_timestamp = vhd_timestamp_from_unix (st.st_mtime);
+  r = vhd_utf8_to_utf16 (real, true, h->parent_unicode_name,
+                         sizeof h->parent_unicode_name);
+  if (r == -ENAMETOOLONG)
+    return vhd_error (-r, "parent %s: its path %s does not fit the 255"
+                      " UTF-16 characters of the header's parent name;"
+                      " move it to a shorter path", parent->path, real);
+  if (r < 0)
+    return vhd_error (-r, "parent %s: its path %s is not valid UTF-8",
+                      parent->path, real);
+  if (relative_windows_path (child_dir, real, relative, sizeof relative) < 0)
+    return vhd_error (ENAMETOOLONG, "parent %s: the relative path from %s"
+                      " is too long", parent->path, child_dir);
+
+  /* W2ku keeps the Linux path as it is: chain.c reads an absolute path
+   * that is not a drive path as a path on this machine.
+   */
+  r = locator_from_path (&locs[0], VHD_PLATFORM_W2KU, real, path);
+  if (r == 0)
+    r = locator_from_path (&locs[1], VHD_PLATFORM_W2RU, relative, path);
+  return r;
+}
+
+/* Write the whole image into fd.  child_dir: the new disk's folder,
+ * resolved (differencing disks need it for the relative locator).
+ */
+static int
+write_image (int fd, const char *path, const char *child_dir,
+             const struct create_args *a, uint32_t flags,
+             const vhd_disk *parent)
+{
+  __attribute__ ((cleanup (cleanup_locators)))
+    struct locator_data locs[2] = { { 0 }, { 0 } };
+  uint32_t block_size = a->block_size ? a->block_size
+                                      : VHD_BLOCK_SIZE_DEFAULT;
+  struct vhd_dyn_header header;
+  struct vhd_footer footer;
+  int r;
+
+  if (flags & VHD_CREATE_FLAG_FULL_PHYSICAL_ALLOCATION) {
+    new_footer (&footer, VHD_TYPE_FIXED, a->maximum_size, &a->unique_id);
+    return write_fixed (fd, path, &footer,
+                        flags & VHD_CREATE_FLAG_SPARSE_FILE);
+  }
+  if (parent == NULL) {
+    new_footer (&footer, VHD_TYPE_DYNAMIC, a->maximum_size, &a->unique_id);
+    new_dyn_header (&header, a->maximum_size, block_size);
+    return write_dynamic (fd, path, &footer, &header, NULL, 0);
+  }
+
+  /* Differencing: the parent's size, and its geometry as it stores it. */
+  new_footer (&footer, VHD_TYPE_DIFFERENCING, parent->footer.current_size,
+              &a->unique_id);
+  footer.cylinders = parent->footer.cylinders;
+  footer.heads = parent->footer.heads;
+  footer.sectors_per_track = parent->footer.sectors_per_track;
+  new_dyn_header (&header, footer.current_size, block_size);
+  r = describe_parent (parent, child_dir, &header, locs, path);
+  if (r < 0)
+    return r;
+  return write_dynamic (fd, path, &footer, &header, locs, 2);
+}
+
+static int
+open_parent (const char *parent_path, vhd_disk **parent)
+{
+  const struct vhd_open_options options = { .readonly = true };
+  char why[1024];
+  int r;
+
+  r = vhd_open (parent_path, &options, parent);
+  if (r < 0) {
+    /* vhd_error formats into the buffer that holds the cause. */
+    snprintf (why, sizeof why, "%s", vhd_last_error ());
+    return vhd_error (r, FN ": parent_path %s: cannot open the parent"
+                      " disk: %s", parent_path, why);
+  }
+  return 0;
+}
+
+/* The folders of every image in the parent's chain, resolved, for the
+ * new child's own open to be allowed to reach them.
+ */
+struct folder_list {
+  char *dirs[MAX_PARENT_DIRS + 1];      /* NULL-terminated */
+  size_t n;
+};
+
+static void
+cleanup_folder_list (struct folder_list *l)
+{
+  for (size_t i = 0; i < l->n; i++)
+    free (l->dirs[i]);
+}
+
+static int
+collect_chain_folders (const vhd_disk *parent, struct folder_list *l)
+{
+  for (const vhd_disk *p = parent; p && l->n < MAX_PARENT_DIRS;
+       p = p->parent) {
+    char copy[PATH_MAX], *dir;
+
+    if (snprintf (copy, sizeof copy, "%s", p->path) >= (int) sizeof copy)
+      return vhd_error (ENAMETOOLONG, "%s: path too long", p->path);
+    dir = realpath (dirname (copy), NULL);
+    if (dir == NULL)
+      return vhd_error (errno, "%s: resolving its folder: %m", p->path);
+    l->dirs[l->n++] = dir;
+  }
+  return 0;
+}
+
+/* Open the finished image from fd (which this takes over, closing it on
+ * failure too) under its final path, before it is linked there: the
+ * handle is the file that was built, and a failure here still leaves
+ * nothing behind.
+ */
+static int
+open_handle (int fd, const char *path, const struct create_args *a,
+             const vhd_disk *parent, vhd_disk **disk)
+{
+  __attribute__ ((cleanup (cleanup_folder_list))) struct folder_list
+    folders = { .n = 0 };
+  struct vhd_open_options options = {
+    .flags = a->open_flags,
+    .parent_dirs = (const char *const *) folders.dirs,
+  };
+  int r;
+
+  r = collect_chain_folders (parent, &folders);
+  if (r < 0) {
+    close (fd);
+    return r;
+  }
+  return vhd_open_fd (fd, path, false, a->open_flags,
+                      &(struct vhd_chain_context) {
+                        .options = &options, .depth = 0,
+                      },
+                      disk);
+}
+
+/* The file being built: unnamed (O_TMPFILE) where the filesystem allows,
+ * else under a hidden temporary name that the cleanup removes.
+ */
+struct new_file {
+  int dirfd;
+  int fd;
+  const char *name;             /* the target's name in dirfd */
+  char temp_name[NAME_MAX + 1]; /* "" unless the fallback is in use */
+};
+
+static void
+cleanup_new_file (struct new_file *nf)
+{
+  if (nf->fd >= 0)
+    close (nf->fd);
+  if (nf->temp_name[0])
+    unlinkat (nf->dirfd, nf->temp_name, 0);
+  if (nf->dirfd >= 0)
+    close (nf->dirfd);
+}
+
+static int
+open_temp_name (struct new_file *nf, mode_t mode, const char *path)
+{
+  for (int attempt = 0; attempt < 100; attempt++) {
+    struct vhd_guid random;
+    int r;
+
+    /* Never leave a name that we did not create for the cleanup. */
+    nf->temp_name[0] = '\0';
+    r = vhd_guid_generate (&random);
+    if (r < 0)
+      return r;
+    snprintf (nf->temp_name, sizeof nf->temp_name,
+              ".%.200s.%02x%02x%02x%02x%02x%02x.tmp", nf->name,
+              random.bytes[10], random.bytes[11], random.bytes[12],
+              random.bytes[13], random.bytes[14], random.bytes[15]);
+    nf->fd = openat (nf->dirfd, nf->temp_name,
+                     O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+    if (nf->fd >= 0)
+      return 0;
+    if (errno != EEXIST) {
+      nf->temp_name[0] = '\0';
+      return vhd_error (errno, "%s: creating a temporary file in its"
+                        " folder: %m", path);
+    }
+  }
+  nf->temp_name[0] = '\0';
+  return vhd_error (EEXIST, "%s: no free temporary name in its folder",
+                    path);
+}
+
+/* mode: as for open(2), the umask applies. */
+static int
+open_new_file (struct new_file *nf, const char *dir, mode_t mode,
+               const char *path)
+{
+  nf->dirfd = open (dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (nf->dirfd == -1)
+    return vhd_error (errno, "%s: opening its folder %s: %m", path, dir);
+  nf->fd = openat (nf->dirfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, mode);
+  if (nf->fd >= 0)
+    return 0;
+  /* Filesystems without O_TMPFILE say so in one of these ways. */
+  if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)
+    return vhd_error (errno, "%s: creating the file in %s: %m", path, dir);
+  return open_temp_name (nf, mode, path);
+}
+
+static int
+link_unnamed (struct new_file *nf, int fd)
+{
+  char proc[64];
+
+  snprintf (proc, sizeof proc, "/proc/self/fd/%d", fd);
+  if (linkat (AT_FDCWD, proc, nf->dirfd, nf->name, AT_SYMLINK_FOLLOW) == 0)
+    return 0;
+  /* Without /proc; this one needs CAP_DAC_READ_SEARCH. */
+  if (errno == ENOENT &&
+      linkat (fd, "", nf->dirfd, nf->name, AT_EMPTY_PATH) == 0)
+    return 0;
+  return -1;
+}
+
+static int
+link_temp_name (struct new_file *nf)
+{
+  if (linkat (nf->dirfd, nf->temp_name, nf->dirfd, nf->name, 0) == 0) {
+    unlinkat (nf->dirfd, nf->temp_name, 0);
+    nf->temp_name[0] = '\0';
+    return 0;
+  }
+  /* Filesystems without hard links (vfat) may still rename atomically. */
+  if ((errno == EPERM || errno == EOPNOTSUPP) &&
+      renameat2 (nf->dirfd, nf->temp_name, nf->dirfd, nf->name,
+                 RENAME_NOREPLACE) == 0) {
+    nf->temp_name[0] = '\0';
+    return 0;
+  }
+  return -1;
+}
+
+/* Give the finished file its name, never replacing one that exists, and
+ * make the name durable.  fd: the file (with O_TMPFILE).
+ */
+static int
+link_new_file (struct new_file *nf, int fd, const char *path)
+{
+  int r = nf->temp_name[0] ? link_temp_name (nf) : link_unnamed (nf, fd);
+
+  if (r == -1 && errno == EEXIST)
+    return vhd_error (EEXIST, "%s: the file exists (it appeared while the"
+                      " disk was being built); nothing was overwritten",
+                      path);
+  if (r == -1)
+    return vhd_error (errno, "%s: linking the new file into place: %m",
+                      path);
+  if (fsync (nf->dirfd) == -1) {
+    r = vhd_error (errno, "%s: fsync of its folder: %m", path);
+    unlinkat (nf->dirfd, nf->name, 0);
+    return r;
+  }
+  return 0;
+}
+
+static int
+apply_security (int fd, const struct vhd_security_descriptor *security,
+                const char *path)
+{
+  if (security == NULL)
+    return 0;
+  /* Owner first: chown may clear the set-id bits of the mode. */
+  if (security->set_owner && fchown (fd, security->uid, security->gid) == -1)
+    return vhd_error (errno, "%s: security: setting the owner to %u:%u: %m",
+                      path, (unsigned) security->uid,
+                      (unsigned) security->gid);
+  if (security->set_mode && fchmod (fd, security->mode) == -1)
+    return vhd_error (errno, "%s: security: setting mode 0%o: %m", path,
+                      (unsigned) security->mode);
+  return 0;
+}
+
+/* The target's folder (allocated) and its name within it. */
+static int
+split_path (const char *path, char **dir, const char **name)
+{
+  const char *slash = strrchr (path, '/');
+
+  *name = slash ? slash + 1 : path;
+  if (**name == '\0' || strcmp (*name, ".") == 0 || strcmp (*name, "..") == 0)
+    return vhd_error (EINVAL, FN ": path %s does not end in a file name",
+                      path);
+  if (slash == NULL)
+    *dir = strdup (".");
+  else if (slash == path)
+    *dir = strdup ("/");
+  else
+    *dir = strndup (path, (size_t) (slash - path));
+  if (*dir == NULL)
+    return vhd_error (ENOMEM, "%s: out of memory", path);
+  return 0;
+}
+
+int
+vhd_create_virtual_disk (const struct vhd_storage_type *storage_type,
+                         const char *path,
+                         uint32_t access_mask,
+                         const struct vhd_security_descriptor *security,
+                         uint32_t flags,
+                         uint32_t provider_specific_flags,
+                         const struct vhd_create_parameters *parameters,
+                         struct vhd_overlapped *overlapped,
+                         vhd_disk **handle)
+{
+  CLEANUP_VHD_CLOSE vhd_disk *parent = NULL;
+  CLEANUP_VHD_CLOSE vhd_disk *disk = NULL;
+  CLEANUP_FREE char *dir = NULL;
+  CLEANUP_FREE char *child_dir = NULL;
+  __attribute__ ((cleanup (cleanup_new_file))) struct new_file nf = {
+    .dirfd = -1, .fd = -1,
+  };
+  struct create_args a;
+  struct stat st;
+  int fd, r;
+
+  vhd_clear_error ();
+  if (handle)
+    *handle = NULL;
+  r = check_arguments (storage_type, path, access_mask, flags,
+                       provider_specific_flags, parameters, overlapped,
+                       handle, &a);
+  if (r < 0)
+    return r;
+  /* A friendly early answer; the link at the end is what guarantees it. */
+  if (lstat (path, &st) == 0)
+    return vhd_error (EEXIST, "%s: the file exists; vhd_create_virtual_disk"
+                      " never overwrites one (remove it or pick another"
+                      " path)", path);
+  if ((r = split_path (path, &dir, &nf.name)) < 0)
+    return r;
+  child_dir = realpath (dir, NULL);
+  if (child_dir == NULL)
+    return vhd_error (errno, "%s: its folder %s: %m", path, dir);
+  if (vhd_guid_is_zero (&a.unique_id) &&
+      (r = vhd_guid_generate (&a.unique_id)) < 0)
+    return vhd_error (r, "%s: generating a unique id: %s", path,
+                      strerror (-r));
+  if (a.parent_path && (r = open_parent (a.parent_path, &parent)) < 0)
+    return r;
+
+  if ((r = open_new_file (&nf, dir, security && security->set_mode
+                          ? 0600 : 0666, path)) < 0 ||
+      (r = apply_security (nf.fd, security, path)) < 0 ||
+      (r = write_image (nf.fd, path, child_dir, &a, flags, parent)) < 0)
+    return r;
+  if (fsync (nf.fd) == -1)
+    return vhd_error (errno, "%s: fsync: %m", path);
+
+  fd = nf.fd;
+  nf.fd = -1;                   /* open_handle owns it now */
+  if ((r = open_handle (fd, path, &a, parent, &disk)) < 0 ||
+      (r = link_new_file (&nf, disk->fd, path)) < 0)
+    return r;
+
+  *handle = disk;
+  disk = NULL;
+  return 0;
+}
