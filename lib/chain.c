@@ -27,6 +27,7 @@
 #include <linux/openat2.h>
 
 #include "chain.h"
+#include "cleanup.h"
 #include "format.h"
 #include "image.h"
 
@@ -63,13 +64,6 @@ cleanup_search (struct search **s)
 {
   if (*s)
     free_search (*s);
-}
-
-static void
-cleanup_close (int *fd)
-{
-  if (*fd >= 0)
-    close (*fd);
 }
 
 /* Append "; PATH (via): why" to the list of attempts, truncating safely. */
@@ -342,7 +336,7 @@ open_beneath (const char *folder, const char *real, const char **why)
     .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
   };
   const char *rel = real + strlen (folder);
-  __attribute__ ((cleanup (cleanup_close))) int dirfd = -1;
+  CLEANUP_CLOSE int dirfd = -1;
   int fd;
 
   while (*rel == '/')
