@@ -17,6 +17,7 @@ struct vhd_disk {
   uint64_t file_size;           /* at open */
 
   struct vhd_footer footer;     /* the copy that was chosen */
+  uint8_t footer_raw[VHD_FOOTER_SIZE]; /* its bytes, as the writer left them */
   uint64_t footer_offset;       /* where the trailing footer is (or goes) */
   bool footer_from_copy;        /* trailing footer missing or bad */
 

@@ -68,6 +68,28 @@ vhd_lock_for_writing (int fd, const char *path)
   return 0;
 }
 
+/* Opening for writing an image whose trailing footer a crash lost: put
+ * it back (open.c chose where), durably, before anything else is written.
+ */
+static int
+restore_trailing_footer (struct vhd_disk *disk)
+{
+  ssize_t n = pwrite (disk->fd, disk->encoded_footer, VHD_FOOTER_SIZE,
+                      (off_t) disk->footer_offset);
+
+  if (n != VHD_FOOTER_SIZE)
+    return vhd_error (n < 0 ? errno : EIO, "%s: restoring the trailing"
+                      " footer at offset %" PRIu64 ": %s", disk->path,
+                      disk->footer_offset,
+                      n < 0 ? strerror (errno) : "short write");
+  if (fdatasync (disk->fd) == -1)
+    return vhd_error (errno, "%s: fdatasync: %m", disk->path);
+  if (disk->footer_offset + VHD_FOOTER_SIZE > disk->file_end)
+    disk->file_end = disk->footer_offset + VHD_FOOTER_SIZE;
+  disk->footer_from_copy = false;
+  return 0;
+}
+
 int
 vhd_io_init (struct vhd_disk *disk)
 {
@@ -94,7 +116,15 @@ vhd_io_init (struct vhd_disk *disk)
   }
   disk->file_end = disk->file_size;
   disk->end = disk->footer_offset;
-  vhd_footer_encode (&disk->footer, disk->encoded_footer);
+  /* Footers are rewritten byte for byte as the image's writer made them
+   * (reserved bytes included), so that both copies stay identical.
+   */
+  memcpy (disk->encoded_footer, disk->footer_raw, VHD_FOOTER_SIZE);
+  if (!disk->readonly && disk->footer_from_copy) {
+    int r = restore_trailing_footer (disk);
+    if (r < 0)
+      return r;
+  }
   if (!is_dynamic_like (disk))
     return 0;
 

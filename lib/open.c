@@ -89,8 +89,10 @@ read_trailing_footer (struct vhd_disk *disk, char *why, size_t why_size)
     r = vhd_pread_exact (disk->fd, buf, sizeof buf, at, disk->path, "footer");
     if (r == 0 && memcmp (buf, "conectix", 8) == 0) {
       r = vhd_footer_decode (buf, &disk->footer, disk->path, at);
-      if (r == 0)
+      if (r == 0) {
         disk->footer_offset = at;
+        memcpy (disk->footer_raw, buf, sizeof buf);
+      }
       else
         snprintf (why, why_size, "%s", vhd_last_error ());
       return r;
@@ -109,8 +111,10 @@ read_trailing_footer (struct vhd_disk *disk, char *why, size_t why_size)
                          "footer");
     if (r == 0 && memcmp (buf, "conectix", 8) == 0) {
       r = vhd_footer_decode (buf, &disk->footer, disk->path, at);
-      if (r == 0)
+      if (r == 0) {
         disk->footer_offset = at;
+        memcpy (disk->footer_raw, buf, sizeof buf);
+      }
       else
         snprintf (why, why_size, "%s", vhd_last_error ());
       return r;
@@ -160,6 +164,7 @@ choose_footer (struct vhd_disk *disk)
   }
 
   disk->footer = copy;
+  memcpy (disk->footer_raw, buf, sizeof buf);
   disk->footer_from_copy = true;
   /* Where the trailing footer belongs is settled once the BAT is known
    * (the end of the last block or of the metadata): see load_bat.
@@ -308,6 +313,16 @@ load_bat (struct vhd_disk *disk)
   metadata_end = h->table_offset + bat_bytes;
   if (disk->header_offset + VHD_DYN_HEADER_SIZE > metadata_end)
     metadata_end = disk->header_offset + VHD_DYN_HEADER_SIZE;
+  /* Locator data may lie anywhere (Windows puts it after the BAT). */
+  for (unsigned i = 0; i < VHD_LOCATOR_COUNT; i++) {
+    const struct vhd_parent_locator *loc = &h->locators[i];
+    if (loc->platform_code != VHD_PLATFORM_NONE &&
+        loc->platform_data_offset <= disk->file_size &&
+        disk->file_size - loc->platform_data_offset
+          >= loc->platform_data_length &&
+        loc->platform_data_offset + loc->platform_data_length > metadata_end)
+      metadata_end = loc->platform_data_offset + loc->platform_data_length;
+  }
 
   for (uint32_t i = 0; i < h->max_table_entries; i++) {
     uint32_t sector = vhd_get_be32 (raw + (size_t) i * 4);
@@ -340,10 +355,15 @@ load_bat (struct vhd_disk *disk)
   disk->allocated_blocks = (uint32_t) n;
   r = check_blocks_disjoint (disk, ext, n, block_bytes);
   if (r == 0 && disk->footer_from_copy) {
-    /* The trailing footer is lost: it belongs right after the last
-     * structure in the file.
+    /* The trailing footer is lost (a crash while a block was appended).
+     * It goes back at the end of the file, past whatever was half
+     * written there: those bytes belong to no block (a leak that
+     * vhdtool check --repair reclaims), and structures that this reader
+     * does not know about (a blktap batmap) stay untouched.
      */
-    disk->footer_offset = (metadata_end + VHD_SECTOR_SIZE - 1)
+    uint64_t end = disk->file_size > metadata_end ? disk->file_size
+                                                  : metadata_end;
+    disk->footer_offset = (end + VHD_SECTOR_SIZE - 1)
                           & ~(uint64_t) (VHD_SECTOR_SIZE - 1);
   }
  out:
