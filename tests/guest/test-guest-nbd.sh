@@ -1,0 +1,235 @@
+#!/usr/bin/env bash
+# VHD images served by the plugin work as real block devices in a Linux
+# guest, through the kernel's NBD client (nbd-client, /dev/nbd0) and
+# through qemu's (-drive driver=nbd, /dev/vda), for a fixed, a dynamic and
+# a differencing image: the guest makes an ext4 filesystem (or, on the
+# differencing image, finds its parent's), writes files, checks it with
+# e2fsck and reads the files back; then the host reads the image with
+# independent tools (qemu-img, e2fsck, debugfs) and finds the same files.
+# Last, scripts/vhd-attach attaches an image inside the guest.
+#
+# The guest is Debian's kernel and a busybox initramfs (build-initramfs.sh,
+# init), booted by qemu-system-x86_64 with no network device: nbd-client
+# reaches the host's nbdkit through a virtio-serial port bridged by socat.
+# It runs under TCG unless the CPU has vmx/svm and the kvm_pvm module is
+# not loaded.  The kernel and initramfs are cached in $VHDKIT_GUEST_CACHE
+# (/var/tmp/vhdkit-guest-cache).  Skips when qemu-system-x86_64, busybox,
+# socat, nbd-client or the kernel package cannot be had.
+
+source "$VHDKIT_SRCDIR/functions.sh"
+set -e
+set -x
+
+guest=$VHDKIT_SRCDIR/guest
+script=$VHDKIT_SRCDIR/../scripts/vhd-attach
+# nbd-client, mke2fs and e2fsck live in sbin.
+PATH=$PATH:/usr/sbin:/sbin
+
+requires_plugin
+requires qemu-system-x86_64 --version
+requires busybox
+requires socat -V
+requires nbd-client
+requires mke2fs -V
+requires e2fsck -V
+requires debugfs -V
+requires cpio --version
+requires qemu-img --version
+requires nbdcopy --version
+requires vhdtool --help
+requires bash --version
+
+tmp=$(scratch_dir)
+
+# ---- The guest's kernel and initramfs --------------------------------
+
+cache=${VHDKIT_GUEST_CACHE:-/var/tmp/vhdkit-guest-cache}
+if ! mkdir -p "$cache" 2>/dev/null || [ ! -w "$cache" ]; then
+  cache=${XDG_CACHE_HOME:-$HOME/.cache}/vhdkit-guest
+fi
+status=0
+"$guest/build-initramfs.sh" "$cache" > "$tmp/boot" || status=$?
+case "$status" in
+  0) ;;
+  77) echo "$0: the guest cannot be built here: skipping this test"; exit 77 ;;
+  *) echo "$0: build-initramfs.sh failed" >&2; exit 1 ;;
+esac
+{ read -r kernel; read -r base_initramfs; } < "$tmp/boot"
+
+# The files the guest writes, with their checksums: set A on a new
+# filesystem, set B added on the differencing image.  Sizes that cross the
+# 2 MiB blocks of a dynamic image, and odd ones.
+overlay=$tmp/overlay
+payload=$overlay/payload
+mkdir -p "$payload/A" "$payload/B" "$overlay/vhdkit"
+printf 'vhdkit guest test\n' > "$payload/A/hello.txt"
+: > "$payload/A/empty"
+head -c $((1024 * 1024 + 123)) /dev/urandom > "$payload/A/random-1M"
+head -c $((4 * 1024 * 1024 + 4097)) /dev/urandom > "$payload/A/random-4M"
+head -c $((3 * 1024 * 1024)) /dev/urandom > "$payload/B/random-3M"
+seq 1 20000 > "$payload/B/numbers.txt"
+for set in A B; do
+  (cd "$payload/$set" && sha256sum -- * > "../$set.sha256")
+done
+
+# vhd-attach runs in the guest too, with nbdkit, this plugin and bash.
+install -m 755 "$script" "$overlay/vhdkit/vhd-attach"
+install -m 755 "$VHDKIT_PLUGIN" "$overlay/vhdkit/nbdkit-vhd-plugin.so"
+"$guest/build-initramfs.sh" --overlay "$tmp/overlay.cpio" "$overlay" \
+  "$(command -v nbdkit)" "$(command -v bash)" "$(realpath "$VHDKIT_PLUGIN")"
+
+# The kernel unpacks an uncompressed archive appended to another only at
+# a 4-byte boundary.
+initramfs=$tmp/initramfs.cpio
+cp "$base_initramfs" "$initramfs"
+truncate -s $(( ($(stat -c %s "$initramfs") + 3) / 4 * 4 )) "$initramfs"
+cat "$tmp/overlay.cpio" >> "$initramfs"
+
+# TCG unless KVM can really run this kernel: /dev/kvm may be a software
+# hypervisor (kvm_pvm) that cannot.
+if grep -Eqw 'vmx|svm' /proc/cpuinfo && [ ! -d /sys/module/kvm_pvm ] &&
+   [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
+  accel=(-accel kvm -cpu host)
+else
+  accel=(-accel tcg -cpu max)
+fi
+
+# ---- One boot --------------------------------------------------------
+
+nbdkit_pid=
+stop_server ()
+{
+  if [ -n "$nbdkit_pid" ]; then
+    kill "$nbdkit_pid" 2>/dev/null || true
+    wait "$nbdkit_pid" || true
+    nbdkit_pid=
+  fi
+}
+cleanup_fn stop_server
+
+timings=()
+
+# run_guest PATH TYPE MODE IMAGE [PLUGIN-PARAMETER...]: boot the guest to
+# test IMAGE through PATH (nbd0, vda or attach; see init), and fail unless
+# it reports PASS.  nbdkit has stopped, and the image is closed, when this
+# returns.
+run_guest ()
+{
+  local path=$1 type=$2 mode=$3 img=$4 sock=$tmp/nbd.sock
+  local log=$tmp/guest-$path-$type.log start i status=0
+  local -a disk
+  shift 4
+
+  case "$path" in
+    nbd0|vda)
+      rm -f "$sock" "$tmp/nbdkit.pid"
+      nbdkit -f -U "$sock" -P "$tmp/nbdkit.pid" \
+        "$VHDKIT_PLUGIN" file="$img" "$@" &
+      nbdkit_pid=$!
+      for ((i = 0; i < 100; i++)); do
+        [ ! -s "$tmp/nbdkit.pid" ] || break
+        kill -0 "$nbdkit_pid"
+        sleep 0.1
+      done
+      test -S "$sock"
+      ;;
+  esac
+  case "$path" in
+    nbd0)
+      # qemu connects to nbdkit's socket once, at start; the guest's socat
+      # bridges the port to the socket that nbd-client connects to.
+      disk=(-device virtio-serial
+            -chardev "socket,id=nbd0,path=$sock"
+            -device virtserialport,chardev=nbd0,name=nbd0) ;;
+    vda)
+      disk=(-drive "driver=nbd,server.type=unix,server.path=$sock,if=virtio") ;;
+    attach)
+      [ "$(basename "$img")" = disk.vhd ]
+      disk=(-fsdev "local,id=host,path=$(dirname "$img"),security_model=none"
+            -device virtio-9p-pci,fsdev=host,mount_tag=host) ;;
+  esac
+
+  start=$SECONDS
+  timeout 150 qemu-system-x86_64 "${accel[@]}" -m 512M \
+    -nodefaults -display none -no-reboot -serial "file:$log" \
+    -kernel "$kernel" -initrd "$initramfs" \
+    -append "console=ttyS0 quiet panic=-1 cryptomgr.notests vhdkit.path=$path vhdkit.type=$type vhdkit.mode=$mode" \
+    "${disk[@]}" < /dev/null || status=$?
+  stop_server
+  timings+=("$path $type: $((SECONDS - start)) s")
+
+  tr -d '\r' < "$log" | sed 's/^/guest: /'
+  if [ "$status" -ne 0 ]; then
+    echo "$0: qemu exited with status $status" \
+         "(124: it ran out of time)" >&2
+    return 1
+  fi
+  if ! tr -d '\r' < "$log" | grep -qx "VHDKIT-GUEST: PASS $path $type"; then
+    echo "$0: the guest did not report PASS for $path $type" >&2
+    return 1
+  fi
+}
+
+# check_image TYPE IMAGE SET...: read IMAGE on the host, without the
+# guest: the filesystem passes e2fsck -fn and holds the files of each SET.
+# qemu-img reads fixed and dynamic images; a differencing chain is read
+# through the plugin (qemu's vpc driver does not follow parents).
+check_image ()
+{
+  local type=$1 img=$2 raw=$tmp/check.raw out=$tmp/readback set
+  shift 2
+  rm -rf "$raw" "$out"
+  if [ "$type" = differencing ]; then
+    nbdkit -U - "$VHDKIT_PLUGIN" file="$img" readonly=true \
+      --run "nbdcopy \"\$uri\" '$raw'"
+  else
+    qemu-img convert -f vpc -O raw "$img" "$raw"
+  fi
+  e2fsck -fn "$raw"
+  mkdir "$out"
+  for set in "$@"; do
+    debugfs -R "rdump /$set $out" "$raw"
+    (cd "$out/$set" && sha256sum -c "$payload/$set.sha256")
+  done
+  vhdtool check "$img"
+  rm -rf "$raw" "$out"
+}
+
+# ---- The runs --------------------------------------------------------
+
+total_start=$SECONDS
+for path in nbd0 vda; do
+  dir=$tmp/$path
+  mkdir "$dir"
+
+  vhdtool create --fixed 64M "$dir/fixed.vhd"
+  run_guest "$path" fixed fresh "$dir/fixed.vhd"
+  check_image fixed "$dir/fixed.vhd" A
+
+  vhdtool create --dynamic 128M "$dir/dynamic.vhd"
+  run_guest "$path" dynamic fresh "$dir/dynamic.vhd"
+  check_image dynamic "$dir/dynamic.vhd" A
+
+  # The dynamic image, with its filesystem, is the parent: the guest finds
+  # set A there and adds set B, and the parent does not change.
+  vhdtool create --parent "$dir/dynamic.vhd" "$dir/child.vhd"
+  parent_sum=$(sha256sum < "$dir/dynamic.vhd")
+  run_guest "$path" differencing reuse "$dir/child.vhd"
+  test "$(sha256sum < "$dir/dynamic.vhd")" = "$parent_sum"
+  check_image differencing "$dir/child.vhd" A B
+done
+
+# scripts/vhd-attach in the guest: nbdkit and nbd-client there, on an
+# image shared from here.
+mkdir "$tmp/attach"
+vhdtool create --dynamic 128M "$tmp/attach/disk.vhd"
+run_guest attach dynamic fresh "$tmp/attach/disk.vhd"
+check_image dynamic "$tmp/attach/disk.vhd" A
+
+set +x
+echo
+echo "guest test run times (${accel[*]}):"
+for timing in "${timings[@]}"; do
+  echo "  $timing"
+done
+echo "  total: $((SECONDS - total_start)) s"
