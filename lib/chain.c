@@ -37,7 +37,8 @@
 
 struct candidate {
   char path[PATH_MAX];
-  const char *via;
+  const char *first_via;        /* the first locator that led here */
+  char via[128];                /* all of them, for the error */
 };
 
 struct search {
@@ -48,6 +49,11 @@ struct search {
   size_t n_allowed;
   struct candidate cand[MAX_CANDIDATES];
   size_t n_cand;
+  /* Files already looked at: locators often name one file in several
+   * spellings ("dir/./p.vhd", "dir/p.vhd"), and each is opened once.
+   */
+  struct { dev_t dev; ino_t ino; } seen[MAX_CANDIDATES];
+  size_t n_seen;
   char tried[3072];                     /* the error's list of attempts */
 };
 
@@ -91,13 +97,28 @@ add_candidate (struct search *s, const char *dir, const char *name,
     n = snprintf (path, sizeof path, "%s", name);
   if (n < 0 || (size_t) n >= sizeof path)
     return;
-  for (size_t i = 0; i < s->n_cand; i++)
-    if (strcmp (s->cand[i].path, path) == 0)
+  /* "dir/./p.vhd" is "dir/p.vhd": one spelling, one attempt, one name in
+   * the error.  (".." is left for realpath and the confinement check.)
+   */
+  for (char *dot; (dot = strstr (path, "/./")) != NULL; )
+    memmove (dot, dot + 2, strlen (dot + 2) + 1);
+  n = (int) strlen (path);
+  for (size_t i = 0; i < s->n_cand; i++) {
+    if (strcmp (s->cand[i].path, path) == 0) {
+      /* Tried once, but every locator that named it is reported. */
+      size_t len = strlen (s->cand[i].via);
+      if (strstr (s->cand[i].via, via) == NULL)
+        snprintf (s->cand[i].via + len, sizeof s->cand[i].via - len,
+                  " and %s", via);
       return;
+    }
+  }
   if (s->n_cand == MAX_CANDIDATES)
     return;
   memcpy (s->cand[s->n_cand].path, path, (size_t) n + 1);
-  s->cand[s->n_cand].via = via;
+  snprintf (s->cand[s->n_cand].via, sizeof s->cand[s->n_cand].via, "%s",
+            via);
+  s->cand[s->n_cand].first_via = via;
   s->n_cand++;
 }
 
@@ -366,76 +387,116 @@ in_chain (const struct vhd_chain_link *link, const struct stat *st)
   return false;
 }
 
-/* Try one candidate; on success sets child->parent. */
+static bool
+seen_before (struct search *s, const struct stat *st)
+{
+  for (size_t i = 0; i < s->n_seen; i++)
+    if (s->seen[i].dev == st->st_dev && s->seen[i].ino == st->st_ino)
+      return true;
+  if (s->n_seen < MAX_CANDIDATES) {
+    s->seen[s->n_seen].dev = st->st_dev;
+    s->seen[s->n_seen].ino = st->st_ino;
+    s->n_seen++;
+  }
+  return false;
+}
+
+/* Is the opened image the parent the child records?  If not, why not. */
+static bool
+is_the_parent (const struct vhd_disk *child, const struct vhd_disk *parent,
+               const struct vhd_open_options *options, char *why,
+               size_t why_size)
+{
+  if (memcmp (&parent->footer.unique_id, &child->header.parent_unique_id,
+              sizeof (struct vhd_guid)) != 0 &&
+      !options->ignore_parent_id_mismatch) {
+    char want[37], got[37];
+    vhd_guid_to_string (&child->header.parent_unique_id, want);
+    vhd_guid_to_string (&parent->footer.unique_id, got);
+    snprintf (why, why_size, "its unique id %s is not the parent id %s"
+              " that %s records", got, want, child->path);
+    return false;
+  }
+  if (parent->footer.current_size != child->footer.current_size) {
+    snprintf (why, why_size, "its size %" PRIu64 " differs from the"
+              " child's %" PRIu64, parent->footer.current_size,
+              child->footer.current_size);
+    return false;
+  }
+  return true;
+}
+
+/* Try one candidate: 0 when it is the parent (child->parent is set), 1
+ * to try the next one, or -errno when it is the parent but its own chain
+ * failed: that error (which names what is missing further down) is the
+ * answer, and no other spelling of the same file is worth a try.
+ */
 static int
 try_candidate (struct search *s, const struct candidate *c,
                const struct vhd_chain_context *ctx,
                const struct vhd_chain_link *link)
 {
   struct vhd_disk *child = (struct vhd_disk *) s->child;
+  struct vhd_chain_context below = {
+    .options = ctx->options, .depth = ctx->depth + 1, .children = link,
+    .top_dir = s->allowed[0],
+  };
   struct vhd_disk *parent;
   char real[PATH_MAX];
   const char *why = NULL;
   struct stat st;
-  int folder, fd;
+  int folder, fd, r;
   char msg[1024];
 
   if (realpath (c->path, real) == NULL) {
     note_attempt (s, c->path, c->via, errno == ENOENT ? "not found"
                   : strerror (errno));
-    return -1;
+    return 1;
   }
   folder = allowed_folder_of (s, real);
   if (folder < 0) {
     note_attempt (s, c->path, c->via,
                   "refused: outside the allowed folders");
-    return -1;
+    return 1;
   }
   fd = open_beneath (s->allowed[folder], real, &why);
   if (fd == -1) {
     note_attempt (s, c->path, c->via, why);
-    return -1;
+    return 1;
   }
   if (fstat (fd, &st) == -1 || in_chain (link, &st)) {
     close (fd);
     note_attempt (s, c->path, c->via,
                   "refused: it is an image of this chain (a locator loop)");
-    return -1;
+    return 1;
+  }
+  if (seen_before (s, &st)) {
+    close (fd);
+    return 1;
   }
 
-  if (vhd_open_fd (fd, real, true, 0,
-                   &(struct vhd_chain_context) {
-                     .options = ctx->options, .depth = ctx->depth + 1,
-                     .children = link, .top_dir = s->allowed[0],
-                   }, &parent) < 0) {
+  /* The image alone first: its identity decides whether its chain is
+   * worth resolving.
+   */
+  if (vhd_open_fd (fd, real, true, VHD_OPEN_FLAG_NO_PARENTS, &below,
+                   &parent) < 0) {
     note_attempt (s, c->path, c->via, vhd_last_error ());
-    return -1;
+    return 1;
   }
-
-  if (memcmp (&parent->footer.unique_id, &child->header.parent_unique_id,
-              sizeof (struct vhd_guid)) != 0 &&
-      !ctx->options->ignore_parent_id_mismatch) {
-    char want[37], got[37];
-    vhd_guid_to_string (&child->header.parent_unique_id, want);
-    vhd_guid_to_string (&parent->footer.unique_id, got);
-    snprintf (msg, sizeof msg, "its unique id %s is not the parent id %s"
-              " that %s records", got, want, child->path);
+  if (!is_the_parent (child, parent, ctx->options, msg, sizeof msg)) {
     note_attempt (s, c->path, c->via, msg);
     vhd_close (parent);
-    return -1;
+    return 1;
   }
-  if (parent->footer.current_size != child->footer.current_size) {
-    snprintf (msg, sizeof msg, "its size %" PRIu64 " differs from the"
-              " child's %" PRIu64, parent->footer.current_size,
-              child->footer.current_size);
-    note_attempt (s, c->path, c->via, msg);
+  if (parent->footer.disk_type == VHD_TYPE_DIFFERENCING &&
+      (r = vhd_chain_open_parent (parent, &below)) < 0) {
     vhd_close (parent);
-    return -1;
+    return r;
   }
 
   child->parent = parent;
   snprintf (child->parent_found_via, sizeof child->parent_found_via, "%s",
-            c->via);
+            c->first_via);
   return 0;
 }
 
@@ -484,9 +545,11 @@ vhd_chain_open_parent (struct vhd_disk *child,
     add_candidate (s, s->child_dir, base_name (slashed), "parent name");
   }
 
-  for (size_t i = 0; i < s->n_cand; i++)
-    if (try_candidate (s, &s->cand[i], ctx, &link) == 0)
-      return 0;
+  for (size_t i = 0; i < s->n_cand; i++) {
+    r = try_candidate (s, &s->cand[i], ctx, &link);
+    if (r <= 0)
+      return r;
+  }
 
   vhd_guid_to_string (&child->header.parent_unique_id, uuid);
   return vhd_error (ENOENT, "%s: parent %s (unique id %s) could not be"
