@@ -1,0 +1,188 @@
+# vhdkit: helpers shared by the differencing-disk tests (test-diff-*.sh).
+# Source it after functions.sh:
+#
+#   source "$VHDKIT_SRCDIR/functions.sh"
+#   source "$VHDKIT_SRCDIR/functions-diff.sh"
+
+# requires_nbdsh
+#
+# nbdsh is a shell script that runs 'python3 -m nbd' with whatever python3
+# comes first on PATH; a pyenv shim or a virtualenv's python3 lacks
+# libnbd's module, and nbdsh then fails although it is installed.  Put the
+# first python3 that has the module first on PATH (through a private
+# folder holding only that link), then skip unless nbdsh works.
+requires_nbdsh ()
+{
+  local py dir
+  requires nbdsh
+  if ! nbdsh -c pass >/dev/null 2>&1; then
+    for py in /usr/bin/python3 /usr/local/bin/python3 /bin/python3; do
+      if [ -x "$py" ] && "$py" -c 'import nbd' >/dev/null 2>&1; then
+        dir=$(scratch_dir)
+        ln -s "$py" "$dir/python3"
+        PATH="$dir:$PATH"
+        export PATH
+        break
+      fi
+    done
+  fi
+  requires nbdsh -c pass
+}
+
+# nbdsh_script IMG SCRIPT [KEY=VALUE...]
+#
+# Serve IMG through the plugin (read-write unless readonly=true is among
+# the KEY=VALUEs) and run the Python file SCRIPT in nbdsh, connected (h).
+# The script reads its parameters from the environment.
+nbdsh_script ()
+{
+  local img=$1 script=$2
+  shift 2
+  NBDSH_SCRIPT=$script nbdkit -U - "$VHDKIT_PLUGIN" file="$img" "$@" \
+    --run 'nbdsh -u "$uri" -c "exec(open(\"$NBDSH_SCRIPT\").read())"'
+}
+
+# serve_sha256 IMG [KEY=VALUE...]
+#
+# Print the sha256 of the whole virtual disk IMG as the plugin serves it
+# (read-only).
+serve_sha256 ()
+{
+  local img=$1 out
+  shift
+  out=$(nbdkit -U - "$VHDKIT_PLUGIN" file="$img" readonly=true "$@" \
+          --run 'nbdcopy "$uri" - | sha256sum') || return 1
+  echo "${out%% *}"
+}
+
+# serve_copy IMG OUT [KEY=VALUE...]
+#
+# Copy the virtual disk IMG as the plugin serves it (read-only) to the
+# raw file OUT.
+serve_copy ()
+{
+  local img=$1
+  NBDCOPY_OUT=$2
+  export NBDCOPY_OUT
+  shift 2
+  nbdkit -U - "$VHDKIT_PLUGIN" file="$img" readonly=true "$@" \
+    --run 'nbdcopy "$uri" "$NBDCOPY_OUT"'
+}
+
+# serve_must_fail ERRFILE IMG [KEY=VALUE...]
+#
+# nbdkit serving IMG must fail to start (exit non-zero, the --run command
+# never runs); its stderr goes to ERRFILE and is shown.
+serve_must_fail ()
+{
+  local err=$1 img=$2 marker
+  shift 2
+  marker="$err.ran"
+  rm -f "$marker"
+  if MARKER=$marker nbdkit -U - "$VHDKIT_PLUGIN" file="$img" "$@" \
+       --run 'touch "$MARKER"' 2>"$err"; then
+    cat "$err" >&2
+    echo "$0: FAIL: nbdkit served $img; it should have refused it" >&2
+    return 1
+  fi
+  cat "$err" >&2
+  if [ -e "$marker" ]; then
+    echo "$0: FAIL: nbdkit started serving $img before failing" >&2
+    return 1
+  fi
+}
+
+# must_contain FILE TEXT [TEXT...]
+#
+# Each TEXT (a fixed string) occurs in FILE.
+must_contain ()
+{
+  local file=$1 text
+  shift
+  for text in "$@"; do
+    if ! grep -qF -- "$text" "$file"; then
+      echo "$0: FAIL: $file does not contain '$text':" >&2
+      cat "$file" >&2
+      return 1
+    fi
+  done
+}
+
+# strace_opens LOG CMD [ARGS...]
+#
+# Run CMD under strace, logging every open and the clones and execs that
+# no_successful_open needs to tell the engine's process from helpers (the
+# libtool wrapper of an uninstalled vhdtool runs ls, sed...).
+strace_opens ()
+{
+  local log=$1
+  shift
+  strace -f -y -o "$log" \
+    -e trace=open,openat,openat2,clone,clone3,fork,vfork,execve "$@"
+}
+
+# no_successful_open LOG IMAGE PATH...
+#
+# LOG is the output of strace_opens.  -y prints the file behind each
+# returned fd, so an open that succeeded on PATH (however it was spelled:
+# relative, through "..", through a symlink) shows as '= N</real/path>'.
+# Fails if the process that opened IMAGE (every thread of it) opened any
+# PATH.  Other processes (a libtool wrapper's ls reads /etc/passwd for
+# user names) are not the engine and are not counted.
+no_successful_open ()
+{
+  python3 - "$@" <<'PY'
+import os, re, sys
+log, image, paths = sys.argv[1], sys.argv[2], sys.argv[3:]
+image = os.path.realpath(image)
+paths = [os.path.realpath(p) for p in paths]
+line_re = re.compile(r"^(\d+)\s+(.*)$")
+pending = {}
+lines = []
+with open(log) as f:
+    for raw in f:
+        m = line_re.match(raw.rstrip("\n"))
+        if not m:
+            continue
+        pid, text = int(m.group(1)), m.group(2)
+        if text.endswith("<unfinished ...>"):
+            pending[pid] = text[:-len("<unfinished ...>")]
+            continue
+        r = re.match(r"<\.\.\. \w+ resumed>(.*)$", text)
+        if r:
+            text = pending.pop(pid, "") + r.group(1)
+        lines.append((pid, text))
+# Thread groups: a clone with CLONE_THREAD joins the new task to its
+# creator's group.
+leader = {}
+def group(pid):
+    while leader.get(pid, pid) != pid:
+        pid = leader[pid]
+    return pid
+for pid, text in lines:
+    m = re.match(r"(clone3?)\((.*)\)\s+=\s+(\d+)", text)
+    if m and "CLONE_THREAD" in m.group(2):
+        leader[int(m.group(3))] = group(pid)
+opened = re.compile(r"^(open|openat|openat2)\(.*\)\s+=\s+\d+<(.*)>$")
+engine = set()
+for pid, text in lines:
+    m = opened.match(text)
+    if m and m.group(2) == image:
+        engine.add(group(pid))
+if not engine:
+    sys.exit("no_successful_open: no process opened %s: is %s a log of "
+             "strace_opens?" % (image, log))
+bad = 0
+for pid, text in lines:
+    m = opened.match(text)
+    if m and group(pid) in engine and m.group(2) in paths:
+        print("FAIL: %s was opened: %d %s" % (m.group(2), pid, text),
+              file=sys.stderr)
+        bad += 1
+print("no_successful_open: %d opens checked in %d engine process(es); "
+      "%s of %s" % (sum(1 for p, t in lines if opened.match(t)),
+                    len(engine), "%d opens" % bad if bad else "none",
+                    ", ".join(paths) or "(no outside file given)"))
+sys.exit(1 if bad else 0)
+PY
+}
