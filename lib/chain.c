@@ -32,6 +32,7 @@
 #include "image.h"
 
 #define DEFAULT_MAX_CHAIN_DEPTH 32
+#define MAX_CHAIN_DEPTH 256
 #define MAX_LOCATOR_BYTES 65536
 #define MAX_CANDIDATES 64
 
@@ -95,8 +96,10 @@ add_candidate (struct search *s, const char *dir, const char *name,
     n = snprintf (path, sizeof path, "%s/%s", dir, name);
   else
     n = snprintf (path, sizeof path, "%s", name);
-  if (n < 0 || (size_t) n >= sizeof path)
+  if (n < 0 || (size_t) n >= sizeof path) {
+    note_attempt (s, "(a path)", via, "longer than PATH_MAX: not tried");
     return;
+  }
   /* "dir/./p.vhd" is "dir/p.vhd": one spelling, one attempt, one name in
    * the error.  (".." is left for realpath and the confinement check.)
    */
@@ -195,7 +198,7 @@ copy_utf8 (const uint8_t *in, size_t len, char *out, size_t out_size)
       if ((in[i + k] & 0xc0) != 0x80)
         return -EINVAL;
     if (n + follow + 1 >= out_size)
-      return -EINVAL;
+      return -ENAMETOOLONG;
     memcpy (out + n, in + i, follow + 1);
     n += follow + 1;
     i += follow + 1;
@@ -238,7 +241,11 @@ vhd_locator_read_path (const struct vhd_disk *disk, unsigned i,
     else
       r = vhd_utf16_to_utf8 (buf, loc->platform_data_length & ~1u, false,
                              out, out_size);
-    if (r < 0)
+    if (r == -ENAMETOOLONG)
+      r = vhd_error (ENAMETOOLONG, "%s: parent locator %u: the path in its"
+                     " platform data is longer than %zu bytes", disk->path,
+                     i, out_size - 1);
+    else if (r < 0)
       r = vhd_error (EINVAL, "%s: parent locator %u: platform data is not"
                      " valid %s", disk->path, i,
                      loc->platform_code == VHD_PLATFORM_MACX
@@ -514,7 +521,14 @@ vhd_chain_open_parent (struct vhd_disk *child,
   struct stat st;
   int r;
 
-  if (ctx->depth + 1 > max_depth)
+  if (max_depth > MAX_CHAIN_DEPTH)
+    return vhd_error (EINVAL, "%s: max_chain_depth %u is above the limit of"
+                      " %d images (each level of a chain costs stack and an"
+                      " open file)", child->path, max_depth, MAX_CHAIN_DEPTH);
+  /* The child is image depth + 1 of the chain; its parent would be the
+   * next one.
+   */
+  if (ctx->depth + 2 > max_depth)
     return vhd_error (ELOOP, "%s: the parent chain is deeper than %u images"
                       " (the limit; raise max_chain_depth)", child->path,
                       max_depth);

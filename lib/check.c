@@ -55,6 +55,7 @@ report (struct checker *c, int kind, const char *fmt, ...)
   switch (kind) {
   case VHD_CHECK_CORRUPT: c->result->corruptions++; break;
   case VHD_CHECK_LEAK: c->result->leaks++; break;
+  case VHD_CHECK_RECOVERABLE: c->result->recoverable++; break;
   case VHD_CHECK_REPAIRED: c->result->repaired++; break;
   }
   if (c->fn)
@@ -95,17 +96,17 @@ read_footers (struct checker *c)
     c->copy_ok = vhd_footer_decode (c->copy_raw, &f, c->path, 0) == 0 &&
                  f.disk_type != VHD_TYPE_FIXED;
 
-  if (!c->trailing_ok) {
-    report (c, VHD_CHECK_CORRUPT, "trailing footer: %s", why);
-    if (c->copy_ok)
-      vhd_footer_decode (c->copy_raw, &c->footer, c->path, 0);
+  if (!c->trailing_ok && c->copy_ok) {
+    /* What a crash while a block was appended leaves: nothing is lost,
+     * and the next read-write open (or --repair) puts the footer back.
+     */
+    report (c, VHD_CHECK_RECOVERABLE, "trailing footer: %s; the copy at"
+            " offset 0 is valid, and a read-write open or --repair"
+            " restores it", why);
+    vhd_footer_decode (c->copy_raw, &c->footer, c->path, 0);
   }
-}
-
-static bool
-overlaps (uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
-{
-  return a < b + blen && b < a + alen;
+  else if (!c->trailing_ok)
+    report (c, VHD_CHECK_CORRUPT, "trailing footer: %s", why);
 }
 
 struct extent {
@@ -147,21 +148,9 @@ check_bat (struct checker *c, uint64_t data_end)
 
     if (sector == VHD_BAT_UNUSED)
       continue;
-    if (start > data_end || data_end - start < block_bytes) {
-      report (c, VHD_CHECK_CORRUPT, "BAT entry %" PRIu32 " at offset %"
-              PRIu64 ": block at %" PRIu64 " runs past the image data,"
-              " which ends at %" PRIu64, i, h->table_offset + 4 * (uint64_t) i,
-              start, data_end);
-      continue;
-    }
-    if (overlaps (start, block_bytes, 0, VHD_FOOTER_SIZE) ||
-        overlaps (start, block_bytes, c->footer.data_offset,
-                  VHD_DYN_HEADER_SIZE) ||
-        overlaps (start, block_bytes, h->table_offset, bat_bytes)) {
-      report (c, VHD_CHECK_CORRUPT, "BAT entry %" PRIu32 " at offset %"
-              PRIu64 ": block at %" PRIu64 " overlaps the footer copy, the"
-              " dynamic header or the BAT", i,
-              h->table_offset + 4 * (uint64_t) i, start);
+    if (vhd_validate_block (c->path, h, c->footer.data_offset, data_end, i,
+                            sector) < 0) {
+      report (c, VHD_CHECK_CORRUPT, "%s", vhd_last_error ());
       continue;
     }
     ext[n++] = (struct extent) { start, i };
@@ -187,7 +176,7 @@ check_dynamic (struct checker *c)
   uint8_t buf[VHD_DYN_HEADER_SIZE];
   struct vhd_dyn_header *h = &c->header;
   uint64_t at = c->footer.data_offset;
-  uint64_t needed, data_end;
+  uint64_t data_end;
 
   if (at > c->file_size || c->file_size - at < VHD_DYN_HEADER_SIZE ||
       at < VHD_FOOTER_SIZE) {
@@ -202,18 +191,9 @@ check_dynamic (struct checker *c)
     return;
   }
   c->metadata_end = at + VHD_DYN_HEADER_SIZE;
-  needed = (c->footer.current_size + h->block_size - 1) / h->block_size;
-  if (h->max_table_entries < needed) {
-    report (c, VHD_CHECK_CORRUPT, "dynamic header at offset %" PRIu64
-            ": max_table_entries %" PRIu32 " is too small for the disk's"
-            " %" PRIu64 " blocks", at, h->max_table_entries, needed);
-    return;
-  }
-  if (h->table_offset > c->file_size ||
-      c->file_size - h->table_offset < vhd_bat_size (h->max_table_entries)) {
-    report (c, VHD_CHECK_CORRUPT, "dynamic header at offset %" PRIu64
-            ": table_offset %" PRIu64 " puts the BAT past the end of the"
-            " file", at, h->table_offset);
+  if (vhd_validate_dyn_layout (c->path, c->file_size, &c->footer, at,
+                               h) < 0) {
+    report (c, VHD_CHECK_CORRUPT, "%s", vhd_last_error ());
     return;
   }
   if (h->table_offset + vhd_bat_size (h->max_table_entries) > c->metadata_end)
@@ -275,9 +255,8 @@ repair (struct checker *c)
                  & ~(uint64_t) (VHD_SECTOR_SIZE - 1);
   uint8_t good[VHD_FOOTER_SIZE];
 
-  if (c->result->corruptions != 0 &&
-      !(c->result->corruptions == 1 && !c->trailing_ok && c->copy_ok))
-    return;   /* only a lost trailing footer is repaired among corruptions */
+  if (c->result->corruptions != 0)
+    return;   /* nothing is repaired while anything is corrupt */
 
   memcpy (good, c->trailing_ok ? c->trailing_raw : c->copy_raw, sizeof good);
   if (pwrite (c->fd, good, sizeof good, (off_t) end) != sizeof good ||
@@ -293,7 +272,7 @@ repair (struct checker *c)
   if (c->result->leaked_bytes)
     report (c, VHD_CHECK_REPAIRED, "truncated %" PRIu64 " leaked bytes at"
             " the end of the file", c->result->leaked_bytes);
-  c->result->corruptions = 0;
+  c->result->recoverable = 0;
   c->result->leaks = 0;
 }
 
@@ -358,7 +337,8 @@ vhd_check (const char *path, const struct vhd_open_options *options,
   }
   if (c.footer.disk_type == VHD_TYPE_DIFFERENCING && result->corruptions == 0)
     check_parent (&c, options);
-  if (c.repair && (result->corruptions || result->leaks))
+  if (c.repair && (result->corruptions || result->leaks ||
+                   result->recoverable))
     repair (&c);
   close (c.fd);
   return 0;

@@ -98,11 +98,15 @@ discard_aligned (struct vhd_disk *disk, uint64_t count, uint64_t offset,
     if (disk->footer.disk_type == VHD_TYPE_DIFFERENCING) {
       /* Zeros must be written into the child; trim does nothing here. */
       if (mode == DISCARD_ZERO) {
+        int state = 0;
         r = vhd_ensure_allocated (disk, block, &sector);
         if (r == 0)
+          r = state = vhd_block_state (disk, block);
+        if (r >= 0)
           r = vhd_zero_file_range (disk, vhd_block_data_offset (disk, sector)
                                    + in_block, len, fast);
-        if (r == 0)
+        /* A FULL block has every bit set already. */
+        if (r == 0 && state == BLOCK_PARTIAL)
           vhd_set_bits (disk, block, in_block, len);
       }
     }

@@ -42,6 +42,11 @@ struct vhd_disk {
    */
   pthread_mutex_t meta_lock;
   pthread_rwlock_t flush_lock;
+  /* Serialises read-modify-write of partly covered sectors: two requests
+   * that do not overlap may still share a sector, and each must see the
+   * other's bytes.
+   */
+  pthread_mutex_t rmw_lock;
   bool locks_initialized;
   uint8_t *block_state;         /* per block: BLOCK_* below */
   uint8_t **bitmaps;            /* per block: cached bitmap when PARTIAL */
@@ -77,6 +82,15 @@ vhd_bat_load (const struct vhd_disk *disk, uint32_t block)
 {
   return __atomic_load_n (&disk->bat[block], __ATOMIC_ACQUIRE);
 }
+
+/* open.c: the layout rules that open and check share. */
+int vhd_validate_dyn_layout (const char *path, uint64_t file_size,
+                             const struct vhd_footer *f,
+                             uint64_t header_offset,
+                             const struct vhd_dyn_header *h);
+int vhd_validate_block (const char *path, const struct vhd_dyn_header *h,
+                        uint64_t header_offset, uint64_t data_end,
+                        uint32_t i, uint32_t sector);
 
 /* io.c: set up and tear down the runtime state (after the BAT is loaded);
  * the write lock against a second writer is taken here too.

@@ -97,6 +97,7 @@ vhd_io_init (struct vhd_disk *disk)
   uint32_t n;
 
   pthread_mutex_init (&disk->meta_lock, NULL);
+  pthread_mutex_init (&disk->rmw_lock, NULL);
   /* Writers hold the rwlock shared; a flush must not starve behind them. */
   pthread_rwlockattr_init (&attr);
   pthread_rwlockattr_setkind_np (&attr,
@@ -159,6 +160,7 @@ vhd_io_fini (struct vhd_disk *disk)
   free (disk->dirty_bat_sectors);
   if (disk->locks_initialized) {
     pthread_mutex_destroy (&disk->meta_lock);
+    pthread_mutex_destroy (&disk->rmw_lock);
     pthread_rwlock_destroy (&disk->flush_lock);
   }
 }
@@ -275,7 +277,7 @@ allocate_block_locked (struct vhd_disk *disk, uint32_t block)
                   & ~(uint64_t) (DATA_ALIGNMENT - 1);
   uint64_t start = data - disk->bitmap_size;
   uint8_t *bitmap;
-  int r;
+  int r = 0;
 
   if (start / VHD_SECTOR_SIZE >= VHD_BAT_UNUSED)
     return vhd_error (ENOSPC, "%s: the image file cannot grow past 2 TiB of"
@@ -287,7 +289,14 @@ allocate_block_locked (struct vhd_disk *disk, uint32_t block)
     for (uint32_t s = 0; s < block_size / VHD_SECTOR_SIZE; s++)
       vhd_bitmap_set (bitmap, s);
 
-  r = vhd_zero_file_range (disk, start, block_bytes, false);
+  /* Only what the file already holds needs zeroing: past its end, the
+   * file reads as zeros once the footer below extends it.
+   */
+  if (start < disk->file_end)
+    r = vhd_zero_file_range (disk, start,
+                             (start + block_bytes < disk->file_end
+                              ? start + block_bytes : disk->file_end) - start,
+                             false);
   if (r == 0)
     r = write_exact (disk, bitmap, disk->bitmap_size, start,
                      "sector bitmap");
@@ -470,6 +479,7 @@ write_unaligned (struct vhd_disk *disk, const uint8_t *buf, uint64_t count,
   bounce = malloc (end - start);
   if (bounce == NULL)
     return vhd_error (ENOMEM, "%s: out of memory", disk->path);
+  pthread_mutex_lock (&disk->rmw_lock);
   if (start != offset)
     r = vhd_pread (disk, bounce, VHD_SECTOR_SIZE, start);
   /* The last sector, unless it is the first one and was just read. */
@@ -481,6 +491,7 @@ write_unaligned (struct vhd_disk *disk, const uint8_t *buf, uint64_t count,
     memcpy (bounce + (offset - start), buf, count);
     r = write_aligned (disk, bounce, end - start, start);
   }
+  pthread_mutex_unlock (&disk->rmw_lock);
   free (bounce);
   return r;
 }

@@ -192,12 +192,87 @@ ranges_overlap (uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
   return a < b + blen && b < a + alen;
 }
 
+/* The rules that relate the dynamic header to the footer and the file:
+ * shared by open and check, so that both judge an image the same way.
+ */
+int
+vhd_validate_dyn_layout (const char *path, uint64_t file_size,
+                         const struct vhd_footer *f, uint64_t header_offset,
+                         const struct vhd_dyn_header *h)
+{
+  uint64_t needed = (f->current_size + h->block_size - 1) / h->block_size;
+  uint64_t limit = (VHD_MAX_DISK_SIZE + h->block_size - 1) / h->block_size;
+  uint64_t bat_bytes = vhd_bat_size (h->max_table_entries);
+
+  if (h->max_table_entries < needed)
+    return vhd_error (EINVAL, "%s: dynamic header: max_table_entries %" PRIu32
+                      " is too small for current_size %" PRIu64
+                      " with block_size %" PRIu32 " (needs %" PRIu64 ")",
+                      path, h->max_table_entries, f->current_size,
+                      h->block_size, needed);
+  if (h->max_table_entries > limit)
+    return vhd_error (EINVAL, "%s: dynamic header: max_table_entries %" PRIu32
+                      " describes more than the 2040 GiB a VHD can hold"
+                      " with block_size %" PRIu32, path,
+                      h->max_table_entries, h->block_size);
+  if (h->table_offset > file_size || file_size - h->table_offset < bat_bytes)
+    return vhd_error (EINVAL, "%s: dynamic header: table_offset %" PRIu64
+                      " with %" PRIu32 " entries puts the BAT past the end"
+                      " of the file (%" PRIu64 " bytes)", path,
+                      h->table_offset, h->max_table_entries, file_size);
+  if (ranges_overlap (h->table_offset, (uint64_t) h->max_table_entries * 4,
+                      0, VHD_FOOTER_SIZE) ||
+      ranges_overlap (h->table_offset, (uint64_t) h->max_table_entries * 4,
+                      header_offset, VHD_DYN_HEADER_SIZE))
+    return vhd_error (EINVAL, "%s: dynamic header: table_offset %" PRIu64
+                      " overlaps the footer copy or the dynamic header",
+                      path, h->table_offset);
+  return 0;
+}
+
+/* Where BAT entry i's block (bitmap and data) may lie: inside the image
+ * data, clear of the footer copy, the header, the BAT and the parent
+ * locators' data (a write there would rewrite where the parent is).
+ */
+int
+vhd_validate_block (const char *path, const struct vhd_dyn_header *h,
+                    uint64_t header_offset, uint64_t data_end, uint32_t i,
+                    uint32_t sector)
+{
+  uint64_t start = (uint64_t) sector * VHD_SECTOR_SIZE;
+  uint64_t block_bytes = vhd_bitmap_size (h->block_size) + h->block_size;
+
+  if (start > data_end || data_end - start < block_bytes)
+    return vhd_error (EINVAL, "%s: BAT: entry %" PRIu32 " (sector %" PRIu32
+                      ") puts its block past the end of the image data"
+                      " at %" PRIu64, path, i, sector, data_end);
+  if (ranges_overlap (start, block_bytes, 0, VHD_FOOTER_SIZE) ||
+      ranges_overlap (start, block_bytes, header_offset,
+                      VHD_DYN_HEADER_SIZE) ||
+      ranges_overlap (start, block_bytes, h->table_offset,
+                      vhd_bat_size (h->max_table_entries)))
+    return vhd_error (EINVAL, "%s: BAT: entry %" PRIu32 " (sector %" PRIu32
+                      ") overlaps the footer copy, the dynamic header or the"
+                      " BAT", path, i, sector);
+  for (unsigned k = 0; k < VHD_LOCATOR_COUNT; k++) {
+    const struct vhd_parent_locator *loc = &h->locators[k];
+    if (loc->platform_code != VHD_PLATFORM_NONE &&
+        loc->platform_data_length > 0 &&
+        ranges_overlap (start, block_bytes, loc->platform_data_offset,
+                        loc->platform_data_length))
+      return vhd_error (EINVAL, "%s: BAT: entry %" PRIu32 " (sector %"
+                        PRIu32 ") overlaps parent locator %u's data at"
+                        " offset %" PRIu64, path, i, sector, k,
+                        loc->platform_data_offset);
+  }
+  return 0;
+}
+
 static int
 load_dynamic_header (struct vhd_disk *disk)
 {
   uint8_t buf[VHD_DYN_HEADER_SIZE];
   uint64_t at = disk->footer.data_offset;
-  uint64_t needed, limit;
   struct vhd_dyn_header *h = &disk->header;
   int r;
 
@@ -219,32 +294,10 @@ load_dynamic_header (struct vhd_disk *disk)
     return r;
   disk->header_offset = at;
 
-  needed = (disk->footer.current_size + h->block_size - 1) / h->block_size;
-  limit = (VHD_MAX_DISK_SIZE + h->block_size - 1) / h->block_size;
-  if (h->max_table_entries < needed)
-    return vhd_error (EINVAL, "%s: dynamic header: max_table_entries %" PRIu32
-                      " is too small for current_size %" PRIu64
-                      " with block_size %" PRIu32 " (needs %" PRIu64 ")",
-                      disk->path, h->max_table_entries,
-                      disk->footer.current_size, h->block_size, needed);
-  if (h->max_table_entries > limit)
-    return vhd_error (EINVAL, "%s: dynamic header: max_table_entries %" PRIu32
-                      " describes more than the 2040 GiB a VHD can hold"
-                      " with block_size %" PRIu32, disk->path,
-                      h->max_table_entries, h->block_size);
-  if (h->table_offset > disk->file_size ||
-      disk->file_size - h->table_offset < vhd_bat_size (h->max_table_entries))
-    return vhd_error (EINVAL, "%s: dynamic header: table_offset %" PRIu64
-                      " with %" PRIu32 " entries puts the BAT past the end"
-                      " of the file (%" PRIu64 " bytes)", disk->path,
-                      h->table_offset, h->max_table_entries, disk->file_size);
-  if (ranges_overlap (h->table_offset, (uint64_t) h->max_table_entries * 4,
-                      0, VHD_FOOTER_SIZE) ||
-      ranges_overlap (h->table_offset, (uint64_t) h->max_table_entries * 4,
-                      at, VHD_DYN_HEADER_SIZE))
-    return vhd_error (EINVAL, "%s: dynamic header: table_offset %" PRIu64
-                      " overlaps the footer copy or the dynamic header",
-                      disk->path, h->table_offset);
+  r = vhd_validate_dyn_layout (disk->path, disk->file_size, &disk->footer,
+                               at, h);
+  if (r < 0)
+    return r;
   disk->bitmap_size = vhd_bitmap_size (h->block_size);
   return 0;
 }
@@ -331,21 +384,10 @@ load_bat (struct vhd_disk *disk)
     disk->bat[i] = sector;
     if (sector == VHD_BAT_UNUSED)
       continue;
-    if (start > data_end || data_end - start < block_bytes) {
-      r = vhd_error (EINVAL, "%s: BAT: entry %" PRIu32 " (sector %" PRIu32
-                     ") puts its block past the end of the image data"
-                     " at %" PRIu64, disk->path, i, sector, data_end);
+    r = vhd_validate_block (disk->path, h, disk->header_offset, data_end,
+                            i, sector);
+    if (r < 0)
       goto out;
-    }
-    if (ranges_overlap (start, block_bytes, 0, VHD_FOOTER_SIZE) ||
-        ranges_overlap (start, block_bytes, disk->header_offset,
-                        VHD_DYN_HEADER_SIZE) ||
-        ranges_overlap (start, block_bytes, h->table_offset, bat_bytes)) {
-      r = vhd_error (EINVAL, "%s: BAT: entry %" PRIu32 " (sector %" PRIu32
-                     ") overlaps the footer copy, the dynamic header or the"
-                     " BAT", disk->path, i, sector);
-      goto out;
-    }
     if (start + block_bytes > metadata_end)
       metadata_end = start + block_bytes;
     ext[n].start = start;

@@ -410,6 +410,85 @@ test_crash_after_flush_keeps_flushed_data (void **state)
   vhd_close (d);
 }
 
+struct half_writer {
+  vhd_disk *d;
+  int half;                     /* 0: first 256 bytes of each sector */
+};
+
+static void *
+write_halves (void *arg)
+{
+  struct half_writer *w = arg;
+  uint8_t buf[256];
+
+  memset (buf, 0x10 + w->half, sizeof buf);
+  for (uint64_t s = 0; s < 2000; s++)
+    if (vhd_pwrite (w->d, buf, sizeof buf, s * 512 + 256 * w->half, 0) < 0)
+      fail_msg ("write: %s", vhd_last_error ());
+  return NULL;
+}
+
+/* Two writers that never overlap but share every sector: the
+ * read-modify-write of one must not undo the other's bytes.
+ */
+static void
+test_concurrent_subsector_writes_keep_both (void **state)
+{
+  char path[300];
+  vhd_disk *d = create (path, sizeof path, 4 * MiB, false);
+  struct half_writer w[2] = { { d, 0 }, { d, 1 } };
+  pthread_t t[2];
+  uint8_t *buf = malloc (2000 * 512);
+
+  for (int i = 0; i < 2; i++)
+    pthread_create (&t[i], NULL, write_halves, &w[i]);
+  for (int i = 0; i < 2; i++)
+    pthread_join (t[i], NULL);
+  assert_int_equal (vhd_pread (d, buf, 2000 * 512, 0), 0);
+  for (size_t k = 0; k < 2000 * 512; k++)
+    if (buf[k] != ((k % 512) < 256 ? 0x10 : 0x11))
+      fail_msg ("byte %zu is 0x%02x: a half-sector write was lost", k,
+                buf[k]);
+  free (buf);
+  vhd_close (d);
+}
+
+/* Zero into a differencing block allocated by an earlier open (its
+ * bitmap not loaded yet) reads zeros there and the parent elsewhere.
+ */
+static void
+test_zero_on_reopened_differencing_block (void **state)
+{
+  struct vhd_storage_type st = { VHD_STORAGE_DEVICE_VHD,
+                                 VHD_VENDOR_MICROSOFT };
+  struct vhd_create_parameters p = { .version = 2 };
+  char base[300], child[300];
+  vhd_disk *d = create (base, sizeof base, 4 * MiB, false);
+  uint8_t buf[16384];
+
+  memset (buf, 0xcd, sizeof buf);
+  assert_int_equal (vhd_pwrite (d, buf, sizeof buf, 0, 0), 0);
+  vhd_close (d);
+  new_path (child, sizeof child);
+  p.version2.parent_path = base;
+  if (vhd_create_virtual_disk (&st, child, VHD_ACCESS_NONE, NULL, 0, 0, &p,
+                               NULL, &d) < 0)
+    fail_msg ("create child: %s", vhd_last_error ());
+  memset (buf, 0xee, 4096);
+  assert_int_equal (vhd_pwrite (d, buf, 4096, 0, 0), 0);
+  vhd_close (d);
+
+  d = reopen (child, false);
+  assert_int_equal (vhd_zero (d, 4096, 8192, 0), 0);
+  assert_int_equal (vhd_pread (d, buf, sizeof buf, 0), 0);
+  for (size_t k = 0; k < sizeof buf; k++) {
+    uint8_t want = k < 4096 ? 0xee : k >= 8192 && k < 12288 ? 0 : 0xcd;
+    if (buf[k] != want)
+      fail_msg ("byte %zu is 0x%02x, expected 0x%02x", k, buf[k], want);
+  }
+  vhd_close (d);
+}
+
 int
 main (void)
 {
@@ -425,6 +504,8 @@ main (void)
     cmocka_unit_test (test_range_past_end_is_einval),
     cmocka_unit_test (test_second_writer_is_refused),
     cmocka_unit_test (test_crash_after_flush_keeps_flushed_data),
+    cmocka_unit_test (test_concurrent_subsector_writes_keep_both),
+    cmocka_unit_test (test_zero_on_reopened_differencing_block),
   };
   return cmocka_run_group_tests (tests, setup, teardown);
 }
