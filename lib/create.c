@@ -7,6 +7,12 @@
  * synced, so that a failure at any point leaves nothing behind and an
  * existing file is never overwritten.
  *
+ * With a source path the new disk is then filled from the source
+ * (source.c, copy.c) before it is linked.  With an overlapped argument
+ * everything up to the creation of the unnamed file happens in the
+ * caller's thread, so that every argument error is returned at once, and
+ * the rest (layout, copy, link) in a background thread (async.c).
+ *
  * The layout of each type is in layout.c.
  */
 
@@ -23,11 +29,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "async.h"
 #include "chain.h"
 #include "cleanup.h"
+#include "copy.h"
 #include "format.h"
 #include "image.h"
 #include "layout.h"
+#include "source.h"
 
 #define FN "vhd_create_virtual_disk"
 #define MAX_PARENT_DIRS 32
@@ -267,13 +276,7 @@ check_arguments (const struct vhd_storage_type *storage_type,
     return vhd_error (EINVAL, FN ": open_flags 0x%" PRIx32 " has bits that"
                       " vhdkit does not know (only VHD_OPEN_FLAG_NO_PARENTS)",
                       a->open_flags);
-  if (a->source_path)
-    return vhd_error (ENOTSUP, FN ": source_path %s: creating from a source"
-                      " disk is not supported yet", a->source_path);
-  if (overlapped)
-    return vhd_error (ENOTSUP, FN ": overlapped: asynchronous create is not"
-                      " supported yet; pass NULL");
-  return 0;
+  return vhd_operation_check_overlapped (overlapped);
 }
 
 static int
@@ -517,6 +520,179 @@ split_path (const char *path, char **dir, const char **name)
   return 0;
 }
 
+/* A source's size settles the new disk's size (maximum_size 0), or
+ * bounds it.
+ */
+static int
+size_from_source (struct create_args *a, const struct vhd_source *src)
+{
+  uint64_t size = src->size;
+
+  if (size % VHD_SECTOR_SIZE != 0)
+    return vhd_error (EINVAL, FN ": source_path %s (%s) is %" PRIu64
+                      " bytes, not a whole number of 512-byte sectors; as"
+                      " on Windows, a source must be (pad it to %" PRIu64
+                      " bytes first)", src->path, vhd_source_describe (src),
+                      size, (size + VHD_SECTOR_SIZE - 1)
+                      / VHD_SECTOR_SIZE * VHD_SECTOR_SIZE);
+  if (a->maximum_size != 0) {
+    if (a->maximum_size < size)
+      return vhd_error (EINVAL, FN ": maximum_size %" PRIu64 " is smaller"
+                        " than source_path %s (%s, %" PRIu64 " bytes); the"
+                        " new disk must hold all of the source: pass 0 (the"
+                        " source's size) or more", a->maximum_size,
+                        src->path, vhd_source_describe (src), size);
+    return 0;
+  }
+  if (size < VHD_MIN_DISK_SIZE)
+    return vhd_error (EINVAL, FN ": source_path %s (%s) is %" PRIu64
+                      " bytes, under the minimum VHD size of 3 MiB (3145728"
+                      " bytes); pass a maximum_size of at least that to"
+                      " extend it with zeros", src->path,
+                      vhd_source_describe (src), size);
+  if (size > VHD_MAX_DISK_SIZE)
+    return vhd_error (EINVAL, FN ": source_path %s (%s) is %" PRIu64
+                      " bytes, over the VHD limit of 2040 GiB (%" PRIu64
+                      " bytes)", src->path, vhd_source_describe (src), size,
+                      VHD_MAX_DISK_SIZE);
+  a->maximum_size = size;
+  return 0;
+}
+
+/* Everything that building the disk needs, owned by whoever runs it. */
+struct create_job {
+  char *path;                   /* a copy of the target's path */
+  char *child_dir;              /* its folder, resolved */
+  struct new_file nf;           /* nf.name points into path */
+  struct create_args a;         /* maximum_size settled; paths unused */
+  uint32_t flags;
+  vhd_disk *parent;
+  struct vhd_source *source;
+  vhd_disk **handle;
+};
+
+static void
+free_job (void *opaque)
+{
+  struct create_job *job = opaque;
+
+  if (job == NULL)
+    return;
+  cleanup_new_file (&job->nf);
+  if (job->parent)
+    vhd_close (job->parent);
+  vhd_source_close (job->source);
+  free (job->child_dir);
+  free (job->path);
+  free (job);
+}
+
+/* Close a disk whose file was never linked (or was removed again): what
+ * it holds is going away, so vhd_close's flush would only waste time.
+ */
+static void
+discard_unlinked_disk (vhd_disk *disk)
+{
+  disk->readonly = true;
+  vhd_close (disk);
+}
+
+/* Lay the image out, fill it from the source, link it under its name and
+ * deliver the handle.  op is NULL when the caller's thread runs it.
+ */
+static int
+build_disk (void *opaque, struct vhd_operation *op)
+{
+  struct create_job *job = opaque;
+  vhd_disk *disk = NULL;
+  int fd, r;
+
+  r = vhd_layout_write_image (job->nf.fd, job->path, job->child_dir,
+                              &job->a.unique_id, job->a.maximum_size,
+                              job->a.block_size, job->flags, job->parent);
+  if (r < 0)
+    return r;
+  /* With a source, the flush after the copy makes it all durable. */
+  if (!job->source && fsync (job->nf.fd) == -1)
+    return vhd_error (errno, "%s: fsync: %m", job->path);
+
+  fd = job->nf.fd;
+  job->nf.fd = -1;              /* open_handle owns it now */
+  r = open_handle (fd, job->path, &job->a, job->parent, &disk);
+  if (r < 0)
+    return r;
+  if (job->source) {
+    r = vhd_copy_source (job->source, disk, op);
+    if (r == 0)
+      r = vhd_flush (disk);
+  }
+  if (r == 0 && !vhd_operation_commit (op))
+    r = vhd_error (ECANCELED, "%s: the create was cancelled; nothing was"
+                   " left behind", job->path);
+  if (r == 0)
+    r = link_new_file (&job->nf, disk->fd, job->path);
+  if (r < 0) {
+    discard_unlinked_disk (disk);
+    return r;
+  }
+  *job->handle = disk;
+  return 0;
+}
+
+/* The checks that need the file system, and the unnamed file: everything
+ * that can fail before the work starts.
+ */
+static int
+prepare_job (struct create_job *job, const char *path,
+             const struct vhd_security_descriptor *security)
+{
+  struct create_args *a = &job->a;
+  CLEANUP_FREE char *dir = NULL;
+  struct stat st;
+  int r;
+
+  /* A friendly early answer; the link at the end is what guarantees it. */
+  if (lstat (path, &st) == 0)
+    return vhd_error (EEXIST, "%s: the file exists; vhd_create_virtual_disk"
+                      " never overwrites one (remove it or pick another"
+                      " path)", path);
+  job->path = strdup (path);
+  if (job->path == NULL)
+    return vhd_error (ENOMEM, "%s: out of memory", path);
+  if ((r = split_path (job->path, &dir, &job->nf.name)) < 0)
+    return r;
+  job->child_dir = realpath (dir, NULL);
+  if (job->child_dir == NULL)
+    return vhd_error (errno, "%s: its folder %s: %m", path, dir);
+  if (vhd_guid_is_zero (&a->unique_id) &&
+      (r = vhd_guid_generate (&a->unique_id)) < 0)
+    return vhd_error (r, "%s: generating a unique id: %s", path,
+                      strerror (-r));
+  if (a->parent_path && (r = open_parent (a->parent_path, &job->parent)) < 0)
+    return r;
+  if (a->source_path) {
+    r = vhd_source_open (a->source_path,
+                         a->source_type ? a->source_type->device_id
+                                        : VHD_STORAGE_DEVICE_UNKNOWN,
+                         job->flags
+                         & VHD_CREATE_FLAG_PREVENT_WRITES_TO_SOURCE_DISK,
+                         &job->source);
+    if (r == 0)
+      r = size_from_source (a, job->source);
+    if (r < 0)
+      return r;
+  }
+  /* The caller's strings need not outlive the call. */
+  a->parent_path = a->source_path = NULL;
+  a->parent_type = a->source_type = NULL;
+
+  if ((r = open_new_file (&job->nf, dir, security && security->set_mode
+                          ? 0600 : 0666, path)) < 0 ||
+      (r = apply_security (job->nf.fd, security, path)) < 0)
+    return r;
+  return 0;
+}
+
 int
 vhd_create_virtual_disk (const struct vhd_storage_type *storage_type,
                          const char *path,
@@ -528,59 +704,35 @@ vhd_create_virtual_disk (const struct vhd_storage_type *storage_type,
                          struct vhd_overlapped *overlapped,
                          vhd_disk **handle)
 {
-  CLEANUP_VHD_CLOSE vhd_disk *parent = NULL;
-  CLEANUP_VHD_CLOSE vhd_disk *disk = NULL;
-  CLEANUP_FREE char *dir = NULL;
-  CLEANUP_FREE char *child_dir = NULL;
-  __attribute__ ((cleanup (cleanup_new_file))) struct new_file nf = {
-    .dirfd = -1, .fd = -1,
-  };
-  struct create_args a;
-  struct stat st;
-  int fd, r;
+  struct create_job *job;
+  uint64_t size;
+  int r;
 
   vhd_clear_error ();
   if (handle)
     *handle = NULL;
+  job = calloc (1, sizeof *job);
+  if (job == NULL)
+    return vhd_error (ENOMEM, FN ": out of memory");
+  job->nf.dirfd = job->nf.fd = -1;
+  job->flags = flags;
+  job->handle = handle;
+
   r = check_arguments (storage_type, path, access_mask, flags,
                        provider_specific_flags, parameters, overlapped,
-                       handle, &a);
-  if (r < 0)
+                       handle, &job->a);
+  if (r == 0)
+    r = prepare_job (job, path, security);
+  if (r < 0) {
+    free_job (job);
     return r;
-  /* A friendly early answer; the link at the end is what guarantees it. */
-  if (lstat (path, &st) == 0)
-    return vhd_error (EEXIST, "%s: the file exists; vhd_create_virtual_disk"
-                      " never overwrites one (remove it or pick another"
-                      " path)", path);
-  if ((r = split_path (path, &dir, &nf.name)) < 0)
-    return r;
-  child_dir = realpath (dir, NULL);
-  if (child_dir == NULL)
-    return vhd_error (errno, "%s: its folder %s: %m", path, dir);
-  if (vhd_guid_is_zero (&a.unique_id) &&
-      (r = vhd_guid_generate (&a.unique_id)) < 0)
-    return vhd_error (r, "%s: generating a unique id: %s", path,
-                      strerror (-r));
-  if (a.parent_path && (r = open_parent (a.parent_path, &parent)) < 0)
-    return r;
+  }
 
-  if ((r = open_new_file (&nf, dir, security && security->set_mode
-                          ? 0600 : 0666, path)) < 0 ||
-      (r = apply_security (nf.fd, security, path)) < 0 ||
-      (r = vhd_layout_write_image (nf.fd, path, child_dir, &a.unique_id,
-                                    a.maximum_size, a.block_size, flags,
-                                    parent)) < 0)
-    return r;
-  if (fsync (nf.fd) == -1)
-    return vhd_error (errno, "%s: fsync: %m", path);
-
-  fd = nf.fd;
-  nf.fd = -1;                   /* open_handle owns it now */
-  if ((r = open_handle (fd, path, &a, parent, &disk)) < 0 ||
-      (r = link_new_file (&nf, disk->fd, path)) < 0)
-    return r;
-
-  *handle = disk;
-  disk = NULL;
-  return 0;
+  if (overlapped) {
+    size = job->parent ? vhd_get_size (job->parent) : job->a.maximum_size;
+    return vhd_operation_start (overlapped, size, build_disk, free_job, job);
+  }
+  r = build_disk (job, NULL);
+  free_job (job);
+  return r;
 }

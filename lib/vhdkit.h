@@ -135,13 +135,93 @@ struct vhd_security_descriptor {
   gid_t gid;
 };
 
-/* The optional OVERLAPPED analogue: asynchronous create, completion signalled
- * on an eventfd.  Not supported yet: passing one returns -ENOTSUP.
+/* The optional OVERLAPPED analogue: an asynchronous create.
+ *
+ * Initialise it as { .event_fd = efd } (internal must be NULL: zero the
+ * rest, as Windows asks for OVERLAPPED) and pass it to
+ * vhd_create_virtual_disk.  The call checks every argument and opens the
+ * parent or source disk as it would without it, returning any error at
+ * once; otherwise it returns -EINPROGRESS (ERROR_IO_PENDING) and the work
+ * goes on in a background thread of the library.  Then:
+ *
+ *  - event_fd: an eventfd(2) (or any descriptor that takes an 8-byte
+ *    write) that the caller made and owns; when the operation has ended,
+ *    successfully or not, the library writes the value 1 to it, once.
+ *    -1: no event (poll vhd_get_operation_progress, or wait).
+ *  - vhd_get_operation_progress (GetVirtualDiskOperationProgress) says
+ *    how far it has come, at any time until the operation is released.
+ *  - vhd_cancel_operation (CancelIoEx) stops it: it then ends with
+ *    -ECANCELED and leaves nothing under the path.
+ *  - vhd_get_overlapped_result (GetOverlappedResult) returns the
+ *    operation's result and releases what it holds; it must be called
+ *    once for every call that returned -EINPROGRESS, cancelled or not,
+ *    after which the overlapped struct may be reused or freed.
+ *
+ * Progress and cancel may be called from any thread, at any time until
+ * the release; the call that releases must not run at the same time as
+ * any other call on the same overlapped.
+ *
+ * Lifetime: the overlapped struct and the handle pointer given to
+ * vhd_create_virtual_disk must stay valid until vhd_get_overlapped_result
+ * has returned something other than -EINPROGRESS (the path, the
+ * parameters and their strings need not: they are copied or used up
+ * before the call returns).  On success the library stores the new
+ * disk's handle into *handle before it signals event_fd; do not read
+ * *handle before then (it stays NULL on failure).  The caller must not
+ * close event_fd before the operation has ended.
+ *
+ *   struct vhd_overlapped ov = { .event_fd = eventfd (0, EFD_CLOEXEC) };
+ *   struct vhd_operation_progress p;
+ *   vhd_disk *disk;
+ *   int r = vhd_create_virtual_disk (&type, path, 0, NULL, flags, 0,
+ *                                    &params, &ov, &disk);
+ *   if (r == -EINPROGRESS) {
+ *     while (poll (&(struct pollfd) { ov.event_fd, POLLIN }, 1, 200) == 0)
+ *       if (vhd_get_operation_progress (&ov, &p) == 0)
+ *         show (p.current, p.completion);
+ *     r = vhd_get_overlapped_result (&ov, true);
+ *   }
+ *   close (ov.event_fd);
+ *   if (r == 0) ... use disk, then vhd_close (disk) ...
  */
+struct vhd_operation;           /* the library's, opaque */
+
 struct vhd_overlapped {
-  int event_fd;
-  void *internal;
+  int event_fd;                 /* in: an eventfd, or -1 */
+  struct vhd_operation *internal; /* the library's: NULL when idle */
 };
+
+/* VIRTUAL_DISK_PROGRESS */
+struct vhd_operation_progress {
+  int status;                   /* -EINPROGRESS while it runs, then 0 or
+                                 * -errno (-ECANCELED once cancelled) */
+  uint64_t current;             /* bytes of the new disk done; rises */
+  uint64_t completion;          /* bytes in all: the new disk's size */
+};
+
+/* Progress of the operation that overlapped started.  Returns 0 and fills
+ * *progress, or -EINVAL when overlapped holds no operation (it was never
+ * started, or was released).  Thread-safe: any thread may ask.
+ */
+int vhd_get_operation_progress (const struct vhd_overlapped *overlapped,
+                                struct vhd_operation_progress *progress);
+
+/* Ask the operation to stop.  Returns 0 when it will: it ends soon with
+ * -ECANCELED, its partial disk removed (wait for it as usual).  Returns
+ * -ENOENT when it is too late (the operation has ended, or is already
+ * linking its finished disk into place: its result stands), and -EINVAL
+ * when overlapped holds no operation.  Does not wait.
+ */
+int vhd_cancel_operation (struct vhd_overlapped *overlapped);
+
+/* The result of the operation: with wait, block until it has ended; without,
+ * return -EINPROGRESS at once if it is still running (nothing released).
+ * Otherwise release the operation (overlapped->internal becomes NULL) and
+ * return its status: 0 (*handle holds the new disk), or -errno with
+ * vhd_last_error() set, in the calling thread, to the operation's message.
+ * -EINVAL when overlapped holds no operation.
+ */
+int vhd_get_overlapped_result (struct vhd_overlapped *overlapped, bool wait);
 
 /* OPEN_VIRTUAL_DISK_FLAG subset that applies to the handle that create
  * returns (version 2 open_flags) and to vhd_open().
@@ -158,9 +238,28 @@ typedef struct vhd_disk vhd_disk;
  * and an open read-write handle to the new disk in *handle (handle must
  * not be NULL, as on Windows; close it with vhd_close).  On failure
  * returns -errno, leaves no file at path, and vhd_last_error() says which
- * rule failed.
+ * rule failed.  With overlapped, returns -EINPROGRESS once the arguments
+ * are checked and the work runs in the background (see struct
+ * vhd_overlapped); without, it blocks until the disk is complete.
  *
  * provider_specific_flags must be 0 (as on Windows for the VHD provider).
+ *
+ * source_path pre-populates the new disk (fixed or dynamic, never
+ * differencing: a parent and a source together are -EINVAL) with the
+ * data of a source disk: a raw disk in a regular file, a block device, or
+ * any VHD that vhd_open opens (a differencing chain is read through, so
+ * the new disk holds the chain's view; its parents are looked for as
+ * vhd_open does with no parent_dirs, in the source's own folder).  A file or device with a valid
+ * VHD footer is read as a VHD; version 2's source_virtual_storage_type
+ * may say VHD to insist on one (UNKNOWN detects).  maximum_size 0 takes
+ * the source's size; a larger size extends the disk with zeros; a smaller
+ * one is -EINVAL.  As on Windows, the source's size must be a whole
+ * number of 512-byte sectors (-EINVAL otherwise), and the resulting size
+ * obeys the same 3 MiB to 2040 GiB rule as any new disk.  Ranges that the
+ * source stores as holes, and blocks that are all zero, are not
+ * allocated in a dynamic disk.  PREVENT_WRITES_TO_SOURCE_DISK makes the
+ * call fail with -EBUSY if a writer (vhdkit or qemu) has the source open,
+ * and locks writers out until the copy has ended.
  */
 int vhd_create_virtual_disk (const struct vhd_storage_type *storage_type,
                              const char *path,
@@ -251,11 +350,15 @@ enum {
   VHD_CHECK_CORRUPT = 1,        /* a structure is wrong */
   VHD_CHECK_LEAK = 2,           /* space that nothing uses */
   VHD_CHECK_REPAIRED = 3,       /* what --repair did */
+  VHD_CHECK_RECOVERABLE = 4,    /* damage that loses nothing and that a
+                                 * read-write open or --repair undoes (a
+                                 * trailing footer a crash overwrote) */
 };
 struct vhd_check_result {
   uint32_t disk_type;
   unsigned corruptions;         /* left after any repair */
   unsigned leaks;               /* left after any repair */
+  unsigned recoverable;         /* left after any repair */
   unsigned repaired;
   uint64_t leaked_bytes;
   uint32_t allocated_blocks;

@@ -1,7 +1,10 @@
 /* vhdtool: the command line over libvhdkit.
  *
  * Exit status: 0 success, 1 the operation failed or the image is invalid
- * (a message on stderr names the file and the field), 2 a usage error.
+ * (a message on stderr names the file and the field), 2 a usage error,
+ * 130 a create or convert interrupted (and cancelled) by a signal.
+ *
+ * convert, and create --source, are in convert.c.
  */
 
 #include <config.h>
@@ -18,13 +21,13 @@
 #include <time.h>
 
 #include "vhdkit.h"
+#include "vhdtool.h"
 
-#define EXIT_USAGE 2
 #define MAX_PARENT_DIRS 32
 
-static const char *program = "vhdtool";
+const char *program = "vhdtool";
 
-static void
+void
 usage (FILE *fp)
 {
   fprintf (fp,
@@ -32,18 +35,19 @@ usage (FILE *fp)
 "  %s create [--fixed|--dynamic] [--block-size 512K|2M] [--uuid UUID]\n"
 "                 SIZE PATH\n"
 "  %s create --parent PARENT [--block-size 512K|2M] [--uuid UUID] PATH\n"
+"  %s create --source SRC [--fixed|--dynamic] [--block-size 512K|2M]\n"
+"                 [--uuid UUID] [-p] [-U] [SIZE] PATH\n"
+"  %s convert [-O fixed|dynamic] [--block-size 512K|2M] [-p] [-U] SRC DST\n"
 "  %s info [--json] [--parent-dir DIR]... PATH\n"
 "  %s check [--repair] [--parent-dir DIR]... PATH\n"
 "  %s --help | --version\n"
 "\n"
 "SIZE is bytes, or a number with K, M, G or T (binary units): 3M, 10G.\n"
-"See vhdtool(1).\n", program, program, program, program, program);
+"See vhdtool(1).\n", program, program, program, program, program, program,
+           program);
 }
 
-static int usage_error (const char *fmt, ...)
-  __attribute__ ((format (printf, 1, 2)));
-
-static int
+int
 usage_error (const char *fmt, ...)
 {
   va_list ap;
@@ -59,7 +63,7 @@ usage_error (const char *fmt, ...)
 /* "10G", "512M", "1000000512": bytes, with binary suffixes.  Returns false
  * for junk or overflow.
  */
-static bool
+bool
 parse_size (const char *s, uint64_t *out)
 {
   char *end;
@@ -109,13 +113,17 @@ parse_guid (const char *s, struct vhd_guid *g)
 static int
 cmd_create (int argc, char **argv)
 {
-  enum { OPT_FIXED = 256, OPT_DYNAMIC, OPT_BLOCK_SIZE, OPT_UUID, OPT_PARENT };
+  enum { OPT_FIXED = 256, OPT_DYNAMIC, OPT_BLOCK_SIZE, OPT_UUID, OPT_PARENT,
+         OPT_SOURCE };
   static const struct option long_options[] = {
     { "fixed", no_argument, NULL, OPT_FIXED },
     { "dynamic", no_argument, NULL, OPT_DYNAMIC },
     { "block-size", required_argument, NULL, OPT_BLOCK_SIZE },
     { "uuid", required_argument, NULL, OPT_UUID },
     { "parent", required_argument, NULL, OPT_PARENT },
+    { "source", required_argument, NULL, OPT_SOURCE },
+    { "progress", no_argument, NULL, 'p' },
+    { "force-share", no_argument, NULL, 'U' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 }
   };
@@ -124,13 +132,13 @@ cmd_create (int argc, char **argv)
   };
   struct vhd_create_parameters params = { .version = VHD_CREATE_VERSION_2 };
   uint32_t flags = VHD_CREATE_FLAG_NONE;
-  bool fixed = false, dynamic = false;
-  const char *path;
+  bool fixed = false, dynamic = false, progress = false, share = false;
+  const char *path, *source;
   vhd_disk *disk;
   uint64_t size = 0;
   int c, r;
 
-  while ((c = getopt_long (argc, argv, "h", long_options, NULL)) != -1) {
+  while ((c = getopt_long (argc, argv, "hpU", long_options, NULL)) != -1) {
     switch (c) {
     case OPT_FIXED: fixed = true; break;
     case OPT_DYNAMIC: dynamic = true; break;
@@ -147,17 +155,30 @@ cmd_create (int argc, char **argv)
                             "(xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)", optarg);
       break;
     case OPT_PARENT: params.version2.parent_path = optarg; break;
+    case OPT_SOURCE: params.version2.source_path = optarg; break;
+    case 'p': progress = true; break;
+    case 'U': share = true; break;
     case 'h': usage (stdout); return 0;
     default: return EXIT_USAGE;
     }
   }
+  source = params.version2.source_path;
   if (fixed && dynamic)
     return usage_error ("%s", "--fixed and --dynamic are exclusive");
   if (fixed && params.version2.parent_path)
     return usage_error ("%s", "a differencing disk (--parent) cannot be "
                         "--fixed");
+  if (source && params.version2.parent_path)
+    return usage_error ("%s", "--parent and --source are exclusive: a new "
+                        "disk has a parent or a source, not both");
+  if (!source && (progress || share))
+    return usage_error ("%s", "-p and -U go with --source");
 
-  if (params.version2.parent_path) {
+  if (source && argc - optind != 1 && argc - optind != 2)
+    return usage_error ("%s", "create --source takes [SIZE] PATH");
+  if (source && argc - optind == 1)
+    ;                           /* the size comes from the source */
+  else if (params.version2.parent_path) {
     if (argc - optind != 1)
       return usage_error ("%s", "create --parent takes only PATH "
                           "(the size comes from the parent)");
@@ -174,6 +195,11 @@ cmd_create (int argc, char **argv)
   params.version2.maximum_size = size;
   if (fixed)
     flags |= VHD_CREATE_FLAG_FULL_PHYSICAL_ALLOCATION;
+  if (source) {
+    if (!share)
+      flags |= VHD_CREATE_FLAG_PREVENT_WRITES_TO_SOURCE_DISK;
+    return create_from_source ("create", path, flags, &params, progress);
+  }
 
   r = vhd_create_virtual_disk (&storage, path, VHD_ACCESS_NONE, NULL, flags,
                                0, &params, NULL, &disk);
@@ -433,7 +459,8 @@ cmd_info (int argc, char **argv)
 enum {
   EXIT_CHECK_REPAIRED = 3,      /* problems were found and all repaired */
   EXIT_CHECK_CORRUPT = 4,       /* corruption remains */
-  EXIT_CHECK_LEAKS = 5,         /* only leaked space; --repair reclaims it */
+  EXIT_CHECK_LEAKS = 5,         /* no corruption, only leaked space or a
+                                 * lost trailing footer: --repair fixes it */
 };
 
 static void
@@ -442,7 +469,9 @@ print_finding (void *opaque, int kind, const char *message)
   const char *path = opaque;
   printf ("%s: %s: %s\n", path,
           kind == VHD_CHECK_CORRUPT ? "corrupt"
-          : kind == VHD_CHECK_LEAK ? "leak" : "repaired", message);
+          : kind == VHD_CHECK_LEAK ? "leak"
+          : kind == VHD_CHECK_RECOVERABLE ? "recoverable" : "repaired",
+          message);
 }
 
 static int
@@ -488,9 +517,11 @@ cmd_check (int argc, char **argv)
             result.corruptions);
     return EXIT_CHECK_CORRUPT;
   }
-  if (result.leaks) {
-    printf ("%s: %" PRIu64 " bytes leaked; `vhdtool check --repair`"
-            " reclaims them\n", argv[optind], result.leaked_bytes);
+  if (result.leaks || result.recoverable) {
+    printf ("%s: no corruption: %" PRIu64 " bytes leaked, %u recoverable"
+            " problem(s); `vhdtool check --repair` fixes them without"
+            " losing data\n", argv[optind], result.leaked_bytes,
+            result.recoverable);
     return EXIT_CHECK_LEAKS;
   }
   if (result.repaired) {
@@ -530,5 +561,7 @@ main (int argc, char **argv)
     return cmd_info (argc - 1, argv + 1);
   if (strcmp (verb, "check") == 0)
     return cmd_check (argc - 1, argv + 1);
+  if (strcmp (verb, "convert") == 0)
+    return cmd_convert (argc - 1, argv + 1);
   return usage_error ("unknown command '%s'", verb);
 }

@@ -462,23 +462,41 @@ test_unknown_open_flags (void **state)
 }
 
 static void
-test_source_not_supported_yet (void **state)
+test_source_missing (void **state)
 {
   struct call c;
   init_call (&c, 2, 0);
   c.p.version2.source_path = "/nonexistent/source.vhd";
-  expect_failure (&c, ENOTSUP, "source_path /nonexistent/source.vhd");
-  assert_non_null (strstr (vhd_last_error (), "not supported yet"));
+  expect_failure (&c, ENOENT, "source_path /nonexistent/source.vhd");
 }
 
+/* The overlapped argument is checked before anything starts (the
+ * asynchronous create itself: unit/test-async.c).
+ */
 static void
-test_overlapped_not_supported_yet (void **state)
+test_overlapped_bad (void **state)
 {
-  struct vhd_overlapped ov = { .event_fd = -1 };
+  struct vhd_overlapped ov = { .event_fd = -2 };
   struct call c;
+  int fd;
+
   init_call (&c, 2, 64 * MiB);
   c.overlapped = &ov;
-  expect_failure (&c, ENOTSUP, "overlapped");
+  expect_failure (&c, EBADF, "event_fd -2");
+
+  fd = dup (2);
+  assert_true (fd >= 0);
+  close (fd);
+  ov.event_fd = fd;
+  init_call (&c, 2, 64 * MiB);
+  c.overlapped = &ov;
+  expect_failure (&c, EBADF, "not an open file descriptor");
+
+  ov.event_fd = -1;
+  ov.internal = (struct vhd_operation *) &ov;
+  init_call (&c, 2, 64 * MiB);
+  c.overlapped = &ov;
+  expect_failure (&c, EBUSY, "has not been released");
 }
 
 static void
@@ -1081,8 +1099,8 @@ main (void)
     cmocka_unit_test (test_parent_storage_type),
     cmocka_unit_test (test_source_storage_type),
     cmocka_unit_test (test_unknown_open_flags),
-    cmocka_unit_test (test_source_not_supported_yet),
-    cmocka_unit_test (test_overlapped_not_supported_yet),
+    cmocka_unit_test (test_source_missing),
+    cmocka_unit_test (test_overlapped_bad),
     cmocka_unit_test (test_exists),
     cmocka_unit_test (test_exists_dangling_symlink),
     cmocka_unit_test (test_parent_missing),

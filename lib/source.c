@@ -1,0 +1,360 @@
+/* vhdkit: the source disk of CreateVirtualDisk's SourcePath.
+ *
+ * A source is a raw disk in a regular file, a block device (raw), or any
+ * VHD that this library opens, a differencing chain read through the
+ * chain.  A file or device is a VHD when it carries a valid footer: the
+ * trailing one (or the 511-byte variant that old writers left), or the
+ * copy at offset 0 of a dynamic or differencing disk whose trailing
+ * footer is damaged.  A "conectix" cookie without a valid footer is an
+ * error: such a file is a damaged VHD, and copying its bytes as a raw disk
+ * would give a disk that nobody asked for.
+ *
+ * Nothing is ever written to a source.  PREVENT_WRITES_TO_SOURCE_DISK
+ * takes an open file description read lock on byte 201, the byte that
+ * qemu locks to deny the "write" permission to others: vhdkit's writers
+ * (vhd_lock_for_writing in io.c) and qemu's then fail to open the source
+ * for writing while the copy runs.
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <linux/fs.h>
+
+#include "chain.h"
+#include "format.h"
+#include "image.h"
+#include "source.h"
+
+#define FN "vhd_create_virtual_disk"
+
+/* The bytes of qemu's image locking protocol that vhdkit shares. */
+#define LOCK_BYTE_WRITE 101             /* held by a writer */
+#define LOCK_BYTE_DENY_WRITE 201        /* held by whoever denies writers */
+
+static int
+source_size (int fd, const char *path, enum vhd_source_kind *kind,
+             uint64_t *size)
+{
+  struct stat st;
+
+  if (fstat (fd, &st) == -1)
+    return vhd_error (errno, FN ": source_path %s: fstat: %m", path);
+  if (S_ISREG (st.st_mode)) {
+    *kind = VHD_SOURCE_RAW_FILE;
+    *size = (uint64_t) st.st_size;
+    return 0;
+  }
+  if (S_ISBLK (st.st_mode)) {
+    *kind = VHD_SOURCE_BLOCK_DEVICE;
+    if (ioctl (fd, BLKGETSIZE64, size) == -1)
+      return vhd_error (errno, FN ": source_path %s: BLKGETSIZE64: %m", path);
+    return 0;
+  }
+  return vhd_error (EINVAL, FN ": source_path %s is %s; a source is a raw"
+                    " disk in a regular file, a block device or a VHD",
+                    path, S_ISDIR (st.st_mode) ? "a folder"
+                    : "neither a regular file nor a block device");
+}
+
+/* Does buf (a footer's 512 bytes, read at where) hold a valid footer?
+ * Sets *cookie when it at least starts with "conectix", and keeps the
+ * decoder's message in why[].
+ */
+static bool
+valid_footer (const uint8_t *buf, const char *path, uint64_t where,
+              bool need_dynamic, bool *cookie, char *why, size_t why_size)
+{
+  struct vhd_footer f;
+
+  if (memcmp (buf, "conectix", 8) != 0)
+    return false;
+  *cookie = true;
+  if (vhd_footer_decode (buf, &f, path, where) < 0) {
+    snprintf (why, why_size, "%s", vhd_last_error ());
+    return false;
+  }
+  if (need_dynamic && f.disk_type == VHD_TYPE_FIXED) {
+    snprintf (why, why_size, "the footer copy at offset 0 says fixed, and"
+              " fixed disks have none");
+    return false;
+  }
+  return true;
+}
+
+/* 1 when the file or device holds a VHD, 0 when it is a raw disk. */
+static int
+probe_vhd (int fd, uint64_t size, const char *path)
+{
+  uint8_t buf[VHD_FOOTER_SIZE];
+  char why[1024] = "";
+  bool cookie = false;
+  int r;
+
+  if (size < VHD_FOOTER_SIZE)
+    return 0;
+  r = vhd_pread_exact (fd, buf, sizeof buf, size - VHD_FOOTER_SIZE, path,
+                       "the last sector");
+  if (r < 0)
+    return r;
+  if (valid_footer (buf, path, size - VHD_FOOTER_SIZE, false, &cookie,
+                    why, sizeof why))
+    return 1;
+
+  memset (buf, 0, sizeof buf);
+  r = vhd_pread_exact (fd, buf, VHD_FOOTER_SIZE - 1,
+                       size - (VHD_FOOTER_SIZE - 1), path, "the last sector");
+  if (r < 0)
+    return r;
+  if (valid_footer (buf, path, size - (VHD_FOOTER_SIZE - 1), false, &cookie,
+                    why, sizeof why))
+    return 1;
+
+  r = vhd_pread_exact (fd, buf, sizeof buf, 0, path, "the first sector");
+  if (r < 0)
+    return r;
+  if (valid_footer (buf, path, 0, true, &cookie, why, sizeof why))
+    return 1;
+
+  if (cookie)
+    return vhd_error (EINVAL, FN ": source_path %s has a VHD footer cookie"
+                      " (\"conectix\") but no valid footer (%s); a damaged"
+                      " VHD is not copied, neither as a VHD nor as a raw"
+                      " disk (vhdtool check --repair may restore it)",
+                      path, why);
+  vhd_clear_error ();
+  return 0;
+}
+
+/* Deny writers for as long as fd stays open; fail if one holds it now. */
+static int
+lock_against_writers (int fd, const char *path)
+{
+  struct flock probe = {
+    .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = LOCK_BYTE_WRITE,
+    .l_len = 1,
+  };
+  struct flock deny = {
+    .l_type = F_RDLCK, .l_whence = SEEK_SET,
+    .l_start = LOCK_BYTE_DENY_WRITE, .l_len = 1,
+  };
+
+  if (fcntl (fd, F_OFD_GETLK, &probe) == -1)
+    return vhd_error (errno, FN ": source_path %s: testing for writers: %m",
+                      path);
+  if (probe.l_type == F_UNLCK && fcntl (fd, F_OFD_SETLK, &deny) == 0)
+    return 0;
+  if (probe.l_type != F_UNLCK || errno == EAGAIN || errno == EACCES)
+    return vhd_error (EBUSY, FN ": source_path %s is open for writing by"
+                      " another process (vhdkit or qemu), and"
+                      " PREVENT_WRITES_TO_SOURCE_DISK asks for a source"
+                      " that nobody writes; stop the writer first", path);
+  return vhd_error (errno, FN ": source_path %s: locking out writers: %m",
+                    path);
+}
+
+static int
+open_vhd_source (struct vhd_source *src, int fd)
+{
+  const struct vhd_open_options options = { .readonly = true };
+  char why[2048];
+  int r;
+
+  r = vhd_open_fd (fd, src->path, true, 0,
+                   &(struct vhd_chain_context) {
+                     .options = &options, .depth = 0,
+                   },
+                   &src->disk);
+  if (r < 0) {
+    /* vhd_error formats into the buffer that holds the cause. */
+    snprintf (why, sizeof why, "%s", vhd_last_error ());
+    return vhd_error (r, FN ": source_path %s: cannot open the source VHD:"
+                      " %s", src->path, why);
+  }
+  src->kind = VHD_SOURCE_VHD;
+  src->size = src->disk->footer.current_size;
+  return 0;
+}
+
+static int
+setup_source (struct vhd_source *src, int fd, uint32_t device_id,
+              bool prevent_writes)
+{
+  int r, is_vhd;
+
+  r = source_size (fd, src->path, &src->kind, &src->size);
+  if (r < 0) {
+    close (fd);
+    return r;
+  }
+  is_vhd = probe_vhd (fd, src->size, src->path);
+  if (is_vhd < 0) {
+    close (fd);
+    return is_vhd;
+  }
+  if (!is_vhd && device_id == VHD_STORAGE_DEVICE_VHD) {
+    close (fd);
+    return vhd_error (EINVAL, FN ": source_path %s is not a VHD image (no"
+                      " valid footer), but source_virtual_storage_type says"
+                      " VHD; pass VHD_STORAGE_DEVICE_UNKNOWN to copy a raw"
+                      " disk", src->path);
+  }
+
+  if (is_vhd) {
+    r = open_vhd_source (src, fd);      /* owns fd now */
+    for (vhd_disk *d = src->disk; r == 0 && prevent_writes && d;
+         d = d->parent)
+      r = lock_against_writers (d->fd, d->path);
+    return r;
+  }
+
+  src->fd = fd;
+  if (prevent_writes && (r = lock_against_writers (fd, src->path)) < 0)
+    return r;
+  /* A hint: the copy reads the source once, from start to end. */
+  posix_fadvise (fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+  if (src->kind == VHD_SOURCE_RAW_FILE)
+    src->seek_data = lseek (fd, 0, SEEK_DATA) >= 0 || errno == ENXIO;
+  return 0;
+}
+
+int
+vhd_source_open (const char *path, uint32_t device_id, bool prevent_writes,
+                 struct vhd_source **out)
+{
+  struct vhd_source *src;
+  int fd, r;
+
+  *out = NULL;
+  src = calloc (1, sizeof *src);
+  if (src == NULL)
+    return vhd_error (ENOMEM, "%s: out of memory", path);
+  src->fd = -1;
+  src->path = strdup (path);
+  if (src->path == NULL) {
+    free (src);
+    return vhd_error (ENOMEM, "%s: out of memory", path);
+  }
+
+  fd = open (path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  if (fd == -1)
+    r = vhd_error (errno, FN ": source_path %s: cannot open the source"
+                   " disk: %m", path);
+  else
+    r = setup_source (src, fd, device_id, prevent_writes);
+  if (r < 0) {
+    vhd_source_close (src);
+    return r;
+  }
+  *out = src;
+  return 0;
+}
+
+void
+vhd_source_close (struct vhd_source *src)
+{
+  if (src == NULL)
+    return;
+  /* Closing the descriptors drops the locks with them. */
+  if (src->disk)
+    vhd_close (src->disk);
+  if (src->fd >= 0)
+    close (src->fd);
+  free (src->path);
+  free (src);
+}
+
+const char *
+vhd_source_describe (const struct vhd_source *src)
+{
+  switch (src->kind) {
+  case VHD_SOURCE_RAW_FILE: return "raw file";
+  case VHD_SOURCE_BLOCK_DEVICE: return "block device";
+  case VHD_SOURCE_VHD:
+    switch (src->disk->footer.disk_type) {
+    case VHD_TYPE_FIXED: return "fixed VHD";
+    case VHD_TYPE_DYNAMIC: return "dynamic VHD";
+    default: return "differencing VHD";
+    }
+  }
+  return "source";
+}
+
+/* The data and holes of a raw file, by SEEK_DATA and SEEK_HOLE. */
+static int
+file_extents (struct vhd_source *src, uint64_t offset, uint64_t count,
+              vhd_extent_fn fn, void *opaque)
+{
+  uint64_t end = offset + count, pos = offset;
+  int r;
+
+  while (pos < end) {
+    off_t data = lseek (src->fd, (off_t) pos, SEEK_DATA);
+    off_t hole;
+    uint64_t to;
+
+    if (data == -1 && errno != ENXIO)
+      return vhd_error (errno, "%s: lseek SEEK_DATA at %" PRIu64 ": %m",
+                        src->path, pos);
+    /* ENXIO: no data from pos on. */
+    to = data == -1 || (uint64_t) data > end ? end : (uint64_t) data;
+    if (to > pos) {
+      r = fn (opaque, pos, to - pos, VHD_EXTENT_HOLE | VHD_EXTENT_ZERO);
+      if (r < 0)
+        return r;
+      pos = to;
+      if (pos == end)
+        break;
+    }
+    hole = lseek (src->fd, (off_t) pos, SEEK_HOLE);
+    if (hole == -1)
+      return vhd_error (errno, "%s: lseek SEEK_HOLE at %" PRIu64 ": %m",
+                        src->path, pos);
+    to = (uint64_t) hole > end || (uint64_t) hole <= pos ? end
+                                                         : (uint64_t) hole;
+    r = fn (opaque, pos, to - pos, 0);
+    if (r < 0)
+      return r;
+    pos = to;
+  }
+  return 0;
+}
+
+int
+vhd_source_extents (struct vhd_source *src, uint64_t offset, uint64_t count,
+                    vhd_extent_fn fn, void *opaque)
+{
+  if (offset > src->size || count > src->size - offset)
+    return vhd_error (EINVAL, "%s: extents of %" PRIu64 " bytes at %" PRIu64
+                      " go past the source's size %" PRIu64, src->path,
+                      count, offset, src->size);
+  if (count == 0)
+    return 0;
+  if (src->kind == VHD_SOURCE_VHD)
+    return vhd_extents (src->disk, count, offset, fn, opaque);
+  if (src->seek_data)
+    return file_extents (src, offset, count, fn, opaque);
+  /* A block device tells nothing; the copy finds its zeros by reading. */
+  return fn (opaque, offset, count, 0);
+}
+
+int
+vhd_source_map (struct vhd_source *src, uint64_t offset, uint64_t count,
+                uint8_t *buf, struct vhd_segment_list *l)
+{
+  if (offset > src->size || count > src->size - offset)
+    return vhd_error (EINVAL, "%s: read of %" PRIu64 " bytes at %" PRIu64
+                      " goes past the source's size %" PRIu64, src->path,
+                      count, offset, src->size);
+  if (src->kind == VHD_SOURCE_VHD)
+    return vhd_map_read (src->disk, offset, count, buf, l);
+  return vhd_segments_add (l, src->fd, src->path, offset, count, buf);
+}

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# A differencing chain as the source (base <- child <- grandchild, written
+# at every level through the plugin) converts into one dynamic image, with
+# no parent, that reads as the chain does; the converted blocks are the
+# ones that hold data anywhere in the chain.
+
+source "$VHDKIT_SRCDIR/functions.sh"
+source "$VHDKIT_SRCDIR/plugin-functions.sh"
+source "$VHDKIT_SRCDIR/convert-functions.sh"
+set -e
+set -x
+
+requires_plugin
+requires_nbdsh
+requires nbdcopy --version
+requires qemu-img --version
+
+tmp=$(scratch_dir)
+make_half_zero_raw "$tmp/src.raw" $((32 * 1024 * 1024)) 2
+vhdtool convert "$tmp/src.raw" "$tmp/base.vhd"
+vhdtool create --parent "$tmp/base.vhd" "$tmp/child.vhd"
+vhdtool create --parent "$tmp/child.vhd" "$tmp/grandchild.vhd"
+
+# Writes into a child cover data and zeros of the level below, unaligned.
+nbdkit -U - "$VHDKIT_PLUGIN" file="$tmp/child.vhd" \
+  --run 'nbdsh -u "$uri" -c "
+h.pwrite(b\"\\xc1\" * 100000, 2 * 1024 * 1024 - 50000)
+h.pwrite(b\"\\xc2\" * 4096, 13 * 1024 * 1024 + 7)
+h.flush()
+"'
+nbdkit -U - "$VHDKIT_PLUGIN" file="$tmp/grandchild.vhd" \
+  --run 'nbdsh -u "$uri" -c "
+h.pwrite(b\"\\xd1\" * 3000, 2 * 1024 * 1024 - 1000)
+h.zero(65536, 0)
+h.pwrite(b\"\\xd2\" * 512, 31 * 1024 * 1024)
+h.flush()
+"'
+
+# The chain's view, as the plugin reads it.
+nbdkit -U - "$VHDKIT_PLUGIN" file="$tmp/grandchild.vhd" readonly=true \
+  --run 'nbdcopy "$uri" "'"$tmp"'/chain.raw"'
+cmp -n 65536 "$tmp/chain.raw" /dev/zero
+
+vhdtool convert "$tmp/grandchild.vhd" "$tmp/flat.vhd"
+test "$(info_field "$tmp/flat.vhd" type)" = dynamic
+vhdtool info "$tmp/flat.vhd" | grep -v '^parent'
+check_reads_as "$tmp/flat.vhd" "$tmp/chain.raw"
+check_zero_blocks_unallocated "$tmp/flat.vhd" "$tmp/chain.raw"
+
+# The chain itself was not changed by being read.
+nbdkit -U - "$VHDKIT_PLUGIN" file="$tmp/grandchild.vhd" readonly=true \
+  --run 'nbdcopy "$uri" "'"$tmp"'/again.raw"'
+cmp "$tmp/chain.raw" "$tmp/again.raw"

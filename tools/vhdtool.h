@@ -1,0 +1,33 @@
+/* vhdtool: what the verbs share (vhdtool.c, convert.c). */
+
+#ifndef VHDTOOL_H
+#define VHDTOOL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "vhdkit.h"
+
+#define EXIT_USAGE 2
+#define EXIT_INTERRUPTED 130    /* 128 + SIGINT, as shells report it */
+
+extern const char *program;
+
+void usage (FILE *fp);
+int usage_error (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
+bool parse_size (const char *s, uint64_t *out);
+
+/* vhd_create_virtual_disk with a source, run asynchronously: a progress
+ * bar on the terminal when progress is set and stdout and stderr are
+ * terminals, and SIGINT, SIGTERM or SIGHUP cancel it (no file is left;
+ * exit status EXIT_INTERRUPTED).  verb names the command in messages.
+ * Returns the exit status.
+ */
+int create_from_source (const char *verb, const char *path, uint32_t flags,
+                        const struct vhd_create_parameters *params,
+                        bool progress);
+
+int cmd_convert (int argc, char **argv);
+
+#endif /* VHDTOOL_H */
