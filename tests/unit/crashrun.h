@@ -1,0 +1,129 @@
+/* vhdkit tests: one crash-consistency run (crashrun.c): a recorded random
+ * workload on one image, then power losses at chosen points of it, each
+ * rebuilt with crashsim.c and checked.
+ */
+
+#ifndef VHDKIT_TESTS_CRASHRUN_H
+#define VHDKIT_TESTS_CRASHRUN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* splitmix64: small, seedable, good enough to pick offsets and bytes. */
+struct rng {
+  uint64_t s;
+};
+
+static inline uint64_t
+rng_next (struct rng *r)
+{
+  uint64_t z = (r->s += 0x9e3779b97f4a7c15ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+static inline uint64_t
+rng_below (struct rng *r, uint64_t n)
+{
+  return n ? rng_next (r) % n : 0;
+}
+
+double now_seconds (void);
+
+/* How the ops after the last durable sync reach the file. */
+enum subset_kind {
+  SUBSET_NONE,                  /* all lost */
+  SUBSET_ALL,                   /* all, in the order they were issued */
+  SUBSET_RANDOM,                /* a random subset in a random order */
+  SUBSET_TORN,                  /* the same over 4 KiB pieces of the ops */
+  SUBSET_KINDS
+};
+
+struct crash_stats {
+  size_t requests;              /* workload requests (vhd_* calls) */
+  size_t file_ops;              /* recorded changes and syncs */
+  size_t syncs;
+  size_t points;                /* crash points tried */
+  size_t subsets;               /* images rebuilt and checked */
+  size_t by_kind[SUBSET_KINDS];
+  size_t duplicates;            /* "none" states already checked */
+  size_t footer_from_copy;      /* recovered from the copy at offset 0 */
+  size_t leaky;                 /* vhd_check found leaks (allowed) */
+  size_t post_writes;           /* recovered images written again */
+  unsigned failures;
+  unsigned kept;                /* images of failures kept so far */
+  double seconds;
+};
+
+enum request_kind {
+  REQ_WRITE, REQ_ZERO, REQ_TRIM, REQ_FLUSH, REQ_REOPEN,
+};
+
+/* One vhd_* call of the workload and the file ops it made. */
+struct request {
+  enum request_kind kind;
+  uint64_t offset, length;
+  uint32_t flags;               /* VHD_IO_* */
+  uint64_t data_seed;           /* REQ_WRITE: 0 writes zeros */
+  size_t log_start, log_end;    /* [log_start, log_end) of crashsim's log */
+};
+
+/* A flush (vhd_flush, FUA, or the one in vhd_close) that returned. */
+struct flush_done {
+  size_t requests_done;         /* requests [0, this) are covered */
+  size_t log_end;               /* the log's length when it returned */
+};
+
+struct crash_run {
+  /* Set by the caller. */
+  const char *name;
+  bool differencing;
+  uint64_t seed;                /* this run's workload */
+  uint64_t repro_seed;          /* VHDKIT_CRASH_SEED that gives this run */
+  const char *repro_points;     /* VHDKIT_CRASH_POINTS, or NULL */
+  size_t n_requests;
+  uint64_t disk_size;           /* a multiple of 512 KiB, the block size */
+  unsigned random_subsets;      /* random states per crash point, besides
+                                 * none, all and one torn */
+  unsigned post_write_percent;  /* states that are written after recovery */
+  unsigned show_failures;       /* print this many failures in full */
+  const char *keep_dir;         /* where the images of failures go */
+  unsigned *kept_images;
+  char dir[300];                /* a fresh folder for this run */
+
+  /* Set by crash_run_workload. */
+  char path[400], parent_path[400], scratch_path[400];
+  uint8_t *initial_virtual;     /* the disk's contents before the workload */
+  uint8_t *parent_raw;          /* the parent file's bytes, to compare */
+  uint64_t parent_raw_size;
+  struct request *requests;
+  size_t n_req;
+  struct flush_done *flushes;
+  size_t n_flushes;
+  int status;
+
+  struct crash_stats stats;
+};
+
+/* Make the images and run the recorded workload, in a thread of its own
+ * with VHDKIT_IO=pread.  Returns 0, or -1 after printing why.
+ */
+int crash_run_workload (struct crash_run *run);
+/* Lose power at each of ks[0..n) (ascending file-op indexes) and check
+ * the rebuilt images; failures are printed and counted in run->stats.
+ */
+void crash_run_points (struct crash_run *run, const size_t *ks, size_t n);
+void crash_run_free (struct crash_run *run);
+
+/* Shared by crashrun.c and crashcheck.c. */
+void crash_fill_data (uint64_t seed, uint8_t *buf, uint64_t len);
+const char *crash_request_name (const struct request *q);
+/* What the disk reads after request q, as the engine documents it. */
+void crash_apply_request (const struct crash_run *run,
+                          const struct request *q, uint8_t *disk);
+struct vhd_disk;
+int crash_open_disk (const char *path, bool readonly, struct vhd_disk **d);
+
+#endif /* VHDKIT_TESTS_CRASHRUN_H */

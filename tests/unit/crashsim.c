@@ -1,0 +1,547 @@
+/* vhdkit tests: the recording layer and the file rebuilder (see
+ * crashsim.h).  The __wrap_ functions replace the libc calls that the
+ * engine makes (the linker's --wrap); __real_ reaches libc.
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+#include <linux/falloc.h>
+
+#include "crashsim.h"
+
+ssize_t __real_pwrite (int fd, const void *buf, size_t n, off_t offset);
+ssize_t __real_pwrite64 (int fd, const void *buf, size_t n, off_t offset);
+int __real_fallocate (int fd, int mode, off_t offset, off_t len);
+int __real_fallocate64 (int fd, int mode, off_t offset, off_t len);
+int __real_posix_fallocate (int fd, off_t offset, off_t len);
+int __real_fdatasync (int fd);
+int __real_fsync (int fd);
+int __real_ftruncate (int fd, off_t length);
+int __real_ftruncate64 (int fd, off_t length);
+
+ssize_t __wrap_pwrite (int fd, const void *buf, size_t n, off_t offset);
+ssize_t __wrap_pwrite64 (int fd, const void *buf, size_t n, off_t offset);
+int __wrap_fallocate (int fd, int mode, off_t offset, off_t len);
+int __wrap_fallocate64 (int fd, int mode, off_t offset, off_t len);
+int __wrap_posix_fallocate (int fd, off_t offset, off_t len);
+int __wrap_fdatasync (int fd);
+int __wrap_fsync (int fd);
+int __wrap_ftruncate (int fd, off_t length);
+int __wrap_ftruncate64 (int fd, off_t length);
+
+struct file_id {
+  dev_t dev;
+  ino_t ino;
+};
+
+static bool recording;
+static struct file_id tracked;
+static struct file_id forbidden[8];
+static size_t n_forbidden;
+static unsigned violations;
+
+static struct crash_op *ops;
+static size_t n_ops, cap_ops;
+static uint8_t *initial;
+static uint64_t initial_size;
+
+/* Which file does fd refer to: 1 the tracked image (while recording),
+ * -1 a forbidden one, 0 anything else.
+ */
+static int
+classify_fd (int fd)
+{
+  struct stat st;
+
+  if ((!recording && n_forbidden == 0) || fstat (fd, &st) == -1)
+    return 0;
+  if (recording && st.st_dev == tracked.dev && st.st_ino == tracked.ino)
+    return 1;
+  for (size_t i = 0; i < n_forbidden; i++)
+    if (st.st_dev == forbidden[i].dev && st.st_ino == forbidden[i].ino)
+      return -1;
+  return 0;
+}
+
+static void
+violation (const char *what, int fd)
+{
+  violations++;
+  fprintf (stderr, "crashsim: %s on fd %d, which must not be changed or"
+           " cannot be modelled\n", what, fd);
+}
+
+static void
+append (const struct crash_op *op)
+{
+  if (n_ops == cap_ops) {
+    size_t cap = cap_ops ? 2 * cap_ops : 1024;
+    struct crash_op *n = realloc (ops, cap * sizeof *n);
+    if (n == NULL) {
+      fprintf (stderr, "crashsim: out of memory for the op log\n");
+      abort ();
+    }
+    ops = n;
+    cap_ops = cap;
+  }
+  ops[n_ops++] = *op;
+}
+
+static bool
+all_zero (const uint8_t *p, size_t n)
+{
+  return n == 0 || (p[0] == 0 && memcmp (p, p + 1, n - 1) == 0);
+}
+
+static void
+note_write (int fd, const void *buf, ssize_t done, off_t offset)
+{
+  struct crash_op op = {
+    .kind = CRASH_OP_WRITE, .offset = (uint64_t) offset,
+    .length = (uint64_t) done,
+  };
+  int c;
+
+  if (done <= 0 || (c = classify_fd (fd)) == 0)
+    return;
+  if (c < 0) {
+    violation ("pwrite", fd);
+    return;
+  }
+  /* Zeros (the fallback that zeroes a new block by hand) need no copy. */
+  if (!all_zero (buf, (size_t) done)) {
+    op.data = malloc ((size_t) done);
+    if (op.data == NULL) {
+      fprintf (stderr, "crashsim: out of memory for a write's data\n");
+      abort ();
+    }
+    memcpy (op.data, buf, (size_t) done);
+  }
+  append (&op);
+}
+
+ssize_t
+__wrap_pwrite (int fd, const void *buf, size_t n, off_t offset)
+{
+  ssize_t r = __real_pwrite (fd, buf, n, offset);
+  note_write (fd, buf, r, offset);
+  return r;
+}
+
+ssize_t
+__wrap_pwrite64 (int fd, const void *buf, size_t n, off_t offset)
+{
+  ssize_t r = __real_pwrite64 (fd, buf, n, offset);
+  note_write (fd, buf, r, offset);
+  return r;
+}
+
+static void
+note_fallocate (int fd, int mode, off_t offset, off_t len)
+{
+  struct crash_op op = {
+    .offset = (uint64_t) offset, .length = (uint64_t) len,
+    .keep_size = (mode & FALLOC_FL_KEEP_SIZE) != 0,
+  };
+  int c = classify_fd (fd);
+
+  if (c == 0)
+    return;
+  if (c < 0) {
+    violation ("fallocate", fd);
+    return;
+  }
+  if (mode & FALLOC_FL_PUNCH_HOLE)
+    op.kind = CRASH_OP_PUNCH;
+  else if (mode & FALLOC_FL_ZERO_RANGE)
+    op.kind = CRASH_OP_ZERO;
+  else if ((mode & ~FALLOC_FL_KEEP_SIZE) == 0)
+    op.kind = CRASH_OP_EXTEND;
+  else {
+    violation ("fallocate with a mode that the log does not model", fd);
+    return;
+  }
+  append (&op);
+}
+
+int
+__wrap_fallocate (int fd, int mode, off_t offset, off_t len)
+{
+  int r = __real_fallocate (fd, mode, offset, len);
+  if (r == 0)
+    note_fallocate (fd, mode, offset, len);
+  return r;
+}
+
+int
+__wrap_fallocate64 (int fd, int mode, off_t offset, off_t len)
+{
+  int r = __real_fallocate64 (fd, mode, offset, len);
+  if (r == 0)
+    note_fallocate (fd, mode, offset, len);
+  return r;
+}
+
+int
+__wrap_posix_fallocate (int fd, off_t offset, off_t len)
+{
+  int r = __real_posix_fallocate (fd, offset, len);
+  /* It may write zeros or allocate; the log does not model it. */
+  if (r == 0 && classify_fd (fd) != 0)
+    violation ("posix_fallocate", fd);
+  return r;
+}
+
+static void
+note_sync (int fd)
+{
+  struct crash_op op = { .kind = CRASH_OP_SYNC };
+  if (classify_fd (fd) > 0)
+    append (&op);
+}
+
+/* A sync changes no byte of the file, and what it makes durable is what
+ * the log simulates, so the real one is skipped: on a disk-backed /tmp
+ * each would cost milliseconds, thousands of times.
+ * VHDKIT_CRASH_REAL_SYNC=1 makes the real call as well.
+ */
+static bool
+real_sync_wanted (void)
+{
+  static int wanted = -1;
+  if (wanted < 0) {
+    const char *e = getenv ("VHDKIT_CRASH_REAL_SYNC");
+    wanted = e && strcmp (e, "1") == 0;
+  }
+  return wanted;
+}
+
+int
+__wrap_fdatasync (int fd)
+{
+  int r = real_sync_wanted () ? __real_fdatasync (fd) : 0;
+  if (r == 0)
+    note_sync (fd);
+  return r;
+}
+
+int
+__wrap_fsync (int fd)
+{
+  int r = real_sync_wanted () ? __real_fsync (fd) : 0;
+  if (r == 0)
+    note_sync (fd);
+  return r;
+}
+
+static void
+note_truncate (int fd, off_t length)
+{
+  struct crash_op op = {
+    .kind = CRASH_OP_TRUNCATE, .offset = (uint64_t) length,
+  };
+  int c = classify_fd (fd);
+
+  if (c < 0)
+    violation ("ftruncate", fd);
+  else if (c > 0)
+    append (&op);
+}
+
+int
+__wrap_ftruncate (int fd, off_t length)
+{
+  int r = __real_ftruncate (fd, length);
+  if (r == 0)
+    note_truncate (fd, length);
+  return r;
+}
+
+int
+__wrap_ftruncate64 (int fd, off_t length)
+{
+  int r = __real_ftruncate64 (fd, length);
+  if (r == 0)
+    note_truncate (fd, length);
+  return r;
+}
+
+static int
+file_id_of (const char *path, struct file_id *id)
+{
+  struct stat st;
+
+  if (stat (path, &st) == -1)
+    return -errno;
+  id->dev = st.st_dev;
+  id->ino = st.st_ino;
+  return 0;
+}
+
+int
+crash_record_start (const char *path)
+{
+  int fd, r;
+  struct stat st;
+  uint64_t done = 0;
+
+  crash_record_free ();
+  fd = open (path, O_RDONLY | O_CLOEXEC);
+  if (fd == -1)
+    return -errno;
+  if (fstat (fd, &st) == -1) {
+    r = -errno;
+    close (fd);
+    return r;
+  }
+  initial_size = (uint64_t) st.st_size;
+  initial = calloc (1, initial_size ? initial_size : 1);
+  if (initial == NULL) {
+    close (fd);
+    return -ENOMEM;
+  }
+  while (done < initial_size) {
+    ssize_t n = pread (fd, initial + done, initial_size - done, (off_t) done);
+    if (n <= 0) {
+      r = n < 0 ? -errno : -EIO;
+      close (fd);
+      return r;
+    }
+    done += (uint64_t) n;
+  }
+  close (fd);
+  tracked.dev = st.st_dev;
+  tracked.ino = st.st_ino;
+  recording = true;
+  return 0;
+}
+
+void
+crash_record_stop (void)
+{
+  recording = false;
+}
+
+void
+crash_record_free (void)
+{
+  recording = false;
+  for (size_t i = 0; i < n_ops; i++)
+    free (ops[i].data);
+  free (ops);
+  ops = NULL;
+  n_ops = cap_ops = 0;
+  free (initial);
+  initial = NULL;
+  initial_size = 0;
+}
+
+int
+crash_forbid_writes (const char *path)
+{
+  if (n_forbidden == sizeof forbidden / sizeof forbidden[0])
+    return -ENOSPC;
+  return file_id_of (path, &forbidden[n_forbidden++]);
+}
+
+void
+crash_forbid_clear (void)
+{
+  n_forbidden = 0;
+}
+
+unsigned
+crash_violations (void)
+{
+  return violations;
+}
+
+size_t
+crash_n_ops (void)
+{
+  return n_ops;
+}
+
+const struct crash_op *
+crash_get_op (size_t i)
+{
+  return i < n_ops ? &ops[i] : NULL;
+}
+
+size_t
+crash_durable_prefix (size_t k)
+{
+  if (k > n_ops)
+    k = n_ops;
+  while (k > 0 && ops[k - 1].kind != CRASH_OP_SYNC)
+    k--;
+  return k;
+}
+
+/* Grow the buffer to hold size bytes; bytes past f->size are kept zero. */
+static int
+reserve (struct crash_file *f, uint64_t size)
+{
+  uint64_t cap;
+  uint8_t *n;
+
+  if (size <= f->capacity)
+    return 0;
+  cap = f->capacity ? f->capacity : 1 << 20;
+  while (cap < size)
+    cap *= 2;
+  n = realloc (f->bytes, cap);
+  if (n == NULL)
+    return -ENOMEM;
+  memset (n + f->capacity, 0, cap - f->capacity);
+  f->bytes = n;
+  f->capacity = cap;
+  return 0;
+}
+
+int
+crash_file_init (struct crash_file *f)
+{
+  memset (f, 0, sizeof *f);
+  if (reserve (f, initial_size) < 0)
+    return -ENOMEM;
+  if (initial_size)
+    memcpy (f->bytes, initial, initial_size);
+  f->size = initial_size;
+  return 0;
+}
+
+void
+crash_file_free (struct crash_file *f)
+{
+  free (f->bytes);
+  memset (f, 0, sizeof *f);
+}
+
+int
+crash_file_copy (struct crash_file *dst, const struct crash_file *src)
+{
+  uint64_t old = dst->size;
+
+  if (reserve (dst, src->size) < 0)
+    return -ENOMEM;
+  memcpy (dst->bytes, src->bytes, src->size);
+  if (old > src->size)
+    memset (dst->bytes + src->size, 0, old - src->size);
+  dst->size = src->size;
+  return 0;
+}
+
+static void
+zero_within_size (struct crash_file *f, uint64_t start, uint64_t end)
+{
+  if (end > f->size)
+    end = f->size;
+  if (start < end)
+    memset (f->bytes + start, 0, end - start);
+}
+
+int
+crash_file_apply (struct crash_file *f, const struct crash_op *op,
+                  uint64_t piece_offset, uint64_t piece_length)
+{
+  uint64_t start = op->offset + piece_offset;
+  uint64_t end = start + piece_length;
+
+  switch (op->kind) {
+  case CRASH_OP_WRITE:
+    if (reserve (f, end) < 0)
+      return -ENOMEM;
+    if (op->data)
+      memcpy (f->bytes + start, op->data + piece_offset, piece_length);
+    else
+      memset (f->bytes + start, 0, piece_length);
+    if (end > f->size)
+      f->size = end;
+    break;
+  case CRASH_OP_ZERO:
+    if (!op->keep_size && end > f->size) {
+      if (reserve (f, end) < 0)
+        return -ENOMEM;
+      f->size = end;
+    }
+    zero_within_size (f, start, end);
+    break;
+  case CRASH_OP_PUNCH:
+    zero_within_size (f, start, end);
+    break;
+  case CRASH_OP_EXTEND:
+    if (!op->keep_size && end > f->size) {
+      if (reserve (f, end) < 0)
+        return -ENOMEM;
+      f->size = end;
+    }
+    break;
+  case CRASH_OP_TRUNCATE:
+    if (op->offset < f->size)
+      memset (f->bytes + op->offset, 0, f->size - op->offset);
+    else if (reserve (f, op->offset) < 0)
+      return -ENOMEM;
+    f->size = op->offset;
+    break;
+  case CRASH_OP_SYNC:
+    break;
+  }
+  return 0;
+}
+
+int
+crash_file_save (const struct crash_file *f, const char *path)
+{
+  const uint64_t page = 4096;
+  uint64_t at = 0;
+  int fd, r = 0;
+
+  /* A new file, not a truncated one: ext4 flushes a file that was
+   * truncated to 0 and rewritten when it is closed (auto_da_alloc).
+   */
+  if (unlink (path) == -1 && errno != ENOENT)
+    return -errno;
+  fd = open (path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd == -1)
+    return -errno;
+  if (__real_ftruncate (fd, (off_t) f->size) == -1)
+    r = -errno;
+  /* Runs of pages with any non-zero byte; the rest stays a hole. */
+  while (r == 0 && at < f->size) {
+    uint64_t run_end, n;
+    while (at < f->size &&
+           all_zero (f->bytes + at, (size_t) (f->size - at < page
+                                              ? f->size - at : page)))
+      at += page;
+    run_end = at;
+    while (run_end < f->size &&
+           !all_zero (f->bytes + run_end,
+                      (size_t) (f->size - run_end < page ? f->size - run_end
+                                                         : page)))
+      run_end += page;
+    if (run_end > f->size)
+      run_end = f->size;
+    for (n = 0; at + n < run_end; ) {
+      ssize_t w = __real_pwrite (fd, f->bytes + at + n, run_end - at - n,
+                                 (off_t) (at + n));
+      if (w <= 0) {
+        r = w < 0 ? -errno : -EIO;
+        break;
+      }
+      n += (uint64_t) w;
+    }
+    at = run_end;
+  }
+  if (close (fd) == -1 && r == 0)
+    r = -errno;
+  return r;
+}

@@ -1,0 +1,84 @@
+/* vhdkit tests: a fault-injection layer under the engine that records every
+ * change made to one image file and rebuilds the file as a power loss at
+ * any point could have left it.
+ *
+ * The test program is linked with -Wl,--wrap for pwrite, fallocate,
+ * fdatasync, fsync and ftruncate (and their *64 names), and runs the
+ * engine with VHDKIT_IO=pread, so that every byte the engine puts in the
+ * file passes through crashsim.c.  Each call is applied to the real file
+ * first and, if it succeeded and the file is the tracked image, appended
+ * to a log.  A crash at op k keeps ops [0, k): everything up to the last
+ * sync among them is durable, the ops after that sync are "in the disk's
+ * cache" and may reach the platter in any subset and any order.
+ */
+
+#ifndef VHDKIT_TESTS_CRASHSIM_H
+#define VHDKIT_TESTS_CRASHSIM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum crash_op_kind {
+  CRASH_OP_WRITE,               /* data (NULL: all zeros); may extend */
+  CRASH_OP_ZERO,                /* FALLOC_FL_ZERO_RANGE; extends unless keep */
+  CRASH_OP_PUNCH,               /* FALLOC_FL_PUNCH_HOLE|KEEP_SIZE */
+  CRASH_OP_EXTEND,              /* plain fallocate: size grows, data kept */
+  CRASH_OP_TRUNCATE,            /* ftruncate: size set to offset */
+  CRASH_OP_SYNC,                /* fdatasync or fsync returned */
+};
+
+struct crash_op {
+  enum crash_op_kind kind;
+  bool keep_size;               /* ZERO, EXTEND: FALLOC_FL_KEEP_SIZE */
+  uint64_t offset, length;
+  uint8_t *data;                /* WRITE only; NULL when the data was zeros */
+};
+
+/* Start logging the changes to the file at path (found by device and
+ * inode, whatever fd the engine opens it with); a copy of its bytes now is
+ * the log's starting point.  Returns 0 or -errno.
+ */
+int crash_record_start (const char *path);
+/* Stop logging (the log is kept until crash_record_free). */
+void crash_record_stop (void);
+void crash_record_free (void);
+/* Any change to the file at path (while it exists) is a test failure: the
+ * parent of a differencing disk must never be written.
+ */
+int crash_forbid_writes (const char *path);
+void crash_forbid_clear (void);
+/* Changes seen to a forbidden file, and ops of a kind the log cannot
+ * model (fallocate COLLAPSE/INSERT, posix_fallocate), since the start.
+ */
+unsigned crash_violations (void);
+
+size_t crash_n_ops (void);
+const struct crash_op *crash_get_op (size_t i);
+/* The number of ops that are durable when the power fails at op k: one
+ * past the last sync among ops [0, k), or 0 if there is none.
+ */
+size_t crash_durable_prefix (size_t k);
+
+/* An image file rebuilt in memory. */
+struct crash_file {
+  uint8_t *bytes;
+  uint64_t size, capacity;
+};
+
+/* The file as it was when recording started. */
+int crash_file_init (struct crash_file *f);
+void crash_file_free (struct crash_file *f);
+int crash_file_copy (struct crash_file *dst, const struct crash_file *src);
+/* Apply [offset, offset+length) of an op (a torn op applies pieces); the
+ * whole op is crash_file_apply (f, op, 0, op->length).  Returns 0 or
+ * -ENOMEM.
+ */
+int crash_file_apply (struct crash_file *f, const struct crash_op *op,
+                      uint64_t piece_offset, uint64_t piece_length);
+/* Write the file out to path (created or replaced), holes where the
+ * bytes are zero.  Returns 0 or -errno.
+ */
+int crash_file_save (const struct crash_file *f, const char *path);
+
+#endif /* VHDKIT_TESTS_CRASHSIM_H */

@@ -1,0 +1,372 @@
+/* Crash consistency under simulated power loss.
+ *
+ * A seeded random workload (allocating, unaligned, block-crossing and FUA
+ * writes; zero with and without VHD_IO_MAY_TRIM; trim; flushes; reopens)
+ * runs on a small dynamic disk and on a differencing child of a dynamic
+ * parent that holds a pattern, with every change to the image file
+ * recorded by crashsim.c.  Then power is lost at op k, for every k of
+ * short runs and for random k of longer ones: the file is rebuilt from
+ * what was durable at the last sync before k plus a subset (none, all in
+ * order, random subsets in random orders, and the same with each op torn
+ * into 4 KiB pieces) of the ops after it, and the rebuilt image must
+ *  - open read-write (recovery) and read-only,
+ *  - check with no corruption (leaks are allowed after a crash),
+ *  - read back every byte that the last completed flush covered, as it
+ *    was then; bytes that a later (or the interrupted) request touched
+ *    may hold anything, but must hold it steadily,
+ *  - and take new writes, a flush and a reopen, still checking clean.
+ * The parent of a differencing disk must never be written.
+ *
+ * Environment:
+ *   VHDKIT_CRASH_SEED      the workloads' seed (default fixed)
+ *   VHDKIT_CRASH_REQUESTS  requests of each short run, which is crashed at
+ *                          every file op (default 100)
+ *   VHDKIT_CRASH_POINTS    random crash points over the long runs of 1000
+ *                          requests, 250 per run (default 500)
+ *   VHDKIT_CRASH_SUBSETS   random states per crash point, besides none,
+ *                          all and one torn state (default 1)
+ *   VHDKIT_CRASH_POST_WRITES  percent of states written again after
+ *                          recovery (default 33)
+ *   VHDKIT_CRASH_ONLY      NAME or NAME:K: one run, or one crash point of
+ *                          it, to reproduce a failure
+ *   VHDKIT_CRASH_SHOW      failures of a run printed in full (default 10)
+ *   VHDKIT_CRASH_KEEP      folder for the images of the first 20 failures
+ *                          (default $TMPDIR/vhdkit-crash-failures)
+ *   VHDKIT_CRASH_REAL_SYNC=1  also make the real fdatasync calls
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "vhdkit.h"
+#include "crashsim.h"
+#include "crashrun.h"
+
+#define MiB (UINT64_C (1) << 20)
+
+static uint64_t base_seed = 0x5eed0f0c4a5bULL;
+static char *only_name;
+static long long only_k = -1;
+static char keep_dir[512];
+static unsigned kept_images;
+static unsigned show_failures = 10;
+static unsigned random_subsets = 1;
+static size_t short_requests = 100;
+static unsigned post_write_percent = 33;
+static char scratch_root[256];
+
+static struct crash_stats totals;
+
+static int
+compare_size (const void *a, const void *b)
+{
+  size_t x = *(const size_t *) a, y = *(const size_t *) b;
+  return x < y ? -1 : x > y;
+}
+
+/* Which crash points a run tries: every op, or want random ones in
+ * ascending order.  Returns NULL when out of memory.
+ */
+static size_t *
+choose_points (size_t n_log, uint64_t seed, size_t want, size_t *n_ks)
+{
+  struct rng r = { seed };
+  size_t *ks;
+
+  *n_ks = want ? want : n_log + 1;
+  ks = calloc (*n_ks, sizeof *ks);
+  if (ks == NULL)
+    return NULL;
+  for (size_t i = 0; i < *n_ks; i++)
+    ks[i] = want ? (size_t) rng_below (&r, n_log + 1) : i;
+  qsort (ks, *n_ks, sizeof *ks, compare_size);
+  return ks;
+}
+
+static bool
+selected (const char *name)
+{
+  return only_name == NULL || strcmp (only_name, name) == 0;
+}
+
+static void
+print_stats (const char *what, const struct crash_stats *s)
+{
+  printf ("%s: %zu workload requests, %zu file ops recorded (%zu syncs);"
+          " %zu crash points, %zu images rebuilt and checked (%.1f per"
+          " point; %zu none/%zu all/%zu random/%zu torn), %zu duplicate"
+          " states skipped, %zu with the footer from the copy, %zu with"
+          " leaks, %zu post-recovery write rounds; %u failures\n",
+          what, s->requests, s->file_ops, s->syncs, s->points, s->subsets,
+          s->points ? (double) s->subsets / (double) s->points : 0.0,
+          s->by_kind[SUBSET_NONE], s->by_kind[SUBSET_ALL],
+          s->by_kind[SUBSET_RANDOM], s->by_kind[SUBSET_TORN],
+          s->duplicates, s->footer_from_copy, s->leaky, s->post_writes,
+          s->failures);
+  fflush (stdout);
+}
+
+static void
+add_stats (struct crash_stats *to, const struct crash_stats *s)
+{
+  to->requests += s->requests;
+  to->file_ops += s->file_ops;
+  to->syncs += s->syncs;
+  to->points += s->points;
+  to->subsets += s->subsets;
+  for (int i = 0; i < SUBSET_KINDS; i++)
+    to->by_kind[i] += s->by_kind[i];
+  to->duplicates += s->duplicates;
+  to->footer_from_copy += s->footer_from_copy;
+  to->leaky += s->leaky;
+  to->post_writes += s->post_writes;
+  to->failures += s->failures;
+}
+
+/* One run, in the child process: the workload, then its crash points. */
+static void
+run_in_child (struct crash_run *run, size_t random_points)
+{
+  size_t *ks = NULL, n_ks = 0;
+  double t0 = now_seconds ();
+
+  if (crash_run_workload (run) < 0) {
+    fprintf (stderr, "%s: the workload failed (seed 0x%" PRIx64 "): see"
+             " above\n", run->name, run->seed);
+    run->stats.failures++;
+    return;
+  }
+  if (only_k >= 0) {
+    n_ks = 1;
+    ks = calloc (1, sizeof *ks);
+    if (ks)
+      ks[0] = (size_t) only_k;
+  }
+  else
+    ks = choose_points (run->stats.file_ops,
+                        run->seed ^ 0x9e3779b97f4a7c15ULL, random_points,
+                        &n_ks);
+  if (ks == NULL) {
+    fprintf (stderr, "%s: out of memory\n", run->name);
+    run->stats.failures++;
+    return;
+  }
+  crash_run_points (run, ks, n_ks);
+  free (ks);
+  crash_run_free (run);
+  run->stats.seconds = now_seconds () - t0;
+}
+
+/* Each run is a child process, so that an engine that crashes (a
+ * segfault, an abort) fails that run, reported, and the others still
+ * run.  The child sends its counts back through a pipe.
+ */
+static void
+one_run (const char *name, bool differencing, uint64_t disk_size,
+         size_t n_requests, uint64_t seed, size_t random_points)
+{
+  struct crash_run run = {
+    .name = name, .differencing = differencing, .seed = seed,
+    .disk_size = disk_size, .n_requests = n_requests,
+    .random_subsets = random_subsets,
+    .post_write_percent = post_write_percent, .keep_dir = keep_dir,
+    .repro_seed = base_seed, .repro_points = getenv ("VHDKIT_CRASH_POINTS"),
+    .show_failures = show_failures, .kept_images = &kept_images,
+  };
+  struct crash_stats stats = { .failures = 0 };
+  int fds[2], status;
+  pid_t pid;
+  ssize_t n;
+
+  if (!selected (name))
+    return;
+  snprintf (run.dir, sizeof run.dir, "%s/%s", scratch_root, name);
+  fflush (stdout);
+  fflush (stderr);
+  assert_int_equal (pipe (fds), 0);
+  pid = fork ();
+  assert_true (pid >= 0);
+  if (pid == 0) {
+    /* cmocka catches these to fail a test and carry on; a child that
+     * carried on would run the rest of the tests too.  Die instead.
+     */
+    static const int fatal[] = { SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGSYS,
+                                 SIGABRT };
+    for (size_t i = 0; i < sizeof fatal / sizeof fatal[0]; i++)
+      signal (fatal[i], SIG_DFL);
+    close (fds[0]);
+    run_in_child (&run, random_points);
+    run.stats.kept = kept_images;
+    fflush (stdout);
+    fflush (stderr);
+    _exit (write (fds[1], &run.stats, sizeof run.stats) == sizeof run.stats
+           ? 0 : 1);
+  }
+  close (fds[1]);
+  n = read (fds[0], &stats, sizeof stats);
+  close (fds[0]);
+  assert_int_equal (waitpid (pid, &status, 0), pid);
+  if (n != sizeof stats || !WIFEXITED (status) || WEXITSTATUS (status)) {
+    fprintf (stderr, "\nCRASH FAILURE in %s: the test process died (%s); the"
+             " engine crashed during the workload or a check (gdb with"
+             " follow-fork-mode child: VHDKIT_CRASH_SEED=0x%" PRIx64 "%s%s"
+             " VHDKIT_CRASH_ONLY=%s unit/test-crash)\n", name,
+             WIFSIGNALED (status) ? strsignal (WTERMSIG (status))
+                                  : "exited early", base_seed,
+             run.repro_points ? " VHDKIT_CRASH_POINTS=" : "",
+             run.repro_points ? run.repro_points : "", name);
+    memset (&stats, 0, sizeof stats);
+    stats.failures = 1;
+  }
+  else
+    kept_images = stats.kept;
+  printf ("%s (seed 0x%" PRIx64 ", %.1f s) ", name, seed, stats.seconds);
+  print_stats ("", &stats);
+  add_stats (&totals, &stats);
+  if (stats.failures)
+    fprintf (stderr, "%s: %u checks failed (seed 0x%" PRIx64 "); reproduce"
+             " one with the VHDKIT_CRASH_SEED and VHDKIT_CRASH_ONLY printed"
+             " above\n", name, stats.failures, seed);
+}
+
+/* The runs of one test all run; then it fails if any of them did. */
+static void
+assert_no_failures (unsigned before)
+{
+  if (totals.failures != before)
+    fail_msg ("%u crash-consistency checks failed: see the CRASH FAILURE"
+              " reports above", totals.failures - before);
+}
+
+static void
+test_dynamic_crash_at_every_op (void **state)
+{
+  unsigned before = totals.failures;
+  one_run ("dynamic-every-op-a", false, 4 * MiB, short_requests,
+           base_seed + 1, 0);
+  one_run ("dynamic-every-op-b", false, 4 * MiB, short_requests,
+           base_seed + 2, 0);
+  assert_no_failures (before);
+}
+
+static void
+test_differencing_crash_at_every_op (void **state)
+{
+  unsigned before = totals.failures;
+  one_run ("differencing-every-op-a", true, 4 * MiB, short_requests,
+           base_seed + 3, 0);
+  one_run ("differencing-every-op-b", true, 4 * MiB, short_requests,
+           base_seed + 4, 0);
+  assert_no_failures (before);
+}
+
+/* Longer runs, random crash points: VHDKIT_CRASH_POINTS in all, at most
+ * 250 per run of 1000 requests, alternating dynamic and differencing.
+ */
+static void
+test_crash_at_random_points_of_long_runs (void **state)
+{
+  const char *e = getenv ("VHDKIT_CRASH_POINTS");
+  size_t want = e ? strtoull (e, NULL, 0) : 500;
+  unsigned before = totals.failures;
+  char name[64];
+
+  for (unsigned i = 0; want > 0; i++) {
+    size_t n = want < 250 ? want : 250;
+    snprintf (name, sizeof name, "%s-long-%u",
+              i % 2 ? "differencing" : "dynamic", i);
+    one_run (name, i % 2, 8 * MiB, 1000, base_seed + 100 + i, n);
+    want -= n;
+  }
+  assert_no_failures (before);
+}
+
+static void
+parse_environment (void)
+{
+  const char *e;
+
+  if ((e = getenv ("VHDKIT_CRASH_SEED")) && *e)
+    base_seed = strtoull (e, NULL, 0);
+  if ((e = getenv ("VHDKIT_CRASH_ONLY")) && *e) {
+    char *colon;
+    only_name = strdup (e);
+    assert_non_null (only_name);
+    colon = strchr (only_name, ':');
+    if (colon) {
+      *colon = '\0';
+      only_k = strtoll (colon + 1, NULL, 0);
+    }
+  }
+  if ((e = getenv ("VHDKIT_CRASH_REQUESTS")) && *e)
+    short_requests = strtoull (e, NULL, 0);
+  if ((e = getenv ("VHDKIT_CRASH_SUBSETS")) && *e)
+    random_subsets = (unsigned) strtoul (e, NULL, 0);
+  if ((e = getenv ("VHDKIT_CRASH_POST_WRITES")) && *e)
+    post_write_percent = (unsigned) strtoul (e, NULL, 0);
+  if ((e = getenv ("VHDKIT_CRASH_SHOW")) && *e)
+    show_failures = (unsigned) strtoul (e, NULL, 0);
+  if ((e = getenv ("VHDKIT_CRASH_KEEP")) && *e)
+    snprintf (keep_dir, sizeof keep_dir, "%s", e);
+  else
+    snprintf (keep_dir, sizeof keep_dir, "%s/vhdkit-crash-failures",
+              getenv ("TMPDIR") ? getenv ("TMPDIR") : "/tmp");
+}
+
+static int
+setup (void **state)
+{
+  const char *tmp = getenv ("TMPDIR");
+
+  snprintf (scratch_root, sizeof scratch_root, "%s/vhdkit-test-crash-XXXXXX",
+            tmp ? tmp : "/tmp");
+  return mkdtemp (scratch_root) ? 0 : -1;
+}
+
+static int
+teardown (void **state)
+{
+  char cmd[300];
+
+  print_stats ("test-crash total", &totals);
+  snprintf (cmd, sizeof cmd, "rm -rf '%s'", scratch_root);
+  return system (cmd);
+}
+
+int
+main (void)
+{
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test (test_dynamic_crash_at_every_op),
+    cmocka_unit_test (test_differencing_crash_at_every_op),
+    cmocka_unit_test (test_crash_at_random_points_of_long_runs),
+  };
+
+  parse_environment ();
+  /* The checks of rebuilt images run in this thread with the backend
+   * that the environment gives (io_uring where the kernel allows it,
+   * unless VHDKIT_IO=pread, as under valgrind); the workloads run in
+   * threads of their own with VHDKIT_IO=pread, so that every write passes
+   * through the recording layer.
+   */
+  printf ("test-crash: seed 0x%llx (VHDKIT_CRASH_SEED), checks use the %s"
+          " backend, workloads the pread one\n",
+          (unsigned long long) base_seed, vhd_io_backend ());
+  return cmocka_run_group_tests (tests, setup, teardown);
+}
