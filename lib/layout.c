@@ -31,6 +31,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "chain.h"
 #include "cleanup.h"
 #include "format.h"
 #include "image.h"
@@ -43,28 +44,6 @@ static uint64_t
 round_up (uint64_t n, uint64_t to)
 {
   return (n + to - 1) / to * to;
-}
-
-/* Write all of buf at offset, finishing short writes. */
-static int
-pwrite_all (int fd, const void *buf, size_t count, uint64_t offset,
-            const char *path, const char *what)
-{
-  const uint8_t *p = buf;
-
-  while (count > 0) {
-    ssize_t w = pwrite (fd, p, count, (off_t) offset);
-    if (w < 0) {
-      if (errno == EINTR)
-        continue;
-      return vhd_error (errno, "%s: writing the %s at offset %" PRIu64
-                        ": %m", path, what, offset);
-    }
-    p += w;
-    count -= (size_t) w;
-    offset += (uint64_t) w;
-  }
-  return 0;
 }
 
 static void
@@ -116,7 +95,7 @@ write_fixed (int fd, const char *path, const struct vhd_footer *footer,
                         " disk: %s", path, size, strerror (r));
   }
   vhd_footer_encode (&f, buf);
-  return pwrite_all (fd, buf, sizeof buf, size, path, "footer");
+  return vhd_pwrite_exact (fd, buf, sizeof buf, size, path, "footer");
 }
 
 /* One parent locator to write: its platform code and UTF-16LE data. */
@@ -165,7 +144,8 @@ write_dynamic (int fd, const char *path, const struct vhd_footer *footer,
   for (size_t i = 0; i < n_locs; i++)
     memcpy (prefix + header->locators[i].platform_data_offset,
             locs[i].data, locs[i].length);
-  r = pwrite_all (fd, prefix, header->table_offset, 0, path, "metadata");
+  r = vhd_pwrite_exact (fd, prefix, header->table_offset, 0, path,
+                        "metadata");
   if (r < 0)
     return r;
 
@@ -177,12 +157,13 @@ write_dynamic (int fd, const char *path, const struct vhd_footer *footer,
   for (uint64_t done = 0; done < bat_space; done += BAT_WRITE_CHUNK) {
     size_t n = bat_space - done < BAT_WRITE_CHUNK
                ? (size_t) (bat_space - done) : BAT_WRITE_CHUNK;
-    r = pwrite_all (fd, fill, n, header->table_offset + done, path, "BAT");
+    r = vhd_pwrite_exact (fd, fill, n, header->table_offset + done, path,
+                          "BAT");
     if (r < 0)
       return r;
   }
 
-  return pwrite_all (fd, prefix, VHD_FOOTER_SIZE, footer_offset, path,
+  return vhd_pwrite_exact (fd, prefix, VHD_FOOTER_SIZE, footer_offset, path,
                      "footer");
 }
 

@@ -50,6 +50,28 @@ vhd_pread_exact (int fd, void *buf, size_t count, uint64_t offset,
   return 0;
 }
 
+/* Write exactly count bytes at offset, finishing short writes. */
+int
+vhd_pwrite_exact (int fd, const void *buf, size_t count, uint64_t offset,
+                  const char *file, const char *what)
+{
+  const uint8_t *p = buf;
+
+  while (count > 0) {
+    ssize_t w = pwrite (fd, p, count, (off_t) offset);
+    if (w < 0) {
+      if (errno == EINTR)
+        continue;
+      return vhd_error (errno, "%s: writing the %s at offset %" PRIu64
+                        ": %m", file, what, offset);
+    }
+    p += w;
+    count -= (size_t) w;
+    offset += (uint64_t) w;
+  }
+  return 0;
+}
+
 static int
 file_size_of_fd (int fd, const char *file, uint64_t *size)
 {
