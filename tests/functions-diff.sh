@@ -117,6 +117,8 @@ strace_opens ()
 {
   local log=$1
   shift
+  # LeakSanitizer cannot run under ptrace (a sanitizer build).
+  ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" \
   strace -f -y -o "$log" \
     -e trace=open,openat,openat2,clone,clone3,fork,vfork,execve "$@"
 }
