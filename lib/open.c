@@ -91,6 +91,34 @@ file_size_of_fd (int fd, const char *file, uint64_t *size)
   return vhd_error (EINVAL, "%s: not a regular file or a block device", file);
 }
 
+/* Try a footer of len bytes (512, or 511 with a zero reserved byte
+ * after it) at offset at.  Returns 0 when it decodes, -EINVAL with why[]
+ * set when it has the cookie but not a valid footer, or 1 when there is
+ * no cookie there at all (try elsewhere).
+ */
+static int
+try_trailing_footer_at (struct vhd_disk *disk, uint64_t at, size_t len,
+                        char *why, size_t why_size)
+{
+  uint8_t buf[VHD_FOOTER_SIZE] = { 0 };
+  int r = vhd_pread_exact (disk->fd, buf, len, at, disk->path, "footer");
+
+  if (r < 0) {
+    snprintf (why, why_size, "%s", vhd_last_error ());
+    return r;
+  }
+  if (memcmp (buf, "conectix", 8) != 0)
+    return 1;
+  r = vhd_footer_decode (buf, &disk->footer, disk->path, at);
+  if (r < 0) {
+    snprintf (why, why_size, "%s", vhd_last_error ());
+    return r;
+  }
+  disk->footer_offset = at;
+  memcpy (disk->footer_raw, buf, sizeof buf);
+  return 0;
+}
+
 /* Try the trailing footer: the last 512 bytes, or (as some old writers
  * left it) the last 511 bytes, the missing byte being a reserved zero.
  * On failure the message is kept in why[] for the combined error.
@@ -98,52 +126,25 @@ file_size_of_fd (int fd, const char *file, uint64_t *size)
 static int
 read_trailing_footer (struct vhd_disk *disk, char *why, size_t why_size)
 {
-  uint8_t buf[VHD_FOOTER_SIZE];
-  int r;
+  int r = 1;
 
   if (disk->file_size < VHD_FOOTER_SIZE - 1) {
     snprintf (why, why_size, "the file is only %" PRIu64 " bytes",
               disk->file_size);
     return -EINVAL;
   }
-  if (disk->file_size >= VHD_FOOTER_SIZE) {
-    uint64_t at = disk->file_size - VHD_FOOTER_SIZE;
-    r = vhd_pread_exact (disk->fd, buf, sizeof buf, at, disk->path, "footer");
-    if (r == 0 && memcmp (buf, "conectix", 8) == 0) {
-      r = vhd_footer_decode (buf, &disk->footer, disk->path, at);
-      if (r == 0) {
-        disk->footer_offset = at;
-        memcpy (disk->footer_raw, buf, sizeof buf);
-      }
-      else
-        snprintf (why, why_size, "%s", vhd_last_error ());
-      return r;
-    }
-    if (r < 0) {
-      snprintf (why, why_size, "%s", vhd_last_error ());
-      return r;
-    }
+  if (disk->file_size >= VHD_FOOTER_SIZE)
+    r = try_trailing_footer_at (disk, disk->file_size - VHD_FOOTER_SIZE,
+                                VHD_FOOTER_SIZE, why, why_size);
+  /* The 511-byte variant that some old writers left. */
+  if (r == 1)
+    r = try_trailing_footer_at (disk, disk->file_size - (VHD_FOOTER_SIZE - 1),
+                                VHD_FOOTER_SIZE - 1, why, why_size);
+  if (r == 1) {
+    snprintf (why, why_size, "no \"conectix\" cookie in the last 512 bytes");
+    return -EINVAL;
   }
-
-  /* The 511-byte variant. */
-  {
-    uint64_t at = disk->file_size - (VHD_FOOTER_SIZE - 1);
-    memset (buf, 0, sizeof buf);
-    r = vhd_pread_exact (disk->fd, buf, VHD_FOOTER_SIZE - 1, at, disk->path,
-                         "footer");
-    if (r == 0 && memcmp (buf, "conectix", 8) == 0) {
-      r = vhd_footer_decode (buf, &disk->footer, disk->path, at);
-      if (r == 0) {
-        disk->footer_offset = at;
-        memcpy (disk->footer_raw, buf, sizeof buf);
-      }
-      else
-        snprintf (why, why_size, "%s", vhd_last_error ());
-      return r;
-    }
-  }
-  snprintf (why, why_size, "no \"conectix\" cookie in the last 512 bytes");
-  return -EINVAL;
+  return r;
 }
 
 /* Choose the footer: the trailing one when it is valid, else (dynamic and
