@@ -128,9 +128,10 @@ strace_opens ()
 # LOG is the output of strace_opens.  -y prints the file behind each
 # returned fd, so an open that succeeded on PATH (however it was spelled:
 # relative, through "..", through a symlink) shows as '= N</real/path>'.
-# Fails if the process that opened IMAGE (every thread of it) opened any
-# PATH.  Other processes (a libtool wrapper's ls reads /etc/passwd for
-# user names) are not the engine and are not counted.
+# Fails if the program that opened IMAGE (every thread of it, from its
+# execve on) opened any PATH.  Other processes, and what a pid ran before
+# it exec'd the engine (a libtool wrapper's bash and ls read /etc/passwd
+# for user names) are not the engine and are not counted.
 no_successful_open ()
 {
   python3 - "$@" <<'PY'
@@ -165,20 +166,31 @@ for pid, text in lines:
     m = re.match(r"(clone3?)\((.*)\)\s+=\s+(\d+)", text)
     if m and "CLONE_THREAD" in m.group(2):
         leader[int(m.group(3))] = group(pid)
+# A process is a new program after each execve that succeeds: the libtool
+# wrapper (bash, which reads /etc/passwd when SHELL is unset) execs the real
+# binary in the same pid, and what the shell opened is not the engine's.
 opened = re.compile(r"^(open|openat|openat2)\(.*\)\s+=\s+\d+<(.*)>$")
-engine = set()
+execed = re.compile(r"^execve\(.*\)\s+=\s+0$")
+generation = {}
+keyed = []
 for pid, text in lines:
+    g = group(pid)
+    if execed.match(text):
+        generation[g] = generation.get(g, 0) + 1
+    keyed.append(((g, generation.get(g, 0)), text))
+engine = set()
+for key, text in keyed:
     m = opened.match(text)
     if m and m.group(2) == image:
-        engine.add(group(pid))
+        engine.add(key)
 if not engine:
     sys.exit("no_successful_open: no process opened %s: is %s a log of "
              "strace_opens?" % (image, log))
 bad = 0
-for pid, text in lines:
+for key, text in keyed:
     m = opened.match(text)
-    if m and group(pid) in engine and m.group(2) in paths:
-        print("FAIL: %s was opened: %d %s" % (m.group(2), pid, text),
+    if m and key in engine and m.group(2) in paths:
+        print("FAIL: %s was opened: %d %s" % (m.group(2), key[0], text),
               file=sys.stderr)
         bad += 1
 print("no_successful_open: %d opens checked in %d engine process(es); "

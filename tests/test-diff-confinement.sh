@@ -67,8 +67,11 @@ expect_refused ()
   must_contain "$tmp/$name.serve.err" "$child" "could not be opened" tried
   no_successful_open "$tmp/$name.serve.strace" "$child" "$@"
 
+  # Without SHELL (as under CI) the libtool wrapper's bash reads
+  # /etc/passwd before it execs vhdtool in the same pid: the check must
+  # tell the wrapper from the engine.
   strace_opens "$tmp/$name.info.strace" \
-    vhdtool info --json "$child" > "$tmp/$name.json"
+    env -u SHELL vhdtool info --json "$child" > "$tmp/$name.json"
   cat "$tmp/$name.json"
   json_field "$tmp/$name.json" parent-error > "$tmp/$name.parent-error"
   must_contain "$tmp/$name.parent-error" "could not be opened"
@@ -188,6 +191,15 @@ strace_opens "$tmp/pd-yes.strace" \
 if no_successful_open "$tmp/pd-yes.strace" "$children/child.vhd" \
      "$parents/base.vhd"; then
   echo "$0: FAIL: the strace check missed an open of the parent" >&2
+  exit 1
+fi
+# ... and through the libtool wrapper too, after it exec'd the engine.
+strace_opens "$tmp/pd-yes-info.strace" \
+  env -u SHELL vhdtool info --parent-dir "$parents" "$children/child.vhd" \
+  > /dev/null
+if no_successful_open "$tmp/pd-yes-info.strace" "$children/child.vhd" \
+     "$parents/base.vhd"; then
+  echo "$0: FAIL: the strace check missed vhdtool's open of the parent" >&2
   exit 1
 fi
 vhdtool info --json --parent-dir "$parents" "$children/child.vhd" \
