@@ -178,29 +178,48 @@ check_footer_data_offset (const struct vhd_footer *f,
   return 0;
 }
 
-int
-vhd_footer_decode (const uint8_t buf[VHD_FOOTER_SIZE],
-                   struct vhd_footer *f, const char *file, uint64_t where)
+/* The cookie and the checksum of a footer or dynamic header (what), which
+ * are checked before any other field: a checksum mismatch means that the
+ * other fields cannot be trusted, whatever values they hold.  Stores the
+ * checksum as read in *checksum.
+ */
+static int
+check_cookie_and_checksum (const uint8_t *buf, size_t size,
+                           size_t cookie_at, const char cookie[8],
+                           size_t checksum_at, const char *what,
+                           const char *file, uint64_t where,
+                           uint32_t *checksum)
 {
   uint32_t computed;
   char text[64];
 
-  memset (f, 0, sizeof *f);
-  if (memcmp (buf + F_COOKIE, footer_cookie, sizeof footer_cookie) != 0)
-    return vhd_error (EINVAL, "%s: footer at offset %" PRIu64
-                      ": cookie \"%s\" is not \"conectix\"", file, where,
-                      printable (buf + F_COOKIE, 8, text, sizeof text));
-
-  /* Validate the checksum before any other field: a mismatch means that
-   * the other fields cannot be trusted, whatever values they hold.
-   */
-  f->checksum = vhd_get_be32 (buf + F_CHECKSUM);
-  computed = vhd_checksum (buf, VHD_FOOTER_SIZE, F_CHECKSUM);
-  if (f->checksum != computed)
-    return vhd_error (EINVAL, "%s: footer at offset %" PRIu64
+  if (memcmp (buf + cookie_at, cookie, 8) != 0)
+    return vhd_error (EINVAL, "%s: %s at offset %" PRIu64
+                      ": cookie \"%s\" is not \"%.8s\"", file, what, where,
+                      printable (buf + cookie_at, 8, text, sizeof text),
+                      cookie);
+  *checksum = vhd_get_be32 (buf + checksum_at);
+  computed = vhd_checksum (buf, size, checksum_at);
+  if (*checksum != computed)
+    return vhd_error (EINVAL, "%s: %s at offset %" PRIu64
                       ": checksum 0x%08" PRIx32 " does not match the"
-                      " computed 0x%08" PRIx32, file, where,
-                      f->checksum, computed);
+                      " computed 0x%08" PRIx32, file, what, where,
+                      *checksum, computed);
+  return 0;
+}
+
+int
+vhd_footer_decode (const uint8_t buf[VHD_FOOTER_SIZE],
+                   struct vhd_footer *f, const char *file, uint64_t where)
+{
+  int r;
+
+  memset (f, 0, sizeof *f);
+  r = check_cookie_and_checksum (buf, VHD_FOOTER_SIZE, F_COOKIE,
+                                 footer_cookie, F_CHECKSUM, "footer", file,
+                                 where, &f->checksum);
+  if (r < 0)
+    return r;
 
   memcpy (f->cookie, buf + F_COOKIE, sizeof f->cookie);
   f->features = vhd_get_be32 (buf + F_FEATURES);
@@ -278,22 +297,14 @@ vhd_dyn_header_decode (const uint8_t buf[VHD_DYN_HEADER_SIZE],
                        struct vhd_dyn_header *h,
                        const char *file, uint64_t where)
 {
-  uint32_t computed;
-  char text[64];
+  int r;
 
   memset (h, 0, sizeof *h);
-  if (memcmp (buf + H_COOKIE, header_cookie, sizeof header_cookie) != 0)
-    return vhd_error (EINVAL, "%s: dynamic header at offset %" PRIu64
-                      ": cookie \"%s\" is not \"cxsparse\"", file, where,
-                      printable (buf + H_COOKIE, 8, text, sizeof text));
-
-  h->checksum = vhd_get_be32 (buf + H_CHECKSUM);
-  computed = vhd_checksum (buf, VHD_DYN_HEADER_SIZE, H_CHECKSUM);
-  if (h->checksum != computed)
-    return vhd_error (EINVAL, "%s: dynamic header at offset %" PRIu64
-                      ": checksum 0x%08" PRIx32 " does not match the"
-                      " computed 0x%08" PRIx32, file, where,
-                      h->checksum, computed);
+  r = check_cookie_and_checksum (buf, VHD_DYN_HEADER_SIZE, H_COOKIE,
+                                 header_cookie, H_CHECKSUM, "dynamic header",
+                                 file, where, &h->checksum);
+  if (r < 0)
+    return r;
 
   memcpy (h->cookie, buf + H_COOKIE, sizeof h->cookie);
   /* The spec says all ones and no reader uses it: kept, never checked. */
