@@ -109,18 +109,6 @@ read_footers (struct checker *c)
     report (c, VHD_CHECK_CORRUPT, "trailing footer: %s", why);
 }
 
-struct extent {
-  uint64_t start;
-  uint32_t index;
-};
-
-static int
-compare_extents (const void *a, const void *b)
-{
-  const struct extent *x = a, *y = b;
-  return x->start < y->start ? -1 : x->start > y->start;
-}
-
 /* Check every BAT entry; returns false if the BAT could not be read. */
 static bool
 check_bat (struct checker *c, uint64_t data_end)
@@ -128,7 +116,7 @@ check_bat (struct checker *c, uint64_t data_end)
   const struct vhd_dyn_header *h = &c->header;
   uint64_t bat_bytes = vhd_bat_size (h->max_table_entries);
   uint64_t block_bytes = vhd_bitmap_size (h->block_size) + h->block_size;
-  struct extent *ext = malloc (h->max_table_entries * sizeof *ext);
+  struct vhd_block_extent *ext = malloc (h->max_table_entries * sizeof *ext);
   uint8_t *raw = malloc (bat_bytes);
   size_t n = 0;
 
@@ -153,18 +141,17 @@ check_bat (struct checker *c, uint64_t data_end)
       report (c, VHD_CHECK_CORRUPT, "%s", vhd_last_error ());
       continue;
     }
-    ext[n++] = (struct extent) { start, i };
+    ext[n++] = (struct vhd_block_extent) { start, i };
     if (start + block_bytes > c->metadata_end)
       c->metadata_end = start + block_bytes;
   }
   c->result->allocated_blocks = (uint32_t) n;
-  qsort (ext, n, sizeof *ext, compare_extents);
-  for (size_t i = 1; i < n; i++)
-    if (ext[i - 1].start + block_bytes > ext[i].start)
-      report (c, VHD_CHECK_CORRUPT, "BAT entries %" PRIu32 " and %" PRIu32
-              ": their blocks at %" PRIu64 " and %" PRIu64 " overlap",
-              ext[i - 1].index, ext[i].index, ext[i - 1].start,
-              ext[i].start);
+  vhd_sort_block_extents (ext, n);
+  for (size_t i = vhd_next_block_overlap (ext, n, block_bytes, 1); i < n;
+       i = vhd_next_block_overlap (ext, n, block_bytes, i + 1))
+    report (c, VHD_CHECK_CORRUPT, "BAT entries %" PRIu32 " and %" PRIu32
+            ": their blocks at %" PRIu64 " and %" PRIu64 " overlap",
+            ext[i - 1].index, ext[i].index, ext[i - 1].start, ext[i].start);
   free (ext);
   free (raw);
   return true;
@@ -196,20 +183,15 @@ check_dynamic (struct checker *c)
     report (c, VHD_CHECK_CORRUPT, "%s", vhd_last_error ());
     return;
   }
-  if (h->table_offset + vhd_bat_size (h->max_table_entries) > c->metadata_end)
-    c->metadata_end = h->table_offset + vhd_bat_size (h->max_table_entries);
+  c->metadata_end = vhd_metadata_end (h, at, c->file_size);
   for (unsigned i = 0; i < VHD_LOCATOR_COUNT; i++) {
     const struct vhd_parent_locator *l = &h->locators[i];
-    if (l->platform_code == VHD_PLATFORM_NONE)
-      continue;
-    if (l->platform_data_offset > c->file_size ||
-        c->file_size - l->platform_data_offset < l->platform_data_length)
+    if (l->platform_code != VHD_PLATFORM_NONE &&
+        (l->platform_data_offset > c->file_size ||
+         c->file_size - l->platform_data_offset < l->platform_data_length))
       report (c, VHD_CHECK_CORRUPT, "parent locator %u: data at offset %"
               PRIu64 " (%" PRIu32 " bytes) is past the end of the file", i,
               l->platform_data_offset, l->platform_data_length);
-    else if (l->platform_data_offset + l->platform_data_length
-             > c->metadata_end)
-      c->metadata_end = l->platform_data_offset + l->platform_data_length;
   }
   data_end = c->trailing_ok ? c->trailing_at : c->file_size;
   check_bat (c, data_end);

@@ -91,6 +91,23 @@ int vhd_validate_dyn_layout (const char *path, uint64_t file_size,
 int vhd_validate_block (const char *path, const struct vhd_dyn_header *h,
                         uint64_t header_offset, uint64_t data_end,
                         uint32_t i, uint32_t sector);
+/* Where the dynamic header, the BAT and the parent locators' data (what
+ * of it lies inside the file) end: no block may be placed before it.
+ */
+uint64_t vhd_metadata_end (const struct vhd_dyn_header *h,
+                           uint64_t header_offset, uint64_t file_size);
+
+/* An allocated block: where it starts in the file, and its BAT entry. */
+struct vhd_block_extent {
+  uint64_t start;
+  uint32_t index;
+};
+/* Sort blocks by where they start, then find overlaps: the first i >=
+ * from (from >= 1) whose block starts before block i-1's ends, or n.
+ */
+void vhd_sort_block_extents (struct vhd_block_extent *ext, size_t n);
+size_t vhd_next_block_overlap (const struct vhd_block_extent *ext, size_t n,
+                               uint64_t block_bytes, size_t from);
 
 /* io.c: set up and tear down the runtime state (after the BAT is loaded);
  * the write lock against a second writer is taken here too.

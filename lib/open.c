@@ -291,6 +291,50 @@ vhd_validate_block (const char *path, const struct vhd_dyn_header *h,
   return 0;
 }
 
+uint64_t
+vhd_metadata_end (const struct vhd_dyn_header *h, uint64_t header_offset,
+                  uint64_t file_size)
+{
+  uint64_t end = h->table_offset + vhd_bat_size (h->max_table_entries);
+
+  if (header_offset + VHD_DYN_HEADER_SIZE > end)
+    end = header_offset + VHD_DYN_HEADER_SIZE;
+  /* Locator data may lie anywhere (Windows puts it after the BAT). */
+  for (unsigned i = 0; i < VHD_LOCATOR_COUNT; i++) {
+    const struct vhd_parent_locator *loc = &h->locators[i];
+    if (loc->platform_code != VHD_PLATFORM_NONE &&
+        loc->platform_data_offset <= file_size &&
+        file_size - loc->platform_data_offset >= loc->platform_data_length &&
+        loc->platform_data_offset + loc->platform_data_length > end)
+      end = loc->platform_data_offset + loc->platform_data_length;
+  }
+  return end;
+}
+
+static int
+compare_block_extents (const void *a, const void *b)
+{
+  const struct vhd_block_extent *x = a, *y = b;
+  return x->start < y->start ? -1 : x->start > y->start;
+}
+
+void
+vhd_sort_block_extents (struct vhd_block_extent *ext, size_t n)
+{
+  qsort (ext, n, sizeof *ext, compare_block_extents);
+}
+
+/* No two blocks may share a byte: a write to one would corrupt the other. */
+size_t
+vhd_next_block_overlap (const struct vhd_block_extent *ext, size_t n,
+                        uint64_t block_bytes, size_t from)
+{
+  for (size_t i = from; i < n; i++)
+    if (ext[i - 1].start + block_bytes > ext[i].start)
+      return i;
+  return n;
+}
+
 static int
 load_dynamic_header (struct vhd_disk *disk)
 {
@@ -325,32 +369,20 @@ load_dynamic_header (struct vhd_disk *disk)
   return 0;
 }
 
-struct block_extent {
-  uint64_t start;
-  uint32_t index;
-};
-
 static int
-compare_block_extents (const void *a, const void *b)
-{
-  const struct block_extent *x = a, *y = b;
-  return x->start < y->start ? -1 : x->start > y->start;
-}
-
-/* No two blocks may share a byte: a write to one would corrupt the other. */
-static int
-check_blocks_disjoint (struct vhd_disk *disk, struct block_extent *ext,
+check_blocks_disjoint (struct vhd_disk *disk, struct vhd_block_extent *ext,
                        size_t n, uint64_t block_bytes)
 {
-  qsort (ext, n, sizeof *ext, compare_block_extents);
-  for (size_t i = 1; i < n; i++) {
-    if (ext[i - 1].start + block_bytes > ext[i].start)
-      return vhd_error (EINVAL, "%s: BAT: entries %" PRIu32 " and %" PRIu32
-                        " overlap (blocks at offsets %" PRIu64 " and %"
-                        PRIu64 ", %" PRIu64 " bytes each)", disk->path,
-                        ext[i - 1].index, ext[i].index, ext[i - 1].start,
-                        ext[i].start, block_bytes);
-  }
+  size_t i;
+
+  vhd_sort_block_extents (ext, n);
+  i = vhd_next_block_overlap (ext, n, block_bytes, 1);
+  if (i < n)
+    return vhd_error (EINVAL, "%s: BAT: entries %" PRIu32 " and %" PRIu32
+                      " overlap (blocks at offsets %" PRIu64 " and %"
+                      PRIu64 ", %" PRIu64 " bytes each)", disk->path,
+                      ext[i - 1].index, ext[i].index, ext[i - 1].start,
+                      ext[i].start, block_bytes);
   return 0;
 }
 
@@ -367,7 +399,7 @@ load_bat (struct vhd_disk *disk)
   uint64_t data_end = disk->footer_from_copy ? disk->file_size
                                              : disk->footer_offset;
   uint64_t metadata_end;
-  struct block_extent *ext;
+  struct vhd_block_extent *ext;
   uint8_t *raw;
   size_t n = 0;
   int r;
@@ -386,19 +418,7 @@ load_bat (struct vhd_disk *disk)
   if (r < 0)
     goto out;
 
-  metadata_end = h->table_offset + bat_bytes;
-  if (disk->header_offset + VHD_DYN_HEADER_SIZE > metadata_end)
-    metadata_end = disk->header_offset + VHD_DYN_HEADER_SIZE;
-  /* Locator data may lie anywhere (Windows puts it after the BAT). */
-  for (unsigned i = 0; i < VHD_LOCATOR_COUNT; i++) {
-    const struct vhd_parent_locator *loc = &h->locators[i];
-    if (loc->platform_code != VHD_PLATFORM_NONE &&
-        loc->platform_data_offset <= disk->file_size &&
-        disk->file_size - loc->platform_data_offset
-          >= loc->platform_data_length &&
-        loc->platform_data_offset + loc->platform_data_length > metadata_end)
-      metadata_end = loc->platform_data_offset + loc->platform_data_length;
-  }
+  metadata_end = vhd_metadata_end (h, disk->header_offset, disk->file_size);
 
   for (uint32_t i = 0; i < h->max_table_entries; i++) {
     uint32_t sector = vhd_get_be32 (raw + (size_t) i * 4);
