@@ -17,30 +17,11 @@
 #include <unistd.h>
 
 #include "vhdkit.h"
+#include "scratch.h"
 
 #define MiB (UINT64_C (1) << 20)
 
-static char dir[256];
 static int counter;
-
-static inline int
-make_scratch (const char *name)
-{
-  const char *tmp = getenv ("TMPDIR");
-
-  snprintf (dir, sizeof dir, "%s/vhdkit-%s-XXXXXX", tmp ? tmp : "/tmp",
-            name);
-  return mkdtemp (dir) ? 0 : -1;
-}
-
-static inline int
-remove_scratch (void)
-{
-  char cmd[300];
-
-  snprintf (cmd, sizeof cmd, "rm -rf '%s'", dir);
-  return system (cmd);
-}
 
 static inline void
 scratch_path (char *out, size_t n, const char *ext)

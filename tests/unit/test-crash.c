@@ -57,6 +57,7 @@
 #include "vhdkit.h"
 #include "crashsim.h"
 #include "crashrun.h"
+#include "scratch.h"
 
 #define MiB (UINT64_C (1) << 20)
 
@@ -69,7 +70,6 @@ static unsigned show_failures = 10;
 static unsigned random_subsets = 1;
 static size_t short_requests = 100;
 static unsigned post_write_percent = 33;
-static char scratch_root[256];
 
 static struct crash_stats totals;
 
@@ -196,7 +196,7 @@ one_run (const char *name, bool differencing, uint64_t disk_size,
 
   if (!selected (name))
     return;
-  snprintf (run.dir, sizeof run.dir, "%s/%s", scratch_root, name);
+  snprintf (run.dir, sizeof run.dir, "%s/%s", dir, name);
   fflush (stdout);
   fflush (stderr);
   assert_int_equal (pipe (fds), 0);
@@ -332,21 +332,14 @@ parse_environment (void)
 static int
 setup (void **state)
 {
-  const char *tmp = getenv ("TMPDIR");
-
-  snprintf (scratch_root, sizeof scratch_root, "%s/vhdkit-test-crash-XXXXXX",
-            tmp ? tmp : "/tmp");
-  return mkdtemp (scratch_root) ? 0 : -1;
+  return make_scratch ("test-crash");
 }
 
 static int
 teardown (void **state)
 {
-  char cmd[300];
-
   print_stats ("test-crash total", &totals);
-  snprintf (cmd, sizeof cmd, "rm -rf '%s'", scratch_root);
-  return system (cmd);
+  return remove_scratch ();
 }
 
 int

@@ -25,30 +25,23 @@
 
 #include "format.h"
 #include "vhdkit.h"
+#include "scratch.h"
 
 #define MiB (UINT64_C (1) << 20)
 #define GiB (UINT64_C (1) << 30)
 
-static char dir[256];
 static int counter;
 
 static int
 setup (void **state)
 {
-  const char *tmp = getenv ("TMPDIR");
-
-  snprintf (dir, sizeof dir, "%s/vhdkit-test-create-XXXXXX",
-            tmp ? tmp : "/tmp");
-  return mkdtemp (dir) ? 0 : -1;
+  return make_scratch ("test-create");
 }
 
 static int
 teardown (void **state)
 {
-  char cmd[300];
-
-  snprintf (cmd, sizeof cmd, "rm -rf '%s'", dir);
-  return system (cmd);
+  return remove_scratch ();
 }
 
 static void

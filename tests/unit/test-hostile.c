@@ -40,6 +40,7 @@
 
 #include "format.h"
 #include "vhdkit.h"
+#include "scratch.h"
 
 #define KiB (UINT64_C (1) << 10)
 #define MiB (UINT64_C (1) << 20)
@@ -53,26 +54,18 @@
 /* Where the parent name starts in the dynamic header (the spec). */
 #define H_PARENT_NAME_AT 64
 
-static char dir[256];
 static int counter;
 
 static int
 setup (void **state)
 {
-  const char *tmp = getenv ("TMPDIR");
-
-  snprintf (dir, sizeof dir, "%s/vhdkit-test-hostile-XXXXXX",
-            tmp ? tmp : "/tmp");
-  return mkdtemp (dir) ? 0 : -1;
+  return make_scratch ("test-hostile");
 }
 
 static int
 teardown (void **state)
 {
-  char cmd[300];
-
-  snprintf (cmd, sizeof cmd, "rm -rf '%s'", dir);
-  return system (cmd);
+  return remove_scratch ();
 }
 
 static void
