@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,8 +21,8 @@
 
 #include "vhdkit.h"
 
-static char dir[64];
-static char image_path[128], parent_path[128];
+static char dir[PATH_MAX];
+static char image_path[PATH_MAX + 16], parent_path[PATH_MAX + 16];
 
 /* A 3 MiB fixed parent that a crafted child may point at by the name
  * "parent.vhd"; created once with the library itself.
@@ -50,12 +51,30 @@ make_parent (void)
 int LLVMFuzzerInitialize (int *argc, char ***argv);
 int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size);
 
+/* libFuzzer leaves through exit() when a run ends (time or run limit),
+ * so the scratch folder goes then; a crash keeps it for a look.
+ */
+static void
+remove_scratch (void)
+{
+  unlink (image_path);
+  unlink (parent_path);
+  rmdir (dir);
+}
+
 int
 LLVMFuzzerInitialize (int *argc, char ***argv)
 {
-  snprintf (dir, sizeof dir, "/tmp/vhdkit-fuzz-XXXXXX");
-  if (mkdtemp (dir) == NULL)
+  const char *tmp = getenv ("TMPDIR");
+
+  if (snprintf (dir, sizeof dir, "%s/vhdkit-fuzz-XXXXXX",
+                tmp ? tmp : "/tmp") >= (int) sizeof dir ||
+      mkdtemp (dir) == NULL) {
+    fprintf (stderr, "fuzz: cannot make a scratch folder under %s\n",
+             tmp ? tmp : "/tmp");
     abort ();
+  }
+  atexit (remove_scratch);
   snprintf (image_path, sizeof image_path, "%s/image.vhd", dir);
   snprintf (parent_path, sizeof parent_path, "%s/parent.vhd", dir);
   make_parent ();

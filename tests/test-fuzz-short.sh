@@ -42,6 +42,9 @@ vhdtool create --fixed --uuid 5a5a5a5a-5a5a-5a5a-5a5a-5a5a5a5a5a5a 3M \
 vhdtool create --parent "$tmp/pair/parent.vhd" "$tmp/pair/child.vhd"
 cp "$tmp/pair/child.vhd" "$tmp/seeds/"
 
+# The harness keeps its images in a folder of its own under TMPDIR.
+mkdir "$tmp/harness-tmp"
+TMPDIR=$tmp/harness-tmp \
 "$fuzzer" -max_total_time="${VHDKIT_FUZZ_SECONDS:-60}" -rss_limit_mb=4096 \
   -artifact_prefix="$tmp/" -print_final_stats=1 \
   "$tmp/corpus" "$tmp/seeds" 2>&1 | tail -n 30
@@ -54,3 +57,9 @@ if [ "$status" -ne 0 ]; then
   exit 1
 fi
 echo "fuzz: no crash"
+# ... and removes that folder when the run ends.
+if [ -n "$(ls -A "$tmp/harness-tmp")" ]; then
+  ls -laR "$tmp/harness-tmp" >&2
+  echo "$0: FAIL: the fuzzer left its scratch folder behind" >&2
+  exit 1
+fi
