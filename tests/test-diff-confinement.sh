@@ -214,3 +214,16 @@ serve_must_fail "$tmp/pd-other.err" "$children/child.vhd" \
 # The operator decides: allowing $tmp lets the MacX child above (file URL
 # $tmp/x) open its parent.
 test "$(serve_sha256 "$dir/dotdot.vhd" parent-dir="$tmp")" = "$base_hash"
+
+# vhdtool info and check take up to 32 --parent-dir folders: one more is
+# a usage error (exit 2) that says so, never an overrun.
+many=()
+for i in $(seq 33); do many+=(--parent-dir "$parents"); done
+for verb in info check; do
+  vhdtool "$verb" "${many[@]:2}" "$children/child.vhd" > /dev/null
+  status=0
+  vhdtool "$verb" "${many[@]}" "$children/child.vhd" 2> "$tmp/many.err" ||
+    status=$?
+  test "$status" -eq 2
+  must_contain "$tmp/many.err" "too many --parent-dir options"
+done

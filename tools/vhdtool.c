@@ -399,6 +399,20 @@ print_info_json (const vhd_disk *disk, const char *parent_error, int indent)
     printf ("\n");
 }
 
+/* --parent-dir DIR, for info and check: dirs holds up to
+ * MAX_PARENT_DIRS folders and a NULL after them.
+ */
+static bool
+add_parent_dir (const char **dirs, size_t *n, const char *dir)
+{
+  if (*n == MAX_PARENT_DIRS) {
+    usage_error ("%s", "too many --parent-dir options");
+    return false;
+  }
+  dirs[(*n)++] = dir;
+  return true;
+}
+
 static int
 cmd_info (int argc, char **argv)
 {
@@ -422,9 +436,8 @@ cmd_info (int argc, char **argv)
     switch (c) {
     case OPT_JSON: json = true; break;
     case OPT_PARENT_DIR:
-      if (n_dirs == MAX_PARENT_DIRS)
-        return usage_error ("%s", "too many --parent-dir options");
-      parent_dirs[n_dirs++] = optarg;
+      if (!add_parent_dir (parent_dirs, &n_dirs, optarg))
+        return EXIT_USAGE;
       break;
     case 'h': usage (stdout); return 0;
     default: return EXIT_USAGE;
@@ -496,9 +509,8 @@ cmd_check (int argc, char **argv)
     switch (c) {
     case OPT_REPAIR: flags |= VHD_CHECK_REPAIR; break;
     case OPT_PARENT_DIR:
-      if (n_dirs == MAX_PARENT_DIRS)
-        return usage_error ("%s", "too many --parent-dir options");
-      parent_dirs[n_dirs++] = optarg;
+      if (!add_parent_dir (parent_dirs, &n_dirs, optarg))
+        return EXIT_USAGE;
       break;
     case 'h': usage (stdout); return 0;
     default: return EXIT_USAGE;
