@@ -53,6 +53,18 @@ crash_fill_data (uint64_t seed, uint8_t *buf, uint64_t len)
 
 /* The workload -------------------------------------------------------- */
 
+/* Round q out to whole sectors if aligned, then cut it at the disk's end. */
+static void
+align_and_clip (uint64_t size, bool aligned, struct request *q)
+{
+  if (aligned) {
+    q->offset &= ~(uint64_t) (SECTOR - 1);
+    q->length = (q->length + SECTOR - 1) & ~(uint64_t) (SECTOR - 1);
+  }
+  if (q->length > size - q->offset)
+    q->length = size - q->offset;
+}
+
 /* A random range: offsets anywhere, lengths 1..max_len, or whole sectors. */
 static void
 random_range (struct rng *r, uint64_t size, uint64_t max_len, bool aligned,
@@ -60,12 +72,7 @@ random_range (struct rng *r, uint64_t size, uint64_t max_len, bool aligned,
 {
   q->length = 1 + rng_below (r, max_len);
   q->offset = rng_below (r, size);
-  if (aligned) {
-    q->offset &= ~(uint64_t) (SECTOR - 1);
-    q->length = (q->length + SECTOR - 1) & ~(uint64_t) (SECTOR - 1);
-  }
-  if (q->length > size - q->offset)
-    q->length = size - q->offset;
+  align_and_clip (size, aligned, q);
 }
 
 /* A range across a block boundary (or two). */
@@ -79,12 +86,7 @@ crossing_range (struct rng *r, uint64_t size, bool aligned, struct request *q)
   q->length = 2 + rng_below (r, max_len);
   q->offset = boundary - 1 - rng_below (r, q->length - 1 < boundary
                                            ? q->length - 1 : boundary);
-  if (aligned) {
-    q->offset &= ~(uint64_t) (SECTOR - 1);
-    q->length = (q->length + SECTOR - 1) & ~(uint64_t) (SECTOR - 1);
-  }
-  if (q->length > size - q->offset)
-    q->length = size - q->offset;
+  align_and_clip (size, aligned, q);
 }
 
 /* What zero and trim get: small, medium, or whole blocks. */
