@@ -10,25 +10,61 @@
 #
 # Exit status of a test, as the automake harness reads it: 0 passed,
 # 77 skipped (something it needs is not installed), anything else failed.
+# Every skip goes through skip (below), so that VHDKIT_REQUIRE=all (which
+# scripts/check exports under CI=true) turns it into a failure.
 
 # Run by hand (not under make check), find things relative to this file.
 : "${VHDKIT_SRCDIR:=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}"
 : "${VHDKIT_SAMPLES:=$VHDKIT_SRCDIR/../../shared/samples}"
 
+# skip REASON...
+#
+# This test cannot run here, for REASON: exit 77 (skipped).  Under
+# VHDKIT_REQUIRE=all (CI installs everything, so nothing may skip there)
+# fail instead, with the reason.  Call it from the test's own shell, not
+# from a $(...) subshell, whose exit would only end the subshell.
+skip ()
+{
+  case "${VHDKIT_REQUIRE:-}" in
+    all)
+      echo "$0: FAIL: $* (VHDKIT_REQUIRE=all: no test may skip)" >&2
+      exit 1 ;;
+    '') ;;
+    *)
+      echo "$0: FAIL: VHDKIT_REQUIRE='$VHDKIT_REQUIRE': the only value is" \
+           "'all' (or unset); the test would skip: $*" >&2
+      exit 1 ;;
+  esac
+  echo "$0: $*: skipping this test"
+  exit 77
+}
+
+# skip_part REASON...
+#
+# Part of this test cannot run here, for REASON: say so and return (the
+# caller leaves that part out and goes on).  Under VHDKIT_REQUIRE=all fail
+# the whole test instead, as skip does:
+#   if have_it; then the_part; else skip_part "no such thing"; fi
+skip_part ()
+{
+  if [ -n "${VHDKIT_REQUIRE:-}" ]; then
+    skip "$* (a part of this test)"
+  fi
+  echo "$0: $*: that part of this test is left out"
+}
+
 # requires CMD [ARGS...]
 #
-# Skip the test (exit 77) unless CMD ARGS runs successfully, for instance
+# Skip the test unless CMD ARGS runs successfully, for instance
 # 'requires qemu-img --version'.  With no ARGS, CMD only has to be on PATH.
 requires ()
 {
   if [ $# -eq 1 ]; then
     if ! command -v "$1" >/dev/null 2>&1; then
-      echo "$0: '$1' is not installed: skipping this test"
-      exit 77
+      skip "'$1' is not installed"
     fi
   elif ! "$@" >/dev/null 2>&1; then
-    echo "$0: '$*' failed: skipping this test"
-    exit 77
+    skip "'$*' failed"
   fi
 }
 
@@ -39,9 +75,7 @@ requires_plugin ()
 {
   requires nbdkit --version
   if [ -z "${VHDKIT_PLUGIN:-}" ] || [ ! -f "$VHDKIT_PLUGIN" ]; then
-    echo "$0: the vhd plugin is not built (VHDKIT_PLUGIN=${VHDKIT_PLUGIN:-}):" \
-         "skipping this test"
-    exit 77
+    skip "the vhd plugin is not built (VHDKIT_PLUGIN=${VHDKIT_PLUGIN:-})"
   fi
   requires nbdkit "$VHDKIT_PLUGIN" --dump-plugin
 }

@@ -17,15 +17,13 @@ requires nbdinfo --version
 requires qemu-img --version
 requires losetup --version
 if [ "$(id -u)" -ne 0 ]; then
-  echo "$0: loop devices need root: skipping this test"
-  exit 77
+  skip "loop devices need root"
 fi
 
 tmp=$(scratch_dir)
 make_half_zero_raw "$tmp/src.raw" $((32 * 1024 * 1024)) 3
 if ! dev=$(losetup -f --show -r "$tmp/src.raw"); then
-  echo "$0: losetup cannot attach a loop device here: skipping this test"
-  exit 77
+  skip "losetup cannot attach a loop device here"
 fi
 cleanup_fn losetup -d "$dev"
 test -b "$dev"

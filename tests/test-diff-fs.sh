@@ -21,16 +21,13 @@ requires mount --version
 requires mountpoint --version
 requires sha256sum --version
 if [ "$(id -u)" -ne 0 ]; then
-  echo "$0: needs root (loop devices, mount): skipping this test"
-  exit 77
+  skip "needs root (loop devices, mount)"
 fi
 if [ ! -c /dev/fuse ]; then
-  echo "$0: no /dev/fuse: skipping this test"
-  exit 77
+  skip "no /dev/fuse"
 fi
 if ! losetup -f >/dev/null 2>&1; then
-  echo "$0: no free loop device: skipping this test"
-  exit 77
+  skip "no free loop device"
 fi
 
 tmp=$(scratch_dir)

@@ -21,12 +21,10 @@ requires umount --version
 requires qemu-img --version
 requires sha256sum --version
 if [ "$(id -u)" -ne 0 ]; then
-  echo "$0: needs root (losetup, mount): skipping this test"
-  exit 77
+  skip "needs root (losetup, mount)"
 fi
 if [ ! -c /dev/fuse ] || [ ! -e /dev/loop-control ]; then
-  echo "$0: needs /dev/fuse and loop devices: skipping this test"
-  exit 77
+  skip "needs /dev/fuse and loop devices"
 fi
 
 tmp=$(scratch_dir)
