@@ -24,6 +24,7 @@
 #include <cmocka.h>
 
 #include "convert-helpers.h"
+#include "require.h"
 #include "vhdkit.h"
 
 /* Large enough that a copy takes a while (tens of milliseconds at the
@@ -251,7 +252,7 @@ test_cancel_midway (void **state)
     assert_int_equal (vhd_get_overlapped_result (&ov, true), 0);
     vhd_close (disk);
     close (ov.event_fd);
-    skip ();
+    skip_or_fail ("the whole source was copied before the cancel came\n");
   }
   assert_int_equal (r, 0);
   assert_int_equal (vhd_cancel_operation (&ov), 0);   /* again: harmless */
