@@ -117,11 +117,17 @@ PY
 }
 
 # roundtrip_both_backends TYPE SIZE: the round trip with io_uring (when the
-# kernel allows it) and again with pread/pwrite.
+# kernel allows it: skip_part otherwise, which fails on CI) and again with
+# pread/pwrite.
 roundtrip_both_backends ()
 {
-  local type=$1 size=$2
-  nbdkit "$VHDKIT_PLUGIN" --dump-plugin | grep vhd_io_uring=
+  local type=$1 size=$2 uring
+  uring=$(nbdkit "$VHDKIT_PLUGIN" --dump-plugin | sed -n 's/^vhd_io_uring=//p')
+  echo "vhd_io_uring=$uring"
+  if [ "$uring" != yes ]; then
+    skip_part "io_uring is not available here (vhd_io_uring=$uring):" \
+      "the first round trip runs on pread/pwrite too"
+  fi
   roundtrip "$type" "$size" 1
   VHDKIT_IO=pread roundtrip "$type" "$size" 2
 }

@@ -69,7 +69,10 @@ if [ "$uring" = yes ]; then
   test "$(count cross 'io_uring_enter')" -ge 1
   test "$(count cross "$data_pread")" -eq 0
 else
-  echo "$0: io_uring is not available here: only the pread path is checked"
+  # A kernel or container without io_uring: the pread path below is all
+  # that can be checked, which must not pass for a test of the ring on CI.
+  skip_part "io_uring is not available here (vhd_io_uring=$uring):" \
+    "the ring's path is not checked"
 fi
 
 serve_traced cross-pread "$cross" VHDKIT_IO=pread
