@@ -200,3 +200,80 @@ print("no_successful_open: %d opens checked in %d engine process(es); "
 sys.exit(1 if bad else 0)
 PY
 }
+
+# build_chain DIR DEPTH SIZE
+#
+# A chain of DEPTH children on a dynamic base of SIZE, built by vhdtool in
+# DIR: level0.vhd (the base) to levelDEPTH.vhd.  Each level is written
+# through the plugin at seeded random offsets (inside one block, across
+# 2 MiB blocks, unaligned sub-sector) while it is the top, before the next
+# child is created on it (a parent must not change under its child).  A
+# raw reference per level, refK.raw, gets the same writes (level K's
+# reference is level K-1's plus level K's writes).  The seeds depend on
+# DEPTH and K only, so that two tests build the same chains.
+build_chain ()
+{
+  local dir=$1 depth=$2 size=$3 k
+  _chain_write_script "$dir/write.py"
+  vhdtool create --dynamic "$size" "$dir/level0.vhd"
+  for (( k = 0; k <= depth; k++ )); do
+    if [ "$k" -eq 0 ]; then
+      truncate -s "$size" "$dir/ref0.raw"
+    else
+      vhdtool create --parent "$dir/level$((k-1)).vhd" "$dir/level$k.vhd"
+      cp --sparse=always "$dir/ref$((k-1)).raw" "$dir/ref$k.raw"
+    fi
+    SEED=$((depth * 100 + k)) REF="$dir/ref$k.raw" \
+      nbdsh_script "$dir/level$k.vhd" "$dir/write.py"
+  done
+}
+
+# chain_files DIR K: the files of level K's chain in DIR, top first.
+chain_files ()
+{
+  local k
+  for (( k = $2; k >= 0; k-- )); do
+    echo "$1/level$k.vhd"
+  done
+}
+
+_chain_write_script ()
+{
+  cat > "$1" <<'EOF'
+import os, random
+seed = int(os.environ["SEED"])
+rng = random.Random(seed)
+size = h.get_size()
+B = 2 * 1024 * 1024
+nblocks = size // B
+# Most writes land in the first 6 blocks, so that levels overwrite each
+# other's data; a few go anywhere.
+def block():
+    return rng.randrange(6) if rng.random() < 0.8 else rng.randrange(nblocks)
+writes = []
+for _ in range(12):                     # inside one block, unaligned
+    n = rng.randrange(1, 64 * 1024)
+    writes.append((block() * B + rng.randrange(B - n), n))
+for _ in range(6):                      # across a block boundary
+    b = rng.randrange(1, nblocks)
+    before, after = rng.randrange(1, 80000), rng.randrange(1, 80000)
+    writes.append((b * B - before, before + after))
+for _ in range(10):                     # sub-sector, unaligned
+    n = rng.randrange(1, 512)
+    writes.append((block() * B + rng.randrange(B - n), n))
+writes.append((rng.randrange(6) * B, B))    # one whole block
+rng.shuffle(writes)
+with open(os.environ["REF"], "r+b") as ref:
+    for off, n in writes:
+        data = rng.randbytes(n)
+        h.pwrite(data, off)
+        ref.seek(off)
+        ref.write(data)
+    h.flush()
+    for off, n in writes:
+        ref.seek(off)
+        assert h.pread(n, off) == ref.read(n), \
+            "seed %d: read back at %d (+%d) differs" % (seed, off, n)
+print("seed %d: %d writes read back" % (seed, len(writes)))
+EOF
+}
