@@ -131,3 +131,93 @@ roundtrip_both_backends ()
   roundtrip "$type" "$size" 1
   VHDKIT_IO=pread roundtrip "$type" "$size" 2
 }
+
+# nbdkit_start_bg SOCK PIDFILE LOG [ARGS...]
+#
+# Start nbdkit in the foreground of a background job (-f), serving the vhd
+# plugin with ARGS on the unix socket SOCK, its stderr in LOG, and wait
+# until it listens.  Sets nbdkit_pid.  The pid that nbdkit writes to
+# PIDFILE must be the job's own: then the status that nbdkit_reap waits
+# for is nbdkit's, not a wrapper's (the sanitizer build's nbdkit on PATH is
+# a script that execs the real one, in the same process).
+nbdkit_pid=
+nbdkit_start_bg ()
+{
+  local sock=$1 pidfile=$2 log=$3 i
+  shift 3
+  rm -f "$sock" "$pidfile"
+  nbdkit -U "$sock" -P "$pidfile" -f "$VHDKIT_PLUGIN" "$@" 2> "$log" &
+  nbdkit_pid=$!
+  for (( i = 0; i < 300; i++ )); do
+    if [ -s "$pidfile" ] && [ -S "$sock" ]; then
+      if [ "$(cat "$pidfile")" != "$nbdkit_pid" ]; then
+        echo "$0: FAIL: nbdkit wrote pid $(cat "$pidfile") to $pidfile," \
+             "but the process started is $nbdkit_pid: its exit status" \
+             "would not be nbdkit's" >&2
+        return 1
+      fi
+      return 0
+    fi
+    if ! kill -0 "$nbdkit_pid" 2>/dev/null; then
+      break
+    fi
+    sleep 0.05
+  done
+  echo "$0: nbdkit did not start ($*)" >&2
+  cat "$log" >&2
+  return 1
+}
+
+# nbdkit_log_clean LOG
+#
+# LOG, nbdkit's stderr, holds no sanitizer report (ASan, LeakSanitizer,
+# UBSan's "runtime error:") and no error line (nbdkit_error prints
+# "nbdkit: PLUGIN[CONN]: error: ..."; the server's own "nbdkit: error:").
+# nbdkit's normal log, without -v, is empty; its debug lines (-v) say
+# "debug:" and do not count.  Prints the offending lines.
+nbdkit_log_clean ()
+{
+  local log=$1 bad=0
+  if grep -nE 'ERROR: [A-Za-z]*Sanitizer|LeakSanitizer|runtime error:|SUMMARY: [A-Za-z]*Sanitizer' \
+       "$log" >&2; then
+    echo "$0: FAIL: a sanitizer report in nbdkit's log $log (above)" >&2
+    bad=1
+  fi
+  if grep -nE '^nbdkit: ([^ :]+: )?error: ' "$log" >&2; then
+    echo "$0: FAIL: an error in nbdkit's log $log (above)" >&2
+    bad=1
+  fi
+  return "$bad"
+}
+
+# nbdkit_reap HOW LOG
+#
+# Wait for nbdkit_pid (nbdkit_start_bg) and require that it ended as HOW
+# says: "killed" by our SIGKILL (status 137: 128 + 9), or "stopped" by our
+# SIGTERM (nbdkit then exits 0); an nbdkit that died on its own first (a
+# sanitizer abort: 134, a crash: 139, an exit) fails, whatever the client
+# saw.  Then LOG must be clean (nbdkit_log_clean).  Clears nbdkit_pid.
+nbdkit_reap ()
+{
+  local how=$1 log=$2 status=0 want
+  case "$how" in
+    killed) want=137 ;;
+    stopped) want=0 ;;
+    *) echo "nbdkit_reap: HOW is killed or stopped, not '$how'" >&2; return 2 ;;
+  esac
+  wait "$nbdkit_pid" || status=$?
+  nbdkit_pid=
+  if [ "$status" -ne "$want" ]; then
+    cat "$log" >&2
+    if [ "$status" -gt 128 ]; then
+      echo "$0: FAIL: nbdkit died of signal $((status - 128))" \
+           "($(kill -l "$((status - 128))" 2>/dev/null || echo '?')," \
+           "status $status), not $how by the test (status $want)" >&2
+    else
+      echo "$0: FAIL: nbdkit exited with status $status, not $how by the" \
+           "test (status $want)" >&2
+    fi
+    return 1
+  fi
+  nbdkit_log_clean "$log"
+}

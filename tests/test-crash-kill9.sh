@@ -12,10 +12,16 @@
 # but must then stay as they read: the client adopts them as its
 # reference.  Requests in flight together never overlap, but often share
 # a sector (unaligned, back to back), which the server must handle.
+# nbdkit itself must end each round killed by the test's SIGKILL (status
+# 137), not by anything before it (a sanitizer abort, a crash: the
+# client sees a dead server either way), and its log must hold no
+# sanitizer report and no error (nbdkit_reap in plugin-functions.sh).
 # 50 rounds (VHDKIT_KILL9_ROUNDS), a fresh image every 25; the kill
 # moments are random, the data seeded (VHDKIT_KILL9_SEED, printed).  A
-# failure keeps the image, reference and request log in
-# $TMPDIR/vhdkit-kill9-failure.
+# failure keeps the image, reference, request log and nbdkit's logs in
+# $TMPDIR/vhdkit-kill9-failure.  VHDKIT_KILL9_SIGNAL (KILL) is for
+# test-crash-kill9-detects-abort.sh only: another signal stands for an
+# nbdkit that dies on its own during the writes, and must fail the test.
 
 source "$VHDKIT_SRCDIR/functions.sh"
 source "$VHDKIT_SRCDIR/plugin-functions.sh"
@@ -27,6 +33,7 @@ requires qemu-img --version
 requires vhdtool --help
 
 rounds=${VHDKIT_KILL9_ROUNDS:-50}
+signal=${VHDKIT_KILL9_SIGNAL:-KILL}
 per_image=25            # rounds on one image before a fresh one
 size=$((128 * 1024 * 1024))
 tmp=$(scratch_dir)
@@ -47,7 +54,6 @@ new_image ()
   echo '{"dontcare": [], "touched": [], "qemu_differs": []}' > "$state"
 }
 
-nbdkit_pid=
 stop_server ()
 {
   if [ -n "$nbdkit_pid" ]; then
@@ -58,25 +64,26 @@ stop_server ()
 }
 cleanup_fn stop_server
 
+# Each server's stderr is $tmp/nbdkit.log, checked when it ends, then
+# added to $tmp/nbdkit-all.log.
 start_server ()
 {
-  local i
-  rm -f "$sock" "$pidfile"
-  nbdkit -U "$sock" -P "$pidfile" -f "$VHDKIT_PLUGIN" file="$img" \
-    2>> "$tmp/nbdkit.log" &
-  nbdkit_pid=$!
-  for (( i = 0; i < 300; i++ )); do
-    if [ -s "$pidfile" ] && [ -S "$sock" ]; then
-      return 0
-    fi
-    if ! kill -0 "$nbdkit_pid" 2>/dev/null; then
-      break
-    fi
-    sleep 0.05
-  done
-  echo "$0: nbdkit did not start on $img" >&2
-  cat "$tmp/nbdkit.log" >&2
-  return 1
+  if [ -f "$tmp/nbdkit.log" ]; then
+    cat "$tmp/nbdkit.log" >> "$tmp/nbdkit-all.log"
+  fi
+  nbdkit_start_bg "$sock" "$pidfile" "$tmp/nbdkit.log" file="$img"
+}
+
+# reap_server HOW ROUND: nbdkit ended as HOW (nbdkit_reap), with a clean
+# log; or the round fails.
+reap_server ()
+{
+  if ! nbdkit_reap "$1" "$tmp/nbdkit.log"; then
+    echo "$0: round $2: nbdkit did not end as $1 by the test, or its log" \
+         "is not clean (seed $seed)" >&2
+    keep_failure
+    exit 1
+  fi
 }
 
 # The client: verify what the restarted server reads, then write until the
@@ -353,7 +360,8 @@ keep_failure ()
   rm -rf "$keep"
   mkdir -p "$keep"
   cp --sparse=always "$img" "$ref" "$state" "$tmp/qemu.raw" "$tmp/nbdkit.log" \
-    "$tmp/requests.log" "$tmp/client.py" "$keep/" 2>/dev/null || true
+    "$tmp/nbdkit-all.log" "$tmp/requests.log" "$tmp/client.py" "$keep/" \
+    2>/dev/null || true
   echo "$0: the image, reference and state are kept in $keep" >&2
 }
 
@@ -392,9 +400,8 @@ verify_and_stop ()
     keep_failure
     exit 1
   fi
-  kill "$nbdkit_pid"
-  wait "$nbdkit_pid" || true
-  nbdkit_pid=
+  kill "$nbdkit_pid" 2>/dev/null || true
+  reap_server stopped "$1"
 }
 
 start=$SECONDS
@@ -416,9 +423,10 @@ for (( round = 1; round <= rounds; round++ )); do
     sleep 0.01
   done
   sleep "$(printf '0.%03d' $((50 + RANDOM % 451)))"
-  kill -9 "$nbdkit_pid"
-  wait "$nbdkit_pid" 2>/dev/null || true
-  nbdkit_pid=
+  # An nbdkit that died on its own is gone already (bash may have reaped
+  # it): the kill then fails, and reap_server says how nbdkit ended.
+  kill -s "$signal" "$nbdkit_pid" 2>/dev/null || true
+  reap_server killed "$round"
   if ! wait "$client_pid"; then
     cat "$tmp/client.out" >&2
     echo "$0: round $round failed (seed $seed)" >&2
@@ -431,4 +439,4 @@ verify_and_stop "$rounds"
 
 echo "$0: $rounds kill -9 rounds in $((SECONDS - start)) s ($leaks checks" \
      "found leaked space, allowed after a kill); flushed data intact, no" \
-     "corruption"
+     "corruption; nbdkit died of the kill every round, its log clean"
