@@ -68,11 +68,13 @@ echo "check: a server that dies of SIGABRT or SIGSEGV before the kill fails"
 for sig in ABRT SEGV; do
   nbdkit_start_bg "$tmp/s.sock" "$tmp/s.pid" "$tmp/$sig.log" file="$img"
   kill -s "$sig" "$nbdkit_pid"
-  # nbdkit has died; the test's kill -9 finds it dead (a zombie).
-  sleep 0.5
-  kill -9 "$nbdkit_pid" 2>/dev/null || true
+  # No kill -9 here: under ASan's preload (a sanitizer build) nbdkit
+  # takes a while to print its SEGV report and abort, and a kill in that
+  # time would be a kill (the report in the log still fails the check).
   must_reject "SIG$sig" nbdkit_reap killed "$tmp/$sig.log"
-  must_contain "$tmp/reject.err" "died of signal $(kill -l "$sig")"
+  # Under ASan's preload (a sanitizer build) a SEGV is reported, then
+  # aborts: signal 6 rather than 11.
+  must_contain "$tmp/reject.err" "died of signal" "not killed by the test"
 done
 
 echo "check: a server stopped by SIGTERM passes as stopped, not as killed"
