@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -188,10 +189,31 @@ prep (struct io_uring_sqe *sqe, struct vhd_segment *s, uint64_t done,
   io_uring_sqe_set_data64 (sqe, index);
 }
 
+/* Consecutive failed submits before a ring is given up. */
+#define MAX_SUBMIT_FAILURES 10000
+
+/* After a failed submit: the SQEs that never reached the kernel point
+ * into the caller's buffers and would go out with this thread's next
+ * submit.  Make them no-ops (keeping user_data, so that their completions
+ * are counted like the others').
+ */
+static void
+cancel_unsubmitted (struct io_uring *ring)
+{
+  for (unsigned i = ring->sq.sqe_head; i != ring->sq.sqe_tail; i++) {
+    struct io_uring_sqe *sqe = &ring->sq.sqes[i & ring->sq.ring_mask];
+    uint64_t data = sqe->user_data;
+    io_uring_prep_nop (sqe);
+    io_uring_sqe_set_data64 (sqe, data);
+  }
+}
+
 static int
-run_uring (struct io_uring *ring, struct vhd_segment *segs, size_t n,
+run_uring (struct thread_ring *tr, struct vhd_segment *segs, size_t n,
            bool write)
 {
+  struct io_uring *ring = &tr->ring;
+  unsigned failures = 0;
   struct inflight small[32];
   struct inflight *st = n <= 32 ? small : calloc (n, sizeof *st);
   size_t next = 0, in_flight = 0;
@@ -225,9 +247,30 @@ run_uring (struct io_uring *ring, struct vhd_segment *segs, size_t n,
       break;
     r = io_uring_submit_and_wait (ring, 1);
     if (r < 0 && r != -EINTR) {
-      err = vhd_error (-r, "io_uring_submit: %s", strerror (-r));
-      break;
+      /* The kernel may hold some of the requests already, reading or
+       * filling the caller's buffers (write_unaligned frees its bounce
+       * buffer as soon as we return): queue nothing more, but reap every
+       * request before returning the error.
+       */
+      if (err == 0)
+        err = vhd_error (-r, "io_uring_submit: %s", strerror (-r));
+      cancel_unsubmitted (ring);
+      if (++failures > MAX_SUBMIT_FAILURES) {
+        /* Nothing completes and nothing can be waited for: give the ring
+         * up (closing it makes the kernel cancel what it holds) and fall
+         * back to pread for this thread.
+         */
+        io_uring_queue_exit (ring);
+        tr->state = RING_UNAVAILABLE;
+        break;
+      }
+      if (io_uring_cq_ready (ring) == 0) {
+        sched_yield ();
+        continue;
+      }
     }
+    else
+      failures = 0;
     io_uring_for_each_cqe (ring, head, cqe) {
       size_t i = (size_t) io_uring_cqe_get_data64 (cqe);
       struct vhd_segment *s = &segs[i];
@@ -281,5 +324,5 @@ vhd_io_run (struct vhd_segment *segs, size_t n, bool write)
   tr = get_ring ();
   if (tr == NULL || tr->state != RING_READY)
     return run_pread (segs, n, write);
-  return run_uring (&tr->ring, segs, n, write);
+  return run_uring (tr, segs, n, write);
 }

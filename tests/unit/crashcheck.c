@@ -17,83 +17,126 @@
 #include "crashsim.h"
 #include "crashrun.h"
 
-#define TORN_PIECE 4096u
+#define TORN_PIECE 512u
+#define SECTOR 512u
 #define POST_WRITES 3
 
-struct interval {
-  uint64_t start, end;
+/* A sector's content as one of the requests after the last completed
+ * flush left it.
+ */
+struct version {
+  uint64_t sector;
+  size_t next;                  /* the sector's next version, or SIZE_MAX */
+  uint8_t data[SECTOR];
 };
 
-/* One crash point: what is durable, and what the disk must read. */
+/* One crash point: what is durable, and what the disk may read. */
 struct crash_point {
   struct crash_run *run;
   size_t k;                     /* ops [0, k) happened */
   size_t durable;               /* ops [0, durable) are on the platter */
-  size_t flush_requests;        /* requests the last completed flush covered */
-  const uint8_t *expected;      /* the disk as that flush left it */
-  struct interval *dont_care;   /* touched after that flush, sorted */
-  size_t n_dont_care;
+  uint64_t covered_seq;         /* requests that ended before this ticket
+                                 * are covered by a completed flush */
+  size_t n_covered;
+  uint64_t last_none_seq;       /* covered_seq of the last "none" state */
+  uint8_t *expected;            /* the disk as the covered requests left it */
+  struct version *versions;     /* what later requests put in sectors */
+  size_t n_versions, cap_versions;
+  size_t *head;                 /* per sector: its first version */
   const struct crash_file *file;        /* the state being checked */
   const char *label;            /* "none", "all", "random-1", "torn" */
   char applied[1024];           /* which pending ops, in which order */
 };
 
-static int
-compare_intervals (const void *a, const void *b)
+static bool
+covered (const struct crash_point *pt, const struct request *q)
 {
-  const struct interval *x = a, *y = b;
-  return x->start < y->start ? -1 : x->start > y->start;
+  return q->end_seq < pt->covered_seq ||
+         ((q->flags & VHD_IO_FUA) && q->log_end <= pt->k);
 }
 
-/* Bytes of requests issued after the last completed flush and begun
- * (one of their file ops happened) before the crash.
+static bool
+touches_disk (const struct request *q)
+{
+  return q->kind == REQ_WRITE || q->kind == REQ_ZERO || q->kind == REQ_TRIM;
+}
+
+/* The expected disk and the versions of the sectors that requests after
+ * the last completed flush (and begun before the crash: one of their file
+ * ops could have happened) touched: each such sector may hold its covered
+ * content or what any of those requests left in it, nothing else.
+ * Returns -1 when out of memory.
  */
-static void
-build_dont_care (struct crash_point *pt)
+static int
+build_expected (struct crash_point *pt, uint8_t *cur)
 {
   const struct crash_run *run = pt->run;
-  size_t n = 0;
 
-  for (size_t i = pt->flush_requests; i < run->n_req; i++) {
-    const struct request *q = &run->requests[i];
-    if (q->log_start >= pt->k)
-      break;
-    if (q->kind == REQ_WRITE || q->kind == REQ_ZERO || q->kind == REQ_TRIM)
-      pt->dont_care[n++] = (struct interval) {
-        q->offset, q->offset + q->length,
-      };
-  }
-  qsort (pt->dont_care, n, sizeof *pt->dont_care, compare_intervals);
-  pt->n_dont_care = 0;
-  for (size_t i = 0; i < n; i++) {
-    struct interval *last = pt->n_dont_care
-                            ? &pt->dont_care[pt->n_dont_care - 1] : NULL;
-    if (last && pt->dont_care[i].start <= last->end) {
-      if (pt->dont_care[i].end > last->end)
-        last->end = pt->dont_care[i].end;
+  for (size_t i = 0; i < pt->n_versions; i++)
+    pt->head[pt->versions[i].sector] = SIZE_MAX;
+  pt->n_versions = 0;
+  pt->covered_seq = 0;
+  for (size_t i = 0; i < run->n_flushes; i++)
+    if (run->flushes[i].log_end <= pt->k &&
+        run->flushes[i].call_seq > pt->covered_seq)
+      pt->covered_seq = run->flushes[i].call_seq;
+  memcpy (pt->expected, run->initial_virtual, run->disk_size);
+  pt->n_covered = 0;
+  for (size_t i = 0; i < run->n_req; i++)
+    if (covered (pt, &run->requests[i])) {
+      crash_apply_request (run, &run->requests[i], pt->expected);
+      pt->n_covered++;
     }
-    else
-      pt->dont_care[pt->n_dont_care++] = pt->dont_care[i];
+  memcpy (cur, pt->expected, run->disk_size);
+  for (size_t i = 0; i < run->n_req; i++) {
+    const struct request *q = &run->requests[i];
+    if (covered (pt, q) || !touches_disk (q) || q->log_start >= pt->k ||
+        q->length == 0)
+      continue;
+    crash_apply_request (run, q, cur);
+    for (uint64_t s = q->offset / SECTOR;
+         s <= (q->offset + q->length - 1) / SECTOR; s++) {
+      struct version *v;
+      if (pt->n_versions == pt->cap_versions) {
+        size_t cap = pt->cap_versions ? 2 * pt->cap_versions : 256;
+        struct version *nv = realloc (pt->versions, cap * sizeof *nv);
+        if (nv == NULL)
+          return -1;
+        pt->versions = nv;
+        pt->cap_versions = cap;
+      }
+      v = &pt->versions[pt->n_versions];
+      v->sector = s;
+      v->next = pt->head[s];
+      memcpy (v->data, cur + s * SECTOR, SECTOR);
+      pt->head[s] = pt->n_versions++;
+    }
   }
+  return 0;
 }
 
-/* The first byte outside the don't-care intervals that differs, or
- * UINT64_MAX.
+/* The first sector that holds neither its covered content nor a version,
+ * or UINT64_MAX; *new_sectors counts those that hold a version only.
  */
 static uint64_t
-first_difference (const struct crash_point *pt, const uint8_t *got)
+first_bad_sector (const struct crash_point *pt, const uint8_t *got,
+                  size_t *new_sectors)
 {
-  uint64_t at = 0, size = pt->run->disk_size;
+  uint64_t n = pt->run->disk_size / SECTOR;
 
-  for (size_t i = 0; i <= pt->n_dont_care; i++) {
-    uint64_t end = i < pt->n_dont_care ? pt->dont_care[i].start : size;
-    if (end > at && memcmp (got + at, pt->expected + at, end - at) != 0) {
-      while (got[at] == pt->expected[at])
-        at++;
-      return at;
-    }
-    if (i < pt->n_dont_care)
-      at = pt->dont_care[i].end;
+  if (memcmp (got, pt->expected, pt->run->disk_size) == 0)
+    return UINT64_MAX;
+  for (uint64_t s = 0; s < n; s++) {
+    const uint8_t *g = got + s * SECTOR;
+    size_t v;
+    if (memcmp (g, pt->expected + s * SECTOR, SECTOR) == 0)
+      continue;
+    for (v = pt->head[s]; v != SIZE_MAX; v = pt->versions[v].next)
+      if (memcmp (g, pt->versions[v].data, SECTOR) == 0)
+        break;
+    if (v == SIZE_MAX)
+      return s;
+    (*new_sectors)++;
   }
   return UINT64_MAX;
 }
@@ -174,9 +217,9 @@ fail_point (struct crash_point *pt, const char *fmt, ...)
   va_end (ap);
   keep_image (pt, kept, sizeof kept);
 
-  if (pt->flush_requests)
-    snprintf (flush, sizeof flush, "the one ending request %zu",
-              pt->flush_requests - 1);
+  if (pt->covered_seq)
+    snprintf (flush, sizeof flush, "covers %zu requests (ticket %" PRIu64
+              ")", pt->n_covered, pt->covered_seq);
   else
     snprintf (flush, sizeof flush, "none");
   fprintf (stderr, "\nCRASH FAILURE in %s: power lost at file op %zu of %zu"
@@ -188,9 +231,10 @@ fail_point (struct crash_point *pt, const char *fmt, ...)
     const struct crash_op *op = crash_get_op (i);
     size_t qi = 0;
     const struct request *q = request_of_op (run, i, &qi);
-    fprintf (stderr, "  pending op %zu: %s %" PRIu64 "+%" PRIu64
+    fprintf (stderr, "  pending op %zu: %s%s %" PRIu64 "+%" PRIu64
              "  (request %zu: %s %" PRIu64 "+%" PRIu64 "%s)\n", i,
-             op_name (op), op->offset, op->length, qi,
+             op_name (op), op->ring ? " (io_uring)" : "", op->offset,
+             op->length, qi,
              q ? crash_request_name (q) : "?", q ? q->offset : 0,
              q ? q->length : 0,
              q && (q->flags & VHD_IO_FUA) ? " FUA" : "");
@@ -224,9 +268,11 @@ collect_finding (void *opaque, int kind, const char *message)
     f->used += (size_t) n;
 }
 
-/* vhd_check must run and find no corruption; leaks are allowed. */
+/* vhd_check must run and find no corruption; leaks are allowed, and so
+ * is what a read-write open undoes (a trailing footer a crash overwrote).
+ */
 static int
-check_clean (struct crash_point *pt, const char *when, bool count_leaks)
+check_clean (struct crash_point *pt, const char *when, bool raw)
 {
   struct findings f = { .used = 0 };
   struct vhd_check_result result;
@@ -245,8 +291,15 @@ check_clean (struct crash_point *pt, const char *when, bool count_leaks)
                 result.corruptions, f.text);
     return -1;
   }
-  if (count_leaks && result.leaks)
-    pt->run->stats.leaky++;
+  if (raw) {
+    pt->run->stats.leaky += result.leaks != 0;
+    pt->run->stats.recoverable += result.recoverable != 0;
+  }
+  else if (result.recoverable) {
+    fail_point (pt, "%s: vhd_check still finds %u recoverable problem(s)"
+                " after the read-write open", when, result.recoverable);
+    return -1;
+  }
   return 0;
 }
 
@@ -275,6 +328,146 @@ read_disk (struct crash_point *pt, const char *when, uint8_t *got,
   }
   vhd_close (d);
   return 0;
+}
+
+/* The independent reader (tests/vhd-chain-read.py, written from the
+ * specification) reads a sample of the states: each is kept as
+ * spec-N.vhd beside the parent, and at the end of the run one python3
+ * reads them all (python starts slowly) and the engine reads each again;
+ * the two must agree.
+ */
+static void
+spec_keep (struct crash_point *pt, const char *from)
+{
+  struct crash_run *run = pt->run;
+  struct spec_sample *sm;
+  char path[450];
+
+  if (run->n_spec == sizeof run->spec / sizeof run->spec[0])
+    return;
+  sm = &run->spec[run->n_spec];
+  snprintf (path, sizeof path, "%s/spec-%zu.vhd", run->dir, run->n_spec);
+  if (from) {
+    /* The repaired image: copy the file. */
+    FILE *in = fopen (from, "rb"), *out = fopen (path, "wb");
+    char b[65536];
+    size_t n;
+    int ok = in && out;
+    while (ok && (n = fread (b, 1, sizeof b, in)) > 0)
+      ok = fwrite (b, 1, n, out) == n;
+    if (in)
+      fclose (in);
+    if (out && fclose (out) != 0)
+      ok = 0;
+    if (!ok)
+      return;
+  }
+  else if (crash_file_save (pt->file, path) < 0)
+    return;
+  sm->k = pt->k;
+  snprintf (sm->label, sizeof sm->label, "%s%s", pt->label,
+            from ? " (after recovery)" : "");
+  run->n_spec++;
+}
+
+static void
+spec_failure (struct crash_run *run, const struct spec_sample *sm,
+              const char *why)
+{
+  run->stats.failures++;
+  fprintf (stderr, "\nCRASH FAILURE in %s: power lost at file op %zu, state"
+           " \"%s\": %s\n  reproduce: VHDKIT_CRASH_SEED=0x%" PRIx64
+           " VHDKIT_CRASH_SPEC_EVERY=1 VHDKIT_CRASH_ONLY=%s:%zu"
+           " unit/test-crash\n", run->name, sm->k, sm->label, why,
+           run->repro_seed, run->name, sm->k);
+}
+
+static void
+spec_read_all (struct crash_run *run, uint8_t *got, uint8_t *theirs)
+{
+  const char *srcdir = getenv ("VHDKIT_SRCDIR");
+  char list[450], cmd[2400], img[450], out[450];
+  struct vhd_open_options ro = { .readonly = true };
+  FILE *f;
+  int st;
+
+  if (run->n_spec == 0)
+    return;
+  if (srcdir == NULL) {
+    spec_failure (run, &run->spec[0], "VHDKIT_SRCDIR is not set, so the"
+                  " spec reader cannot be found (run it through make)");
+    return;
+  }
+  snprintf (list, sizeof list, "%s/spec.list", run->dir);
+  f = fopen (list, "w");
+  if (f == NULL)
+    return;
+  for (size_t i = 0; i < run->n_spec; i++) {
+    fprintf (f, "%s/spec-%zu.raw\t%s/spec-%zu.vhd", run->dir, i, run->dir, i);
+    if (run->differencing)
+      fprintf (f, "\t%s", run->parent_path);
+    fprintf (f, "\n");
+  }
+  fclose (f);
+  snprintf (cmd, sizeof cmd, "python3 -c '\n"
+            "import importlib.util, os, sys\n"
+            "s = importlib.util.spec_from_file_location(\"r\", sys.argv[1])\n"
+            "m = importlib.util.module_from_spec(s)\n"
+            "s.loader.exec_module(m)\n"
+            "for line in open(sys.argv[2]):\n"
+            "    out, *paths = line.rstrip(\"\\n\").split(\"\\t\")\n"
+            "    try:\n"
+            "        m.cmd_read(out, paths)\n"
+            "    except SystemExit as e:\n"
+            "        print(\"spec reader:\", paths[0], e, file=sys.stderr)\n"
+            "        if os.path.exists(out):\n"
+            "            os.unlink(out)\n"
+            "' '%s/vhd-chain-read.py' '%s'", srcdir, list);
+  st = system (cmd);
+  if (st != 0) {
+    spec_failure (run, &run->spec[0], "python3 could not run the spec"
+                  " reader");
+    return;
+  }
+  for (size_t i = 0; i < run->n_spec; i++) {
+    const struct spec_sample *sm = &run->spec[i];
+    vhd_disk *d;
+    size_t n = 0;
+
+    run->stats.spec_reads++;
+    snprintf (img, sizeof img, "%s/spec-%zu.vhd", run->dir, i);
+    snprintf (out, sizeof out, "%s/spec-%zu.raw", run->dir, i);
+    if (vhd_open (img, &ro, &d) < 0) {
+      spec_failure (run, sm, "the engine no longer opens its copy");
+      continue;
+    }
+    if (vhd_pread (d, got, run->disk_size, 0) < 0) {
+      spec_failure (run, sm, "the engine no longer reads its copy");
+      vhd_close (d);
+      continue;
+    }
+    vhd_close (d);
+    f = fopen (out, "rb");
+    if (f == NULL) {
+      spec_failure (run, sm, "the spec reader refuses it (see its message"
+                    " above)");
+      continue;
+    }
+    n = fread (theirs, 1, run->disk_size + 1, f);
+    fclose (f);
+    if (n != run->disk_size || memcmp (theirs, got, n) != 0) {
+      char why[200];
+      uint64_t b = 0;
+      while (b < n && b < run->disk_size && theirs[b] == got[b])
+        b++;
+      snprintf (why, sizeof why, "the spec reader reads %zu bytes, which"
+                " differ from the engine's from byte %" PRIu64, n, b);
+      spec_failure (run, sm, why);
+    }
+    unlink (out);
+    unlink (img);
+  }
+  unlink (list);
 }
 
 /* The recovered image takes new writes (allocating ones too), a flush and
@@ -329,42 +522,72 @@ write_after_recovery (struct crash_point *pt, const uint8_t *got,
   }
 }
 
-/* Save the state and check it: opens read-write (recovery), checks
- * clean, reads back what the last completed flush covered.
+/* Save the state and check it.  First as the crash left it, before
+ * anything repairs it: vhd_check finds no corruption, it opens read-only,
+ * and every sector reads as the last completed flush left it or as a
+ * later request put it (never anything else); a sample of states is read
+ * by the spec reader too.  Then a read-write open (recovery): it checks
+ * fully clean and reads exactly as the raw image did.
  */
 static void
 check_state (struct crash_point *pt, enum subset_kind kind,
              uint8_t *got, uint8_t *scratch, struct rng *r)
 {
   struct crash_run *run = pt->run;
-  bool from_copy = false;
+  bool from_copy = false, spec;
   vhd_disk *d;
   uint64_t bad;
+  size_t new_sectors = 0;
   int e;
 
   run->stats.subsets++;
   run->stats.by_kind[kind]++;
+  spec = run->spec_every && rng_below (r, run->spec_every) == 0;
   if ((e = crash_file_save (pt->file, run->scratch_path)) < 0) {
     fail_point (pt, "writing %s: %s", run->scratch_path, strerror (-e));
     return;
   }
+  /* A failed check does not stop the rest: each failure is reported. */
+  check_clean (pt, "as the crash left it", true);
+  if (read_disk (pt, "as the crash left it", got, &from_copy) < 0)
+    return;
+  run->stats.footer_from_copy += from_copy;
+  bad = first_bad_sector (pt, got, &new_sectors);
+  run->stats.new_sectors += new_sectors;
+  if (bad != UINT64_MAX) {
+    uint64_t i = bad * SECTOR;
+    while (got[i] == pt->expected[i])
+      i++;
+    fail_point (pt, "as the crash left it: sector %" PRIu64 " (byte %"
+                PRIu64 " reads 0x%02x, the last completed flush left 0x%02x)"
+                " holds neither what that flush left nor what a later"
+                " request put there", bad, i, got[i], pt->expected[i]);
+    return;
+  }
+  /* The spec reader wants the trailing footer; a raw image that needs
+   * the copy is read by it after recovery.
+   */
+  if (spec && !from_copy)
+    spec_keep (pt, NULL);
   if (vhd_open (run->scratch_path, NULL, &d) < 0) {
     fail_point (pt, "it does not open read-write: %s", vhd_last_error ());
     return;
   }
   vhd_close (d);
-  /* A failed check does not stop the rest: each failure is reported. */
-  check_clean (pt, "after a read-write open", true);
-  if (read_disk (pt, "after a read-write open", got, &from_copy) < 0)
+  check_clean (pt, "after a read-write open", false);
+  if (read_disk (pt, "after a read-write open", scratch, NULL) < 0)
     return;
-  run->stats.footer_from_copy += from_copy;
-  bad = first_difference (pt, got);
-  if (bad != UINT64_MAX) {
-    fail_point (pt, "byte %" PRIu64 " reads 0x%02x, but the last completed"
-                " flush left 0x%02x there (and no later request touched"
-                " it)", bad, got[bad], pt->expected[bad]);
+  if (memcmp (scratch, got, run->disk_size) != 0) {
+    bad = 0;
+    while (scratch[bad] == got[bad])
+      bad++;
+    fail_point (pt, "the read-write open changed the disk: byte %" PRIu64
+                " read 0x%02x before it, 0x%02x after", bad, got[bad],
+                scratch[bad]);
     return;
   }
+  if (spec && from_copy)
+    spec_keep (pt, run->scratch_path);
   if (rng_below (r, 100) < run->post_write_percent)
     write_after_recovery (pt, got, scratch, scratch + run->disk_size, r);
 }
@@ -465,10 +688,12 @@ try_point (struct crash_point *pt, const struct crash_file *base,
   run->stats.points++;
   pt->applied[0] = '\0';
   /* Losing every pending op gives the same file for every k after one
-   * sync, and the earliest k has the fewest don't-care bytes.
+   * sync; while no further flush completes, the earliest k allows the
+   * fewest versions.
    */
-  if (*last_none != pt->durable) {
+  if (*last_none != pt->durable || pt->last_none_seq != pt->covered_seq) {
     *last_none = pt->durable;
+    pt->last_none_seq = pt->covered_seq;
     pt->file = base;
     pt->label = "none";
     r = state_rng (pt, 0);
@@ -515,7 +740,7 @@ try_point (struct crash_point *pt, const struct crash_file *base,
     }
     if (torn)
       snprintf (pt->applied, sizeof pt->applied,
-                "%zu of the %zu..%zu ops' 4 KiB pieces, shuffled", n,
+                "%zu of the %zu..%zu ops' 512-byte sectors, shuffled", n,
                 pt->durable, pt->k - 1);
     else if (n == 0)
       snprintf (pt->applied, sizeof pt->applied, "no ops");
@@ -551,19 +776,20 @@ crash_run_points (struct crash_run *run, const size_t *ks, size_t n)
   struct crash_file base, work;
   struct crash_point pt = { .run = run };
   uint64_t size = run->disk_size;
-  uint8_t *snapshot = malloc (size);
-  uint8_t *got = malloc (size), *scratch = malloc (2 * size);
-  size_t base_done = 0, snapshot_done = 0, flushes = 0;
+  uint8_t *got = malloc (size), *scratch = malloc (2 * size + 1);
+  size_t base_done = 0;
   size_t last_none = SIZE_MAX;
 
-  pt.dont_care = calloc (run->n_req + 1, sizeof *pt.dont_care);
-  if (!snapshot || !got || !scratch || !pt.dont_care ||
+  pt.expected = malloc (size);
+  pt.head = malloc (size / SECTOR * sizeof *pt.head);
+  if (!got || !scratch || !pt.expected || !pt.head ||
       crash_file_init (&base) < 0 || crash_file_init (&work) < 0) {
     fprintf (stderr, "%s: out of memory\n", run->name);
     run->stats.failures++;
     return;
   }
-  memcpy (snapshot, run->initial_virtual, size);
+  for (uint64_t s = 0; s < size / SECTOR; s++)
+    pt.head[s] = SIZE_MAX;
   for (size_t i = 0; i < n; i++) {
     size_t k = ks[i] <= crash_n_ops () ? ks[i] : crash_n_ops ();
 
@@ -572,22 +798,21 @@ crash_run_points (struct crash_run *run, const size_t *ks, size_t n)
     for (; base_done < pt.durable; base_done++)
       crash_file_apply (&base, crash_get_op (base_done), 0,
                         crash_get_op (base_done)->length);
-    while (flushes < run->n_flushes && run->flushes[flushes].log_end <= k)
-      flushes++;
-    pt.flush_requests = flushes ? run->flushes[flushes - 1].requests_done
-                                : 0;
-    for (; snapshot_done < pt.flush_requests; snapshot_done++)
-      crash_apply_request (run, &run->requests[snapshot_done], snapshot);
-    pt.expected = snapshot;
-    build_dont_care (&pt);
+    if (build_expected (&pt, scratch) < 0) {
+      fprintf (stderr, "%s: out of memory\n", run->name);
+      run->stats.failures++;
+      break;
+    }
     try_point (&pt, &base, &work, &last_none, got, scratch);
   }
+  spec_read_all (run, got, scratch);
   if (run->differencing)
     check_parent_unchanged (run);
   crash_file_free (&base);
   crash_file_free (&work);
-  free (pt.dont_care);
-  free (snapshot);
+  free (pt.versions);
+  free (pt.head);
+  free (pt.expected);
   free (got);
   free (scratch);
 }

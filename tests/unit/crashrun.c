@@ -109,9 +109,17 @@ discard_range (struct rng *r, uint64_t size, struct request *q)
 }
 
 static void
-generate_request (struct rng *r, uint64_t size, struct request *q)
+generate_request (const struct crash_run *run, struct rng *r,
+                  struct request *q)
 {
   uint64_t p = rng_below (r, 100);
+  /* On a big disk most requests stay in the first blocks (the images stay
+   * small), the rest reach blocks whose BAT entries and bitmaps lie in
+   * other sectors.
+   */
+  uint64_t size = run->hot_percent && run->disk_size > 4 * MiB &&
+                  rng_below (r, 100) < run->hot_percent
+                  ? 4 * MiB : run->disk_size;
 
   memset (q, 0, sizeof *q);
   q->kind = REQ_WRITE;
@@ -322,6 +330,14 @@ make_parent (struct crash_run *run, struct rng *r)
   return ret;
 }
 
+static void
+add_flush (struct crash_run *run, uint64_t call_seq, size_t log_end)
+{
+  pthread_mutex_lock (&run->lock);
+  run->flushes[run->n_flushes++] = (struct flush_done) { call_seq, log_end };
+  pthread_mutex_unlock (&run->lock);
+}
+
 static int
 execute_request (struct crash_run *run, vhd_disk **d, struct request *q,
                  uint8_t *buf)
@@ -345,23 +361,38 @@ execute_request (struct crash_run *run, vhd_disk **d, struct request *q,
   case REQ_REOPEN:
     vhd_close (*d);
     *d = NULL;
-    /* vhd_close flushed: what the log holds now is covered. */
-    q->log_end = crash_n_ops ();
-    run->flushes[run->n_flushes++] = (struct flush_done) {
-      run->n_req + 1, q->log_end,
-    };
+    /* vhd_close flushed: what had completed before it is covered. */
+    add_flush (run, q->start_seq, crash_n_ops ());
     return crash_open_disk (run->path, false, d);
   }
   if (r < 0)
-    fprintf (stderr, "%s: request %zu (%s of %" PRIu64 " at %" PRIu64
-             "): %s\n", run->name, run->n_req, crash_request_name (q),
+    fprintf (stderr, "%s: thread %u, request (%s of %" PRIu64 " at %" PRIu64
+             "): %s\n", run->name, q->thread, crash_request_name (q),
              q->length, q->offset, vhd_last_error ());
   return r;
 }
 
-/* Replaying the whole log must give the file as the workload left it;
- * else the log misses a kind of change and every check would be wrong.
- */
+/* Run one request between its tickets and log positions. */
+static int
+run_request (struct crash_run *run, vhd_disk **d, struct request *q,
+             uint8_t *buf)
+{
+  int r;
+
+  /* The log length first: every op of q comes after it. */
+  q->log_start = crash_n_ops ();
+  q->start_seq = __atomic_fetch_add (&run->seq, 1, __ATOMIC_SEQ_CST);
+  r = execute_request (run, d, q, buf);
+  /* Then the ticket: a flush that takes a later one was called after q
+   * completed.
+   */
+  q->end_seq = __atomic_fetch_add (&run->seq, 1, __ATOMIC_SEQ_CST);
+  q->log_end = crash_n_ops ();
+  if (r == 0 && (q->kind == REQ_FLUSH || (q->flags & VHD_IO_FUA)))
+    add_flush (run, q->start_seq, q->log_end);
+  return r;
+}
+
 static int
 log_models_file (struct crash_run *run)
 {
@@ -388,6 +419,99 @@ log_models_file (struct crash_run *run)
   return r;
 }
 
+/* Did the user force the pread backend (as check-valgrind does)?  Then
+ * every run uses it.  Read before the first run changes the environment.
+ */
+static bool
+user_forced_pread (void)
+{
+  static int forced = -1;
+  if (forced < 0) {
+    const char *e = getenv ("VHDKIT_IO");
+    forced = e && strcmp (e, "pread") == 0;
+  }
+  return forced;
+}
+
+/* The backend this workload thread got must be the one asked for: a ring
+ * run that silently fell back to pread would test nothing new.
+ */
+static int
+check_backend (const struct crash_run *run)
+{
+  const char *want = run->ring && !user_forced_pread () ? "io_uring"
+                                                         : "pread";
+  if (strcmp (vhd_io_backend (), want) != 0) {
+    fprintf (stderr, "%s: the workload thread uses %s, not %s%s\n",
+             run->name, vhd_io_backend (), want,
+             run->ring ? " (io_uring is unavailable here: the ring path"
+             " cannot be crash-tested; VHDKIT_IO=pread runs every run"
+             " on pread)" : "");
+    return -1;
+  }
+  return 0;
+}
+
+/* Set up the folder, the parent and the image; start recording. */
+static int
+prepare (struct crash_run *run, struct rng *r)
+{
+  vhd_disk *d = NULL;
+
+  run->requests = calloc (run->n_requests + 1, sizeof *run->requests);
+  run->flushes = calloc (run->n_requests + 2, sizeof *run->flushes);
+  if (run->requests == NULL || run->flushes == NULL ||
+      mkdir (run->dir, 0755) == -1) {
+    fprintf (stderr, "%s: setting up %s: %s\n", run->name, run->dir,
+             strerror (errno));
+    return -1;
+  }
+  snprintf (run->path, sizeof run->path, "%s/image.vhd", run->dir);
+  snprintf (run->parent_path, sizeof run->parent_path, "%s/parent.vhd",
+            run->dir);
+  snprintf (run->scratch_path, sizeof run->scratch_path, "%s/crash.vhd",
+            run->dir);
+  if (run->differencing) {
+    if (make_parent (run, r) < 0)
+      return -1;
+    crash_forbid_clear ();
+    if (crash_forbid_writes (run->parent_path) < 0)
+      return -1;
+  }
+  else if ((run->initial_virtual = calloc (1, run->disk_size)) == NULL)
+    return -1;
+  if (create_disk (run->path, run->disk_size,
+                   run->differencing ? run->parent_path : NULL, &d) < 0)
+    return -1;
+  vhd_close (d);
+  return crash_record_start (run->path);
+}
+
+/* After the workload: the log must model the file exactly, and the
+ * engine must have written whole sectors only (the torn states are
+ * sector-torn).
+ */
+static int
+finish_recording (struct crash_run *run)
+{
+  crash_record_stop ();
+  run->stats.requests = run->n_req;
+  run->stats.file_ops = crash_n_ops ();
+  run->stats.ring_ops = crash_n_ring_ops ();
+  for (size_t i = 0; i < crash_n_ops (); i++)
+    run->stats.syncs += crash_get_op (i)->kind == CRASH_OP_SYNC;
+  if (crash_n_unaligned () != 0) {
+    fprintf (stderr, "%s: the engine made %zu writes that are not whole"
+             " 512-byte sectors\n", run->name, crash_n_unaligned ());
+    return -1;
+  }
+  if (run->ring && !user_forced_pread () && run->stats.ring_ops == 0) {
+    fprintf (stderr, "%s: no write went through the ring\n", run->name);
+    return -1;
+  }
+  return log_models_file (run);
+}
+
 static int
 workload (struct crash_run *run)
 {
@@ -396,61 +520,23 @@ workload (struct crash_run *run)
   vhd_disk *d = NULL;
   int ret = -1;
 
-  if (strcmp (vhd_io_backend (), "pread") != 0) {
-    fprintf (stderr, "%s: the workload thread uses %s, not pread: its"
-             " writes would bypass the recording\n", run->name,
-             vhd_io_backend ());
+  if (buf == NULL || check_backend (run) < 0 || prepare (run, &r) < 0)
     goto out;
-  }
-  run->requests = calloc (run->n_requests + 1, sizeof *run->requests);
-  run->flushes = calloc (run->n_requests + 1, sizeof *run->flushes);
-  if (buf == NULL || run->requests == NULL || run->flushes == NULL ||
-      mkdir (run->dir, 0755) == -1) {
-    fprintf (stderr, "%s: setting up %s: %s\n", run->name, run->dir,
-             strerror (errno));
-    goto out;
-  }
-  snprintf (run->path, sizeof run->path, "%s/image.vhd", run->dir);
-  snprintf (run->parent_path, sizeof run->parent_path, "%s/parent.vhd",
-            run->dir);
-  snprintf (run->scratch_path, sizeof run->scratch_path, "%s/crash.vhd",
-            run->dir);
-  if (run->differencing) {
-    if (make_parent (run, &r) < 0)
-      goto out;
-    crash_forbid_clear ();
-    if (crash_forbid_writes (run->parent_path) < 0)
-      goto out;
-  }
-  else if ((run->initial_virtual = calloc (1, run->disk_size)) == NULL)
-    goto out;
-  if (create_disk (run->path, run->disk_size,
-                   run->differencing ? run->parent_path : NULL, &d) < 0)
-    goto out;
-  vhd_close (d);
-  d = NULL;
   ref = malloc (run->disk_size);
   if (ref == NULL)
     goto out;
   memcpy (ref, run->initial_virtual, run->disk_size);
 
-  if (crash_record_start (run->path) < 0 ||
-      crash_open_disk (run->path, false, &d) < 0)
+  if (crash_open_disk (run->path, false, &d) < 0)
     goto out;
   while (run->n_req <= run->n_requests) {
     struct request *q = &run->requests[run->n_req];
     if (run->n_req < run->n_requests)
-      generate_request (&r, run->disk_size, q);
+      generate_request (run, &r, q);
     else
       *q = (struct request) { .kind = REQ_FLUSH };   /* the last one */
-    q->log_start = crash_n_ops ();
-    if (execute_request (run, &d, q, buf) < 0)
+    if (run_request (run, &d, q, buf) < 0)
       goto out;
-    q->log_end = crash_n_ops ();
-    if (q->kind == REQ_FLUSH || (q->flags & VHD_IO_FUA))
-      run->flushes[run->n_flushes++] = (struct flush_done) {
-        run->n_req + 1, q->log_end,
-      };
     crash_apply_request (run, q, ref);
     run->n_req++;
     if (run->n_req % 16 == 0 || run->n_req > run->n_requests) {
@@ -463,12 +549,7 @@ workload (struct crash_run *run)
   }
   vhd_close (d);
   d = NULL;
-  crash_record_stop ();
-  run->stats.requests = run->n_req;
-  run->stats.file_ops = crash_n_ops ();
-  for (size_t i = 0; i < crash_n_ops (); i++)
-    run->stats.syncs += crash_get_op (i)->kind == CRASH_OP_SYNC;
-  if (log_models_file (run) < 0)
+  if (finish_recording (run) < 0)
     goto out;
   ret = 0;
  out:
@@ -480,11 +561,182 @@ workload (struct crash_run *run)
   return ret;
 }
 
+/* The multi-threaded workload: several writers and flushes racing on one
+ * vhd_disk, as nbdkit's PARALLEL thread model runs them.  Each thread
+ * owns stripes of 16 sectors (8 KiB) spread over the whole disk, so that
+ * threads allocate the same blocks at once while the expected contents
+ * stay exact: a sector's writes all come from one thread, in its order.
+ * Stripes are offset by half a stripe, so that the block boundaries fall
+ * inside stripes: a write across one is a two-segment write, which goes
+ * through the ring.
+ */
+#define STRIPE_SECTORS 16u
+#define STRIPE_BYTES (STRIPE_SECTORS * SECTOR)
+
+static unsigned
+stripe_owner (uint64_t stripe, unsigned threads)
+{
+  /* Boundary stripes (every 64th) rotate among the threads too. */
+  return (unsigned) ((stripe + stripe / (BLOCK_SIZE / STRIPE_BYTES))
+                     % threads);
+}
+
+static void
+thread_request (const struct crash_run *run, unsigned t, struct rng *r,
+                struct request *q)
+{
+  uint64_t stripes = run->disk_size / STRIPE_BYTES;    /* 1..stripes-1 */
+  uint64_t per_block = BLOCK_SIZE / STRIPE_BYTES;
+  uint64_t p = rng_below (r, 100), stripe = 0, start, off, len;
+  bool aligned = rng_below (r, 2), crossing = rng_below (r, 3) == 0;
+
+  memset (q, 0, sizeof *q);
+  q->thread = t;
+  if (p < 12) {
+    q->kind = REQ_FLUSH;
+    return;
+  }
+  for (int tries = 0; crossing && tries < 16; tries++) {
+    uint64_t s = per_block * (1 + rng_below (r, stripes / per_block - 1));
+    if (stripe_owner (s, run->threads) == t) {
+      stripe = s;
+      break;
+    }
+  }
+  if (stripe == 0)
+    crossing = false;
+  while (stripe == 0) {
+    uint64_t s = 1 + rng_below (r, stripes - 1);
+    if (stripe_owner (s, run->threads) == t)
+      stripe = s;
+  }
+  start = stripe * STRIPE_BYTES - STRIPE_BYTES / 2;
+  if (crossing) {
+    off = rng_below (r, STRIPE_BYTES / 2);
+    len = STRIPE_BYTES / 2 - off + 1 + rng_below (r, STRIPE_BYTES / 2 - 1);
+  }
+  else {
+    off = rng_below (r, STRIPE_BYTES);
+    len = 1 + rng_below (r, STRIPE_BYTES - off);
+  }
+  if (aligned) {
+    uint64_t end = (off + len + SECTOR - 1) & ~(uint64_t) (SECTOR - 1);
+    off &= ~(uint64_t) (SECTOR - 1);
+    len = end - off;
+  }
+  q->offset = start + off;
+  q->length = len;
+  q->kind = REQ_WRITE;
+  q->data_seed = rng_next (r) | 1;
+  if (p < 20)
+    q->flags = VHD_IO_FUA;
+  else if (p < 24)
+    q->data_seed = 0;
+  else if (p < 34) {
+    q->kind = REQ_ZERO;
+    if (p < 28)
+      q->flags = VHD_IO_MAY_TRIM;
+  }
+  else if (p < 40)
+    q->kind = REQ_TRIM;
+}
+
+struct writer {
+  struct crash_run *run;
+  vhd_disk *d;
+  unsigned t;
+  struct request *reqs;
+  size_t n;
+  int status;
+};
+
+static void *
+writer_thread (void *arg)
+{
+  struct writer *w = arg;
+  struct rng r = { w->run->seed ^ (0x1234567ULL * (w->t + 1)) };
+  uint8_t *buf = malloc (STRIPE_BYTES);
+
+  w->status = buf == NULL || check_backend (w->run) < 0 ? -1 : 0;
+  for (size_t i = 0; i < w->n && w->status == 0; i++) {
+    thread_request (w->run, w->t, &r, &w->reqs[i]);
+    w->status = run_request (w->run, &w->d, &w->reqs[i], buf);
+  }
+  free (buf);
+  return NULL;
+}
+
+static int
+compare_start (const void *a, const void *b)
+{
+  const struct request *x = a, *y = b;
+  return x->start_seq < y->start_seq ? -1 : x->start_seq > y->start_seq;
+}
+
+static int
+workload_threads (struct crash_run *run)
+{
+  struct rng r = { run->seed };
+  struct writer w[16];
+  pthread_t tid[16];
+  unsigned threads = run->threads < 16 ? run->threads : 16, started = 0;
+  size_t per = run->n_requests / threads;
+  uint8_t *ref = NULL;
+  vhd_disk *d = NULL;
+  int ret = -1;
+
+  if (check_backend (run) < 0 || prepare (run, &r) < 0 ||
+      crash_open_disk (run->path, false, &d) < 0)
+    goto out;
+  for (unsigned t = 0; t < threads; t++) {
+    w[t] = (struct writer) {
+      .run = run, .d = d, .t = t, .reqs = run->requests + t * per, .n = per,
+    };
+    if (pthread_create (&tid[t], NULL, writer_thread, &w[t]) != 0)
+      break;
+    started++;
+  }
+  for (unsigned t = 0; t < started; t++)
+    pthread_join (tid[t], NULL);
+  if (started < threads) {
+    fprintf (stderr, "%s: pthread_create failed\n", run->name);
+    goto out;
+  }
+  for (unsigned t = 0; t < threads; t++)
+    if (w[t].status < 0)
+      goto out;
+  run->n_req = per * threads;
+  /* The last flush, alone. */
+  run->requests[run->n_req] = (struct request) { .kind = REQ_FLUSH };
+  if (run_request (run, &d, &run->requests[run->n_req], NULL) < 0)
+    goto out;
+  run->n_req++;
+  qsort (run->requests, run->n_req, sizeof *run->requests, compare_start);
+  if ((ref = malloc (run->disk_size)) == NULL)
+    goto out;
+  memcpy (ref, run->initial_virtual, run->disk_size);
+  for (size_t i = 0; i < run->n_req; i++)
+    crash_apply_request (run, &run->requests[i], ref);
+  if (disk_matches (d, ref, run->disk_size, run->name) < 0)
+    goto out;
+  vhd_close (d);
+  d = NULL;
+  if (finish_recording (run) < 0)
+    goto out;
+  ret = 0;
+ out:
+  if (d)
+    vhd_close (d);
+  crash_record_stop ();
+  free (ref);
+  return ret;
+}
+
 static void *
 workload_thread (void *arg)
 {
   struct crash_run *run = arg;
-  run->status = workload (run);
+  run->status = run->threads > 1 ? workload_threads (run) : workload (run);
   return NULL;
 }
 
@@ -499,7 +751,11 @@ crash_run_workload (struct crash_run *run)
   /* A thread picks its backend at its first I/O, from the environment;
    * the caller's threads picked theirs already.
    */
-  setenv ("VHDKIT_IO", "pread", 1);
+  if (run->ring && !user_forced_pread ())
+    unsetenv ("VHDKIT_IO");
+  else
+    setenv ("VHDKIT_IO", "pread", 1);
+  pthread_mutex_init (&run->lock, NULL);
   r = pthread_create (&t, NULL, workload_thread, run);
   if (r == 0)
     pthread_join (t, NULL);
@@ -513,8 +769,9 @@ crash_run_workload (struct crash_run *run)
     return -1;
   }
   if (run->status == 0 && crash_violations () != 0) {
-    fprintf (stderr, "%s: the parent was written, or the engine used a"
-             " file operation that crashsim cannot model\n", run->name);
+    fprintf (stderr, "%s: the parent was written, the engine used a file"
+             " operation that crashsim cannot model, or left io_uring"
+             " requests in flight (see above)\n", run->name);
     return -1;
   }
   return run->status;

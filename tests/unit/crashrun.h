@@ -6,6 +6,7 @@
 #ifndef VHDKIT_TESTS_CRASHRUN_H
 #define VHDKIT_TESTS_CRASHRUN_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -37,19 +38,24 @@ enum subset_kind {
   SUBSET_NONE,                  /* all lost */
   SUBSET_ALL,                   /* all, in the order they were issued */
   SUBSET_RANDOM,                /* a random subset in a random order */
-  SUBSET_TORN,                  /* the same over 4 KiB pieces of the ops */
+  SUBSET_TORN,                  /* the same over 512-byte sectors of the ops */
   SUBSET_KINDS
 };
 
 struct crash_stats {
   size_t requests;              /* workload requests (vhd_* calls) */
   size_t file_ops;              /* recorded changes and syncs */
+  size_t ring_ops;              /* writes the io_uring ring submitted */
   size_t syncs;
   size_t points;                /* crash points tried */
   size_t subsets;               /* images rebuilt and checked */
   size_t by_kind[SUBSET_KINDS];
   size_t duplicates;            /* "none" states already checked */
-  size_t footer_from_copy;      /* recovered from the copy at offset 0 */
+  size_t footer_from_copy;      /* raw images that needed the copy at 0 */
+  size_t recoverable;           /* raw images vhd_check calls recoverable */
+  size_t new_sectors;           /* sectors read with a post-flush write's
+                                 * content rather than the old one */
+  size_t spec_reads;            /* images the spec reader read too */
   size_t leaky;                 /* vhd_check found leaks (allowed) */
   size_t post_writes;           /* recovered images written again */
   unsigned failures;
@@ -61,33 +67,54 @@ enum request_kind {
   REQ_WRITE, REQ_ZERO, REQ_TRIM, REQ_FLUSH, REQ_REOPEN,
 };
 
-/* One vhd_* call of the workload and the file ops it made. */
+/* One vhd_* call of the workload and the file ops it made.  Requests
+ * are kept in the order they started (start_seq); each thread of a
+ * multi-threaded workload owns its own sectors, so the requests that
+ * touch one sector are that order too.
+ */
 struct request {
   enum request_kind kind;
   uint64_t offset, length;
   uint32_t flags;               /* VHD_IO_* */
   uint64_t data_seed;           /* REQ_WRITE: 0 writes zeros */
-  size_t log_start, log_end;    /* [log_start, log_end) of crashsim's log */
+  unsigned thread;
+  uint64_t start_seq, end_seq;  /* tickets taken before and after it */
+  size_t log_start, log_end;    /* crashsim's log length then */
 };
 
-/* A flush (vhd_flush, FUA, or the one in vhd_close) that returned. */
+/* A flush (vhd_flush, FUA, or the one in vhd_close) that returned: it
+ * covers the requests that had completed before it was called
+ * (end_seq < call_seq), and a FUA request itself.
+ */
 struct flush_done {
-  size_t requests_done;         /* requests [0, this) are covered */
+  uint64_t call_seq;
   size_t log_end;               /* the log's length when it returned */
+};
+
+/* A state kept for the spec reader. */
+struct spec_sample {
+  size_t k;
+  char label[48];
 };
 
 struct crash_run {
   /* Set by the caller. */
   const char *name;
   bool differencing;
+  bool ring;                    /* the default backend (io_uring), not
+                                 * VHDKIT_IO=pread */
+  unsigned threads;             /* 0 or 1: one thread, with reopens */
   uint64_t seed;                /* this run's workload */
   uint64_t repro_seed;          /* VHDKIT_CRASH_SEED that gives this run */
   const char *repro_points;     /* VHDKIT_CRASH_POINTS, or NULL */
   size_t n_requests;
   uint64_t disk_size;           /* a multiple of 512 KiB, the block size */
+  unsigned hot_percent;         /* requests kept in the first 4 MiB (big
+                                 * disks: the rest spread over the BAT) */
   unsigned random_subsets;      /* random states per crash point, besides
                                  * none, all and one torn */
   unsigned post_write_percent;  /* states that are written after recovery */
+  unsigned spec_every;          /* the spec reader reads 1 state in this */
   unsigned show_failures;       /* print this many failures in full */
   const char *keep_dir;         /* where the images of failures go */
   unsigned *kept_images;
@@ -102,13 +129,20 @@ struct crash_run {
   size_t n_req;
   struct flush_done *flushes;
   size_t n_flushes;
+  uint64_t seq;                 /* the ticket counter */
+  pthread_mutex_t lock;         /* flushes[] while threads run */
   int status;
+
+  /* Set by crash_run_points. */
+  struct spec_sample spec[64];
+  size_t n_spec;
 
   struct crash_stats stats;
 };
 
-/* Make the images and run the recorded workload, in a thread of its own
- * with VHDKIT_IO=pread.  Returns 0, or -1 after printing why.
+/* Make the images and run the recorded workload, in threads of its own
+ * with the backend run->ring asks for.  Returns 0, or -1 after printing
+ * why.
  */
 int crash_run_workload (struct crash_run *run);
 /* Lose power at each of ks[0..n) (ascending file-op indexes) and check

@@ -7,15 +7,22 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
+#include <sys/uio.h>
 #include <linux/falloc.h>
 
+#include <liburing.h>
+
 #include "crashsim.h"
+
+struct vhd_segment;
 
 ssize_t __real_pwrite (int fd, const void *buf, size_t n, off_t offset);
 ssize_t __real_pwrite64 (int fd, const void *buf, size_t n, off_t offset);
@@ -37,6 +44,13 @@ int __wrap_fsync (int fd);
 int __wrap_ftruncate (int fd, off_t length);
 int __wrap_ftruncate64 (int fd, off_t length);
 
+int __real_io_uring_submit (struct io_uring *ring);
+int __real_io_uring_submit_and_wait (struct io_uring *ring, unsigned wait_nr);
+int __real_vhd_io_run (struct vhd_segment *segs, size_t n, bool write);
+int __wrap_io_uring_submit (struct io_uring *ring);
+int __wrap_io_uring_submit_and_wait (struct io_uring *ring, unsigned wait_nr);
+int __wrap_vhd_io_run (struct vhd_segment *segs, size_t n, bool write);
+
 struct file_id {
   dev_t dev;
   ino_t ino;
@@ -48,8 +62,12 @@ static struct file_id forbidden[8];
 static size_t n_forbidden;
 static unsigned violations;
 
+/* Several workload threads append to the log at once. */
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct crash_op *ops;
 static size_t n_ops, cap_ops;
+static size_t n_ring_ops, n_unaligned;
+static unsigned inject_submit_errors;
 static uint8_t *initial;
 static uint64_t initial_size;
 
@@ -74,14 +92,22 @@ classify_fd (int fd)
 static void
 violation (const char *what, int fd)
 {
-  violations++;
+  __atomic_add_fetch (&violations, 1, __ATOMIC_RELAXED);
   fprintf (stderr, "crashsim: %s on fd %d, which must not be changed or"
            " cannot be modelled\n", what, fd);
 }
 
 static void
-append (const struct crash_op *op)
+append_locked (const struct crash_op *op)
 {
+  /* A disk's atomic unit is the 512-byte sector: the engine writes whole
+   * sectors (write_unaligned merges), so the sector-torn states are what
+   * a disk can leave.  A write off that grid would make them too kind.
+   */
+  if (op->kind == CRASH_OP_WRITE && (op->offset | op->length) % 512)
+    n_unaligned++;
+  if (op->ring)
+    n_ring_ops++;
   if (n_ops == cap_ops) {
     size_t cap = cap_ops ? 2 * cap_ops : 1024;
     struct crash_op *n = realloc (ops, cap * sizeof *n);
@@ -92,13 +118,41 @@ append (const struct crash_op *op)
     ops = n;
     cap_ops = cap;
   }
-  ops[n_ops++] = *op;
+  ops[n_ops] = *op;
+  __atomic_store_n (&n_ops, n_ops + 1, __ATOMIC_RELEASE);
+}
+
+static void
+append (const struct crash_op *op)
+{
+  pthread_mutex_lock (&log_lock);
+  append_locked (op);
+  pthread_mutex_unlock (&log_lock);
 }
 
 static bool
 all_zero (const uint8_t *p, size_t n)
 {
   return n == 0 || (p[0] == 0 && memcmp (p, p + 1, n - 1) == 0);
+}
+
+/* A copy of a write's bytes, or NULL when they are all zeros (the
+ * fallback that zeroes a new block by hand): those need no copy.
+ */
+static uint8_t *
+copy_data (const void *buf, size_t n)
+{
+  uint8_t *data;
+
+  if (all_zero (buf, n))
+    return NULL;
+  data = malloc (n);
+  if (data == NULL) {
+    fprintf (stderr, "crashsim: out of memory for a write's data\n");
+    abort ();
+  }
+  memcpy (data, buf, n);
+  return data;
 }
 
 static void
@@ -116,15 +170,7 @@ note_write (int fd, const void *buf, ssize_t done, off_t offset)
     violation ("pwrite", fd);
     return;
   }
-  /* Zeros (the fallback that zeroes a new block by hand) need no copy. */
-  if (!all_zero (buf, (size_t) done)) {
-    op.data = malloc ((size_t) done);
-    if (op.data == NULL) {
-      fprintf (stderr, "crashsim: out of memory for a write's data\n");
-      abort ();
-    }
-    memcpy (op.data, buf, (size_t) done);
-  }
+  op.data = copy_data (buf, (size_t) done);
   append (&op);
 }
 
@@ -224,22 +270,193 @@ real_sync_wanted (void)
   return wanted;
 }
 
+/* The sync is logged when it is called, not when it returns: it makes
+ * durable what had completed before the call; a write that another thread
+ * completes while it runs comes after it in the log, so it is not covered
+ * (conservative, as the kernel promises no more).
+ */
 int
 __wrap_fdatasync (int fd)
 {
-  int r = real_sync_wanted () ? __real_fdatasync (fd) : 0;
-  if (r == 0)
-    note_sync (fd);
-  return r;
+  note_sync (fd);
+  return real_sync_wanted () ? __real_fdatasync (fd) : 0;
 }
 
 int
 __wrap_fsync (int fd)
 {
-  int r = real_sync_wanted () ? __real_fsync (fd) : 0;
-  if (r == 0)
-    note_sync (fd);
+  note_sync (fd);
+  return real_sync_wanted () ? __real_fsync (fd) : 0;
+}
+
+/* The io_uring path.  What a thread's ring submits is read from the SQEs
+ * themselves (between the ring's sqe_head and sqe_tail, before the real
+ * submit moves them to the kernel), and the writes to the tracked file are
+ * kept aside until the vhd_io_run call that made them returns: only then
+ * have they all completed (run_uring waits for every CQE), so that is
+ * where they enter the log, in submission order.  A sync called while
+ * they are in flight therefore never covers them.  vhd_io_run must not
+ * return with a request still in the kernel: its buffers are the caller's
+ * (a bounce buffer that write_unaligned frees at once), so that is a
+ * violation, found by counting the CQEs that the engine consumed.
+ */
+struct ring_batch {
+  int depth;                    /* inside vhd_io_run */
+  struct io_uring *ring;        /* the ring this batch used */
+  unsigned cq_head;             /* its CQ head at the first submit */
+  unsigned flushed;             /* SQEs handed to the kernel */
+  struct crash_op *pending;
+  size_t n, cap;
+};
+
+static _Thread_local struct ring_batch batch;
+
+static void
+batch_add (struct crash_op *op)
+{
+  if (batch.depth == 0) {
+    /* A ring used outside vhd_io_run: log at submission. */
+    append (op);
+    return;
+  }
+  if (batch.n == batch.cap) {
+    size_t cap = batch.cap ? 2 * batch.cap : 64;
+    struct crash_op *p = realloc (batch.pending, cap * sizeof *p);
+    if (p == NULL) {
+      fprintf (stderr, "crashsim: out of memory for ring writes\n");
+      abort ();
+    }
+    batch.pending = p;
+    batch.cap = cap;
+  }
+  batch.pending[batch.n++] = *op;
+}
+
+static void
+note_sqe (const struct io_uring_sqe *sqe)
+{
+  struct crash_op op = { .kind = CRASH_OP_WRITE, .ring = true };
+  int c;
+
+  if (sqe->opcode == IORING_OP_NOP || sqe->opcode == IORING_OP_READ ||
+      sqe->opcode == IORING_OP_READV)
+    return;
+  if (sqe->flags & IOSQE_FIXED_FILE) {
+    violation ("io_uring request on a fixed file", -1);
+    return;
+  }
+  if ((c = classify_fd (sqe->fd)) == 0)
+    return;
+  if (c < 0) {
+    violation ("io_uring write", sqe->fd);
+    return;
+  }
+  op.offset = sqe->off;
+  if (sqe->opcode == IORING_OP_WRITE) {
+    op.length = sqe->len;
+    op.data = copy_data ((const void *) (uintptr_t) sqe->addr, sqe->len);
+  }
+  else if (sqe->opcode == IORING_OP_WRITEV) {
+    const struct iovec *iov = (const struct iovec *) (uintptr_t) sqe->addr;
+    uint8_t *flat;
+    for (unsigned i = 0; i < sqe->len; i++)
+      op.length += iov[i].iov_len;
+    flat = malloc (op.length ? op.length : 1);
+    if (flat == NULL)
+      abort ();
+    for (unsigned i = 0, at = 0; i < sqe->len; at += iov[i].iov_len, i++)
+      memcpy (flat + at, iov[i].iov_base, iov[i].iov_len);
+    op.data = copy_data (flat, op.length);
+    free (flat);
+  }
+  else {
+    char what[80];
+    snprintf (what, sizeof what, "io_uring opcode %u that the log does not"
+              " model", sqe->opcode);
+    violation (what, sqe->fd);
+    return;
+  }
+  batch_add (&op);
+}
+
+/* Read the SQEs that the coming submit hands to the kernel. */
+static void
+note_submit (struct io_uring *ring)
+{
+  struct io_uring_sq *sq = &ring->sq;
+
+  if (batch.depth > 0 && batch.ring == NULL) {
+    batch.ring = ring;
+    batch.cq_head = *ring->cq.khead;
+  }
+  for (unsigned i = sq->sqe_head; i != sq->sqe_tail; i++)
+    note_sqe (&sq->sqes[i & sq->ring_mask]);
+  if (batch.depth > 0)
+    batch.flushed += sq->sqe_tail - sq->sqe_head;
+}
+
+int
+__wrap_io_uring_submit (struct io_uring *ring)
+{
+  note_submit (ring);
+  return __real_io_uring_submit (ring);
+}
+
+int
+__wrap_io_uring_submit_and_wait (struct io_uring *ring, unsigned wait_nr)
+{
+  note_submit (ring);
+  if (inject_submit_errors > 0) {
+    /* The kernel took the requests, then the call failed (as a wait that
+     * the CQ overflow turns into -EBUSY does): they are still in flight.
+     */
+    int r;
+    inject_submit_errors--;
+    r = __real_io_uring_submit (ring);
+    return r < 0 ? r : -EBUSY;
+  }
+  return __real_io_uring_submit_and_wait (ring, wait_nr);
+}
+
+int
+__wrap_vhd_io_run (struct vhd_segment *segs, size_t n, bool write)
+{
+  int r;
+
+  if (batch.depth++ == 0) {
+    batch.ring = NULL;
+    batch.flushed = 0;
+    batch.n = 0;
+  }
+  r = __real_vhd_io_run (segs, n, write);
+  if (--batch.depth > 0)
+    return r;
+  if (batch.ring) {
+    struct io_uring *ring = batch.ring;
+    unsigned reaped = *ring->cq.khead - batch.cq_head;
+    unsigned unsent = ring->sq.sqe_tail - ring->sq.sqe_head;
+    if (reaped < batch.flushed || unsent > 0) {
+      char what[160];
+      snprintf (what, sizeof what, "vhd_io_run returned %d with %u io_uring"
+                " request(s) still in flight and %u not submitted",
+                r, batch.flushed - (reaped < batch.flushed ? reaped
+                                                           : batch.flushed),
+                unsent);
+      violation (what, -1);
+    }
+  }
+  pthread_mutex_lock (&log_lock);
+  for (size_t i = 0; i < batch.n; i++)
+    append_locked (&batch.pending[i]);
+  pthread_mutex_unlock (&log_lock);
+  batch.n = 0;
   return r;
+}
+
+void
+crash_inject_submit_errors (unsigned n)
+{
+  inject_submit_errors = n;
 }
 
 static void
@@ -339,6 +556,7 @@ crash_record_free (void)
   free (ops);
   ops = NULL;
   n_ops = cap_ops = 0;
+  n_ring_ops = n_unaligned = 0;
   free (initial);
   initial = NULL;
   initial_size = 0;
@@ -361,13 +579,25 @@ crash_forbid_clear (void)
 unsigned
 crash_violations (void)
 {
-  return violations;
+  return __atomic_load_n (&violations, __ATOMIC_RELAXED);
 }
 
 size_t
 crash_n_ops (void)
 {
-  return n_ops;
+  return __atomic_load_n (&n_ops, __ATOMIC_ACQUIRE);
+}
+
+size_t
+crash_n_ring_ops (void)
+{
+  return n_ring_ops;
+}
+
+size_t
+crash_n_unaligned (void)
+{
+  return n_unaligned;
 }
 
 const struct crash_op *

@@ -3,13 +3,18 @@
  * any point could have left it.
  *
  * The test program is linked with -Wl,--wrap for pwrite, fallocate,
- * fdatasync, fsync and ftruncate (and their *64 names), and runs the
- * engine with VHDKIT_IO=pread, so that every byte the engine puts in the
- * file passes through crashsim.c.  Each call is applied to the real file
- * first and, if it succeeded and the file is the tracked image, appended
- * to a log.  A crash at op k keeps ops [0, k): everything up to the last
+ * fdatasync, fsync and ftruncate (and their *64 names), and for
+ * io_uring_submit, io_uring_submit_and_wait and the engine's vhd_io_run,
+ * so that every byte the engine puts in the file passes through
+ * crashsim.c, whichever backend (io_uring or pread) the engine uses.
+ * Each call is applied to the real file first and, if it succeeded and
+ * the file is the tracked image, appended to a log; what a ring submits
+ * is read from its SQEs and logged when the vhd_io_run call that
+ * submitted it has reaped every completion.  A sync is logged when it is
+ * called.  A crash at op k keeps ops [0, k): everything up to the last
  * sync among them is durable, the ops after that sync are "in the disk's
- * cache" and may reach the platter in any subset and any order.
+ * cache" and may reach the platter in any subset and any order, or torn
+ * into 512-byte sectors.
  */
 
 #ifndef VHDKIT_TESTS_CRASHSIM_H
@@ -31,6 +36,7 @@ enum crash_op_kind {
 struct crash_op {
   enum crash_op_kind kind;
   bool keep_size;               /* ZERO, EXTEND: FALLOC_FL_KEEP_SIZE */
+  bool ring;                    /* WRITE submitted through io_uring */
   uint64_t offset, length;
   uint8_t *data;                /* WRITE only; NULL when the data was zeros */
 };
@@ -54,6 +60,15 @@ void crash_forbid_clear (void);
 unsigned crash_violations (void);
 
 size_t crash_n_ops (void);
+/* Of those, the writes that went through io_uring, and the writes that
+ * were not whole 512-byte sectors.
+ */
+size_t crash_n_ring_ops (void);
+size_t crash_n_unaligned (void);
+/* The next n io_uring_submit_and_wait calls submit, then fail with
+ * -EBUSY, leaving the requests in flight (a real submit error).
+ */
+void crash_inject_submit_errors (unsigned n);
 const struct crash_op *crash_get_op (size_t i);
 /* The number of ops that are durable when the power fails at op k: one
  * past the last sync among ops [0, k), or 0 if there is none.
