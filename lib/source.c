@@ -257,8 +257,11 @@ vhd_source_open (const char *path, uint32_t device_id, bool prevent_writes,
     size_t n = strlen (path);
     if (strncmp (why, path, n) == 0)
       why += n + (why[n] == ':' ? 2 : 1);
-    r = vhd_error (fd, FN ": source_path %s: cannot open the source disk:"
-                   " %s", path, why);
+    if (strncmp (why, "is ", 3) == 0)
+      r = vhd_error (fd, FN ": source_path %s %s", path, why);
+    else
+      r = vhd_error (fd, FN ": source_path %s: cannot open the source"
+                     " disk: %s", path, why);
   }
   else
     r = setup_source (src, fd, device_id, prevent_writes);
