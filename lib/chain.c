@@ -28,6 +28,7 @@
 
 #include "chain.h"
 #include "cleanup.h"
+#include "file.h"
 #include "format.h"
 #include "image.h"
 
@@ -354,13 +355,15 @@ allowed_folder_of (const struct search *s, const char *real)
 }
 
 /* Open real (already resolved) beneath the allowed folder, so that a
- * symlink swapped in after realpath cannot lead outside it.
+ * symlink swapped in after realpath cannot lead outside it; with
+ * O_NONBLOCK, so that a FIFO or a device that a locator names cannot
+ * block, and then only a regular file or a block device is taken.
  */
 static int
 open_beneath (const char *folder, const char *real, const char **why)
 {
   struct open_how how = {
-    .flags = O_RDONLY | O_CLOEXEC,
+    .flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY,
     .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
   };
   const char *rel = real + strlen (folder);
@@ -379,9 +382,25 @@ open_beneath (const char *folder, const char *real, const char **why)
     /* Kernels before 5.6: the realpath check is all we have; refuse any
      * symlink in the final component at least.
      */
-    fd = openat (dirfd, rel, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-  if (fd == -1)
-    *why = errno == EXDEV ? "escapes the allowed folder" : strerror (errno);
+    fd = openat (dirfd, rel,
+                 O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
+  if (fd == -1) {
+    struct stat st;
+    /* A socket cannot be opened at all: say what it is. */
+    if (errno == ENXIO && fstatat (dirfd, rel, &st, AT_SYMLINK_NOFOLLOW) == 0
+        && S_ISSOCK (st.st_mode))
+      *why = "refused: it is a socket, not an image (an image is a regular"
+             " file or a block device)";
+    else
+      *why = errno == EXDEV ? "escapes the allowed folder"
+                            : strerror (errno);
+    return -1;
+  }
+  if (vhd_file_settle (fd, real) < 0) {
+    *why = vhd_last_error ();
+    close (fd);
+    return -1;
+  }
   return fd;
 }
 

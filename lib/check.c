@@ -19,6 +19,7 @@
 #include <unistd.h>
 #include <linux/falloc.h>
 
+#include "file.h"
 #include "chain.h"
 #include "format.h"
 #include "image.h"
@@ -221,6 +222,9 @@ check_parent (struct checker *c, const struct vhd_open_options *options)
 
   o.readonly = true;
   o.flags &= ~(uint32_t) VHD_OPEN_FLAG_NO_PARENTS;
+  /* With --repair this process holds the image's writer lock itself. */
+  if (c->repair)
+    o.flags |= VHD_OPEN_FLAG_FORCE_SHARE;
   if (vhd_open (c->path, &o, &d) < 0)
     report (c, VHD_CHECK_CORRUPT, "parent chain: %s", vhd_last_error ());
   else
@@ -271,10 +275,19 @@ vhd_check (const char *path, const struct vhd_open_options *options,
   int r;
 
   memset (result, 0, sizeof *result);
-  c.fd = open (path, (c.repair ? O_RDWR : O_RDONLY) | O_CLOEXEC);
-  if (c.fd == -1)
-    return vhd_error (errno, "%s: open: %m", path);
-  if (c.repair && (r = vhd_lock_for_writing (c.fd, path)) < 0) {
+  /* No FIFO or device blocks the open (file.c); locked as any reader
+   * or writer is (io.c), unless force-share.
+   */
+  c.fd = vhd_file_open (path, c.repair ? O_RDWR : O_RDONLY);
+  if (c.fd < 0)
+    return c.fd;
+  if (c.repair)
+    r = vhd_lock_for_writing (c.fd, path);
+  else if (options && (options->flags & VHD_OPEN_FLAG_FORCE_SHARE))
+    r = 0;
+  else
+    r = vhd_lock_for_reading (c.fd, path);
+  if (r < 0) {
     close (c.fd);
     return r;
   }

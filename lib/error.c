@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 
+#include "file.h"
 #include "format.h"
 
 /* Long enough for two paths and a sentence; vsnprintf truncates safely. */
@@ -17,10 +18,18 @@ vhd_error (int err, const char *fmt, ...)
   va_list ap;
   /* Formatting may touch errno (e.g. through %m); keep the caller's. */
   int saved_errno = errno;
+  char raw[sizeof last_error];
 
+  /* Messages embed names and paths that come from images (a parent's
+   * name, its locators): escape control characters and bad UTF-8 in the
+   * whole message, so that no image can write escape sequences or forged
+   * lines into a terminal or a server's log.  (Formatting into raw first
+   * also lets a caller pass vhd_last_error () as an argument.)
+   */
   va_start (ap, fmt);
-  vsnprintf (last_error, sizeof last_error, fmt, ap);
+  vsnprintf (raw, sizeof raw, fmt, ap);
   va_end (ap);
+  vhd_escape_text (raw, last_error, sizeof last_error);
   errno = saved_errno;
   return err > 0 ? -err : err;
 }

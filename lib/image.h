@@ -14,6 +14,7 @@ struct vhd_disk {
   char *path;                   /* as given to vhd_open */
   int fd;
   bool readonly;
+  bool force_share;             /* read-only, and takes no lock (io.c) */
   uint64_t file_size;           /* at open */
 
   struct vhd_footer footer;     /* the copy that was chosen */
@@ -117,6 +118,7 @@ void vhd_io_fini (struct vhd_disk *disk);
 
 /* io.c helpers shared with discard.c and check.c. */
 int vhd_lock_for_writing (int fd, const char *path);
+int vhd_lock_for_reading (int fd, const char *path);
 int vhd_check_range (const struct vhd_disk *disk, uint64_t count,
                      uint64_t offset, const char *what);
 int vhd_zero_file_range (struct vhd_disk *disk, uint64_t offset,

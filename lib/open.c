@@ -20,6 +20,7 @@
 #include <linux/fs.h>
 
 #include "chain.h"
+#include "file.h"
 #include "format.h"
 #include "image.h"
 
@@ -486,6 +487,8 @@ vhd_open_fd (int fd, const char *path, bool readonly, uint32_t flags,
   }
   disk->fd = fd;
   disk->readonly = readonly;
+  disk->force_share = chain && chain->options &&
+                      (chain->options->flags & VHD_OPEN_FLAG_FORCE_SHARE);
   disk->path = strdup (path);
   if (disk->path == NULL) {
     r = vhd_error (ENOMEM, "%s: out of memory", path);
@@ -538,9 +541,14 @@ vhd_open (const char *path, const struct vhd_open_options *options,
   if (options == NULL)
     options = &defaults;
 
-  fd = open (path, (options->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
-  if (fd == -1)
-    return vhd_error (errno, "%s: open: %m", path);
+  if ((options->flags & VHD_OPEN_FLAG_FORCE_SHARE) && !options->readonly)
+    return vhd_error (EINVAL, "%s: force-share is for read-only opens"
+                      " only (a writer never shares)", path);
+
+  /* No FIFO or device can block here; only files and block devices. */
+  fd = vhd_file_open (path, options->readonly ? O_RDONLY : O_RDWR);
+  if (fd < 0)
+    return fd;
 
   return vhd_open_fd (fd, path, options->readonly, options->flags,
                       &(struct vhd_chain_context) {

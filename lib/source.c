@@ -10,10 +10,15 @@
  * would give a disk that nobody asked for.
  *
  * Nothing is ever written to a source.  PREVENT_WRITES_TO_SOURCE_DISK
- * takes an open file description read lock on byte 201, the byte that
- * qemu locks to deny the "write" permission to others: vhdkit's writers
- * (vhd_lock_for_writing in io.c) and qemu's then fail to open the source
- * for writing while the copy runs.
+ * opens a VHD source and its chain as every reader does (locked against
+ * writers, io.c), and for a raw source takes an open file description
+ * read lock on byte 201, the byte that qemu locks to deny the "write"
+ * permission to others: vhdkit's writers and qemu's then fail to open the
+ * source for writing while the copy runs.  Without it (vhdtool -U) the
+ * source is read with no lock, as qemu-img -U reads.
+ *
+ * The source is opened so that a FIFO or a device cannot block the open
+ * (file.c), and only a regular file or a block device is copied.
  */
 
 #include <config.h>
@@ -30,6 +35,7 @@
 #include <linux/fs.h>
 
 #include "chain.h"
+#include "file.h"
 #include "format.h"
 #include "image.h"
 #include "source.h"
@@ -162,9 +168,12 @@ lock_against_writers (int fd, const char *path)
 }
 
 static int
-open_vhd_source (struct vhd_source *src, int fd)
+open_vhd_source (struct vhd_source *src, int fd, bool prevent_writes)
 {
-  const struct vhd_open_options options = { .readonly = true };
+  const struct vhd_open_options options = {
+    .readonly = true,
+    .flags = prevent_writes ? 0 : VHD_OPEN_FLAG_FORCE_SHARE,
+  };
   char why[2048];
   int r;
 
@@ -209,11 +218,8 @@ setup_source (struct vhd_source *src, int fd, uint32_t device_id,
   }
 
   if (is_vhd) {
-    r = open_vhd_source (src, fd);      /* owns fd now */
-    for (vhd_disk *d = src->disk; r == 0 && prevent_writes && d;
-         d = d->parent)
-      r = lock_against_writers (d->fd, d->path);
-    return r;
+    /* Owns fd now; the chain is locked against writers as it opens. */
+    return open_vhd_source (src, fd, prevent_writes);
   }
 
   src->fd = fd;
@@ -244,10 +250,19 @@ vhd_source_open (const char *path, uint32_t device_id, bool prevent_writes,
     return vhd_error (ENOMEM, "%s: out of memory", path);
   }
 
-  fd = open (path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-  if (fd == -1)
-    r = vhd_error (errno, FN ": source_path %s: cannot open the source"
-                   " disk: %m", path);
+  fd = vhd_file_open (path, O_RDONLY);
+  if (fd < 0) {
+    /* "PATH is a FIFO, ..." or "PATH: open: ...", said of the source. */
+    const char *why = vhd_last_error ();
+    size_t n = strlen (path);
+    if (strncmp (why, path, n) == 0)
+      why += n + (why[n] == ':' ? 2 : 1);
+    if (strncmp (why, "is ", 3) == 0)
+      r = vhd_error (fd, FN ": source_path %s %s", path, why);
+    else
+      r = vhd_error (fd, FN ": source_path %s: cannot open the source"
+                     " disk: %s", path, why);
+  }
   else
     r = setup_source (src, fd, device_id, prevent_writes);
   if (r < 0) {

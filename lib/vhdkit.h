@@ -229,7 +229,25 @@ int vhd_get_overlapped_result (struct vhd_overlapped *overlapped, bool wait);
 enum {
   VHD_OPEN_FLAG_NONE = 0x0,
   VHD_OPEN_FLAG_NO_PARENTS = 0x1,
+  /* vhd_open() only, read-only only (as qemu-img's -U): take no lock on
+   * the image and its parents, so that it opens while another process
+   * (vhdkit or qemu) has it open for writing.  What is read may then be
+   * inconsistent: at the caller's own risk.
+   */
+  VHD_OPEN_FLAG_FORCE_SHARE = 0x2,
 };
+
+/* Text for a terminal or a log: copy in to out (out_size > 0; always
+ * NUL-terminated, truncated on a character boundary) with every control
+ * character (C0, DEL, C1) and every byte that is not part of valid UTF-8
+ * escaped as \n, \r, \t, \xHH or (C1) \u0080..\u009f.  Backslashes
+ * are kept as they are, so that escaping twice changes nothing and
+ * Windows paths stay readable.  Names and paths that come from an image
+ * are untrusted: vhd_last_error() is already escaped this way, and a
+ * caller printing vhd_get_image_info()'s strings as text should escape
+ * them.  Returns out.  (4 * strlen (in) + 1 bytes always suffice.)
+ */
+char *vhd_escape_text (const char *in, char *out, size_t out_size);
 
 /* An opened image (and, for a differencing disk, its chain). */
 typedef struct vhd_disk vhd_disk;

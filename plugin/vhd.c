@@ -25,6 +25,7 @@
 /* Configuration, set by .config and checked in .config_complete. */
 static char *filename;
 static bool readonly;
+static bool force_share;
 static bool ignore_parent_id_mismatch;
 static unsigned max_chain_depth;        /* 0: the engine's default */
 static char **parent_dirs;              /* NULL-terminated once non-empty */
@@ -89,6 +90,8 @@ vhd_config (const char *key, const char *value)
   }
   else if (strcmp (key, "readonly") == 0)
     return parse_bool_key (value, &readonly);
+  else if (strcmp (key, "force-share") == 0)
+    return parse_bool_key (value, &force_share);
   else if (strcmp (key, "parent-dir") == 0)
     return add_parent_dir (value);
   else if (strcmp (key, "max-chain-depth") == 0) {
@@ -116,12 +119,18 @@ vhd_config_complete (void)
     nbdkit_error ("you must supply the file=<DISK.vhd> parameter");
     return -1;
   }
+  /* A writer never shares (qemu's rule too): say so now, not at open. */
+  if (force_share && !readonly) {
+    nbdkit_error ("force-share=true needs readonly=true");
+    return -1;
+  }
   return 0;
 }
 
 #define vhd_config_help \
   "[file=]<DISK.vhd>      (required) The VHD image to serve.\n" \
   "readonly=true          Open the image read-only (shared with other readers).\n" \
+  "force-share=true       With readonly=true: take no lock (as qemu-img -U).\n" \
   "parent-dir=<DIR>       Also look for parent images in DIR (repeatable).\n" \
   "max-chain-depth=<N>    Refuse differencing chains deeper than N (default 32).\n" \
   "ignore-parent-id-mismatch=true\n" \
@@ -147,6 +156,7 @@ vhd_get_ready (void)
     .parent_dirs = (const char *const *) parent_dirs,
     .max_chain_depth = max_chain_depth,
     .ignore_parent_id_mismatch = ignore_parent_id_mismatch,
+    .flags = force_share ? VHD_OPEN_FLAG_FORCE_SHARE : 0,
   };
   int r;
 

@@ -45,7 +45,7 @@ expect 1 "512-byte sectors" vhdtool convert "$tmp/odd.raw" "$dst"
 head -c 100000 "$tmp/src.raw" > "$tmp/tiny.raw"
 truncate -s 102400 "$tmp/tiny.raw"
 expect 1 "under the minimum" vhdtool convert "$tmp/tiny.raw" "$dst"
-expect 1 "is a folder" vhdtool convert "$tmp" "$dst"
+expect 1 "is a directory" vhdtool convert "$tmp" "$dst"
 
 # An existing target is never overwritten.
 vhdtool create 16M "$tmp/disk.vhd"

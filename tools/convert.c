@@ -26,21 +26,35 @@
 
 static volatile sig_atomic_t interrupted;
 
+/* The first signal asks for a clean cancel; a second one, if the cancel
+ * has not ended it yet (say a read that takes long to return), ends the
+ * process at once, as the signal would have without vhdtool.
+ */
 static void
 on_signal (int sig)
 {
+  if (interrupted) {
+    signal (sig, SIG_DFL);
+    raise (sig);
+    return;
+  }
   interrupted = sig;
 }
 
 static const int cancel_signals[] = { SIGINT, SIGTERM, SIGHUP };
 #define N_CANCEL_SIGNALS (sizeof cancel_signals / sizeof cancel_signals[0])
 
-/* While the operation runs, the signals that cancel it are blocked except
- * inside ppoll (so that they interrupt it), and caught.
+/* The signals that cancel are caught from the start, without SA_RESTART,
+ * so that a blocking call in the create's synchronous part (opening and
+ * probing the source, where nothing that waits for ever may hold them
+ * back) returns EINTR and the create fails.  Once the operation runs in
+ * its worker thread (which blocks every signal), they are blocked in
+ * this thread except inside ppoll, so that they interrupt it.
  */
 struct signal_state {
   struct sigaction old_actions[N_CANCEL_SIGNALS];
   sigset_t old_mask;
+  sigset_t block;               /* the cancel signals that were not blocked */
   sigset_t wait_mask;           /* for ppoll */
 };
 
@@ -56,10 +70,22 @@ catch_signals (struct signal_state *s)
     sigaction (cancel_signals[i], &sa, &s->old_actions[i]);
     sigaddset (&block, cancel_signals[i]);
   }
-  sigprocmask (SIG_BLOCK, &block, &s->old_mask);
-  s->wait_mask = s->old_mask;
+  sigprocmask (SIG_SETMASK, NULL, &s->old_mask);
+  /* Blocked inherited from the caller stays blocked. */
   for (size_t i = 0; i < N_CANCEL_SIGNALS; i++)
-    sigdelset (&s->wait_mask, cancel_signals[i]);
+    if (sigismember (&s->old_mask, cancel_signals[i]))
+      sigdelset (&block, cancel_signals[i]);
+  s->block = block;
+  s->wait_mask = s->old_mask;
+}
+
+/* The operation runs: from now on the signals reach this thread in
+ * ppoll only.
+ */
+static void
+block_signals (struct signal_state *s)
+{
+  sigprocmask (SIG_BLOCK, &s->block, NULL);
 }
 
 static void
@@ -193,8 +219,10 @@ create_from_source (const char *verb, const char *path, uint32_t flags,
   catch_signals (&signals);
   r = vhd_create_virtual_disk (&storage, path, VHD_ACCESS_NONE, NULL, flags,
                                0, params, &ov, &disk);
-  if (r == -EINPROGRESS)
+  if (r == -EINPROGRESS) {
+    block_signals (&signals);
     r = wait_for_operation (&ov, ov.event_fd, show, &signals.wait_mask);
+  }
   restore_signals (&signals);
   close (ov.event_fd);
 
@@ -205,7 +233,8 @@ create_from_source (const char *verb, const char *path, uint32_t flags,
     vhd_close (disk);
     return EXIT_SUCCESS;
   }
-  if (r == -ECANCELED && interrupted) {
+  /* Cancelled while it ran, or stopped by the signal before it ran. */
+  if (interrupted && r < 0) {
     fprintf (stderr, "%s: %s: interrupted by signal %d; %s was not"
              " created\n", program, verb, (int) interrupted, path);
     return EXIT_INTERRUPTED;

@@ -38,8 +38,8 @@ usage (FILE *fp)
 "  %s create --source SRC [--fixed|--dynamic] [--block-size 512K|2M]\n"
 "                 [--uuid UUID] [-p] [-U] [SIZE] PATH\n"
 "  %s convert [-O fixed|dynamic] [--block-size 512K|2M] [-p] [-U] SRC DST\n"
-"  %s info [--json] [--parent-dir DIR]... PATH\n"
-"  %s check [--repair] [--parent-dir DIR]... PATH\n"
+"  %s info [--json] [-U] [--parent-dir DIR]... PATH\n"
+"  %s check [--repair] [-U] [--parent-dir DIR]... PATH\n"
 "  %s --help | --version\n"
 "\n"
 "SIZE is bytes, or a number with K, M, G or T (binary units): 3M, 10G.\n"
@@ -282,11 +282,25 @@ creator_text (const struct vhd_image_info *info, char out[20])
   out[n] = '\0';
 }
 
+#define ESCAPED_MAX 1024            /* bytes of a name, before escaping */
+
+/* Text that an image supplies (a parent's name, a locator, a parent's
+ * path found through one) with control characters and bad UTF-8 escaped,
+ * so that no image writes escape sequences or forged lines to the
+ * terminal.  (--json escapes in its own way.)
+ */
+static const char *
+escaped (const char *s, char out[4 * ESCAPED_MAX])
+{
+  return vhd_escape_text (s, out, 4 * ESCAPED_MAX);
+}
+
 static void
 print_info_text (const vhd_disk *disk, const char *parent_error)
 {
   struct vhd_image_info info;
   char uuid[37], when[32], os[5], creator[20];
+  char text[4 * ESCAPED_MAX];
 
   vhd_get_image_info (disk, &info);
   vhd_guid_to_string (&info.unique_id, uuid);
@@ -294,7 +308,7 @@ print_info_text (const vhd_disk *disk, const char *parent_error)
   host_os_string (info.creator_host_os, os);
   creator_text (&info, creator);
 
-  printf ("image: %s\n", info.path);
+  printf ("image: %s\n", escaped (info.path, text));
   printf ("type: %s\n", type_name (info.disk_type));
   printf ("virtual size: %" PRIu64 "\n", info.current_size);
   printf ("file size: %" PRIu64 "\n", info.file_size);
@@ -317,15 +331,16 @@ print_info_text (const vhd_disk *disk, const char *parent_error)
 
   vhd_guid_to_string (&info.parent_unique_id, uuid);
   printf ("parent uuid: %s\n", uuid);
-  printf ("parent name: %s\n", info.parent_name);
+  printf ("parent name: %s\n", escaped (info.parent_name, text));
   for (unsigned i = 0; i < info.n_locators; i++)
     printf ("locator: %s %s\n", info.locators[i].platform_code,
-            info.locators[i].path);
+            escaped (info.locators[i].path, text));
   if (vhd_get_parent (disk)) {
     const vhd_disk *parent = vhd_get_parent (disk);
     struct vhd_image_info pinfo;
     vhd_get_image_info (parent, &pinfo);
-    printf ("parent: %s (found by %s)\n", pinfo.path, info.parent_found_via);
+    printf ("parent: %s (found by %s)\n", escaped (pinfo.path, text),
+            info.parent_found_via);
     printf ("\n");
     print_info_text (parent, NULL);
   }
@@ -420,6 +435,7 @@ cmd_info (int argc, char **argv)
   static const struct option long_options[] = {
     { "json", no_argument, NULL, OPT_JSON },
     { "parent-dir", required_argument, NULL, OPT_PARENT_DIR },
+    { "force-share", no_argument, NULL, 'U' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 }
   };
@@ -432,9 +448,10 @@ cmd_info (int argc, char **argv)
   vhd_disk *disk;
   int c, r;
 
-  while ((c = getopt_long (argc, argv, "h", long_options, NULL)) != -1) {
+  while ((c = getopt_long (argc, argv, "hU", long_options, NULL)) != -1) {
     switch (c) {
     case OPT_JSON: json = true; break;
+    case 'U': opts.flags |= VHD_OPEN_FLAG_FORCE_SHARE; break;
     case OPT_PARENT_DIR:
       if (!add_parent_dir (parent_dirs, &n_dirs, optarg))
         return EXIT_USAGE;
@@ -494,6 +511,7 @@ cmd_check (int argc, char **argv)
   static const struct option long_options[] = {
     { "repair", no_argument, NULL, OPT_REPAIR },
     { "parent-dir", required_argument, NULL, OPT_PARENT_DIR },
+    { "force-share", no_argument, NULL, 'U' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 }
   };
@@ -505,9 +523,10 @@ cmd_check (int argc, char **argv)
   uint32_t flags = 0;
   int c;
 
-  while ((c = getopt_long (argc, argv, "h", long_options, NULL)) != -1) {
+  while ((c = getopt_long (argc, argv, "hU", long_options, NULL)) != -1) {
     switch (c) {
     case OPT_REPAIR: flags |= VHD_CHECK_REPAIR; break;
+    case 'U': opts.flags |= VHD_OPEN_FLAG_FORCE_SHARE; break;
     case OPT_PARENT_DIR:
       if (!add_parent_dir (parent_dirs, &n_dirs, optarg))
         return EXIT_USAGE;
@@ -518,6 +537,8 @@ cmd_check (int argc, char **argv)
   }
   if (argc - optind != 1)
     return usage_error ("%s", "check needs exactly one PATH");
+  if ((flags & VHD_CHECK_REPAIR) && (opts.flags & VHD_OPEN_FLAG_FORCE_SHARE))
+    return usage_error ("%s", "--repair writes: it cannot be -U");
 
   if (vhd_check (argv[optind], &opts, flags, print_finding, argv[optind],
                  &result) < 0) {

@@ -389,7 +389,11 @@ test_second_writer_is_refused (void **state)
 
   assert_int_equal (vhd_open (path, &o, &d2), -EBUSY);
   assert_non_null (strstr (vhd_last_error (), "in use"));
+  /* A plain reader is refused too (qemu's rule); force-share gets in. */
   o.readonly = true;
+  assert_int_equal (vhd_open (path, &o, &d2), -EBUSY);
+  assert_non_null (strstr (vhd_last_error (), "open for writing"));
+  o.flags = VHD_OPEN_FLAG_FORCE_SHARE;
   assert_int_equal (vhd_open (path, &o, &d2), 0);
   vhd_close (d2);
   vhd_close (d);

@@ -202,9 +202,8 @@ test_source_missing_or_odd (void **state)
 
   expect_create_failure ("/nonexistent/disk.raw", &o, ENOENT,
                          "source_path /nonexistent/disk.raw");
-  expect_create_failure (dir, &o, EINVAL, "is a folder");
-  expect_create_failure ("/dev/null", &o, EINVAL,
-                         "neither a regular file nor a block device");
+  expect_create_failure (dir, &o, EINVAL, "is a directory");
+  expect_create_failure ("/dev/null", &o, EINVAL, "is a character device");
 }
 
 static void

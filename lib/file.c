@@ -1,0 +1,145 @@
+/* vhdkit: opening the files an image lives in, and making text from an
+ * image safe to print.
+ *
+ * An image, a parent or a convert source is named by a user or, worse, by
+ * a locator inside another image.  open(2) of a FIFO waits for a writer,
+ * and of some devices for a carrier or a tape: a locator pointing at one
+ * would hang the server or the tool for good.  So every such file is
+ * opened with O_NONBLOCK (which makes those opens return at once), its
+ * type checked with fstat, and only then O_NONBLOCK cleared; only regular
+ * files and block devices are images.
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "file.h"
+#include "format.h"
+
+static const char *
+file_kind (mode_t mode)
+{
+  if (S_ISFIFO (mode)) return "a FIFO";
+  if (S_ISCHR (mode)) return "a character device";
+  if (S_ISDIR (mode)) return "a directory";
+  if (S_ISSOCK (mode)) return "a socket";
+  if (S_ISLNK (mode)) return "a symbolic link";
+  return "not a regular file";
+}
+
+int
+vhd_file_settle (int fd, const char *path)
+{
+  struct stat st;
+  int fl;
+
+  if (fstat (fd, &st) == -1)
+    return vhd_error (errno, "%s: fstat: %m", path);
+  if (!S_ISREG (st.st_mode) && !S_ISBLK (st.st_mode))
+    return vhd_error (EINVAL, "%s is %s, not an image (an image is a"
+                      " regular file or a block device)", path,
+                      file_kind (st.st_mode));
+  fl = fcntl (fd, F_GETFL);
+  if (fl == -1 || fcntl (fd, F_SETFL, fl & ~O_NONBLOCK) == -1)
+    return vhd_error (errno, "%s: clearing O_NONBLOCK: %m", path);
+  return 0;
+}
+
+int
+vhd_file_open (const char *path, int flags)
+{
+  int fd, r;
+
+  fd = open (path, flags | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+  if (fd == -1) {
+    /* Opening a directory for writing fails before anything else. */
+    if (errno == EISDIR)
+      return vhd_error (EINVAL, "%s is a directory, not an image (an"
+                        " image is a regular file or a block device)",
+                        path);
+    /* A socket cannot be opened at all. */
+    if (errno == ENXIO) {
+      struct stat st;
+      if (stat (path, &st) == 0 && S_ISSOCK (st.st_mode))
+        return vhd_error (EINVAL, "%s is a socket, not an image (an image"
+                          " is a regular file or a block device)", path);
+      errno = ENXIO;
+    }
+    return vhd_error (errno, "%s: open: %m", path);
+  }
+  r = vhd_file_settle (fd, path);
+  if (r < 0) {
+    close (fd);
+    return r;
+  }
+  return fd;
+}
+
+/* Length of the valid UTF-8 sequence at s (1..4), or 0 if it is not one. */
+static size_t
+utf8_length (const unsigned char *s)
+{
+  size_t n;
+  uint32_t cp;
+
+  if (s[0] < 0x80)
+    return 1;
+  if (s[0] >= 0xc2 && s[0] <= 0xdf) { n = 2; cp = s[0] & 0x1f; }
+  else if (s[0] >= 0xe0 && s[0] <= 0xef) { n = 3; cp = s[0] & 0x0f; }
+  else if (s[0] >= 0xf0 && s[0] <= 0xf4) { n = 4; cp = s[0] & 0x07; }
+  else
+    return 0;
+  for (size_t i = 1; i < n; i++) {
+    if ((s[i] & 0xc0) != 0x80)
+      return 0;
+    cp = (cp << 6) | (s[i] & 0x3f);
+  }
+  /* Overlong forms, surrogates and values past U+10FFFF. */
+  if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) ||
+      (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
+    return 0;
+  return n;
+}
+
+char *
+vhd_escape_text (const char *in, char *out, size_t out_size)
+{
+  const unsigned char *s = (const unsigned char *) in;
+  size_t o = 0;
+
+  while (*s) {
+    char esc[8];
+    size_t n = utf8_length (s), len;
+    const char *piece = esc;
+
+    if (n == 0 || *s < 0x20 || *s == 0x7f) {
+      if (*s == '\n') len = (size_t) snprintf (esc, sizeof esc, "\\n");
+      else if (*s == '\r') len = (size_t) snprintf (esc, sizeof esc, "\\r");
+      else if (*s == '\t') len = (size_t) snprintf (esc, sizeof esc, "\\t");
+      else len = (size_t) snprintf (esc, sizeof esc, "\\x%02x", *s);
+      n = 1;
+    }
+    else if (n == 2 && s[0] == 0xc2 && s[1] < 0xa0)
+      /* C1 controls (U+0080..U+009F): 0x9b is a CSI on many terminals. */
+      len = (size_t) snprintf (esc, sizeof esc, "\\u%04x", s[1]);
+    else {
+      piece = (const char *) s;
+      len = n;
+    }
+    if (o + len >= out_size)
+      break;
+    memcpy (out + o, piece, len);
+    o += len;
+    s += n;
+  }
+  out[o] = '\0';
+  return out;
+}
