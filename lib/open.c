@@ -308,11 +308,24 @@ vhd_locator_extent (const struct vhd_parent_locator *loc)
                                            : loc->platform_data_length;
 }
 
-/* One metadata structure: where it lies and what to call it. */
+/* One metadata structure: where it lies and what it is (a fixed name,
+ * or for a locator's data NULL and the locator's index).
+ */
 struct structure {
-  char name[40];
+  const char *name;
+  unsigned locator;
   uint64_t start, length;
 };
+
+/* Its name for a message (buf holds it for a locator). */
+static const char *
+structure_name (const struct structure *s, char buf[40])
+{
+  if (s->name)
+    return s->name;
+  snprintf (buf, 40, "parent locator %u's data", s->locator);
+  return buf;
+}
 
 /* The structures that vhdkit or another writer rewrites in place: the
  * footer copy, the dynamic header, the BAT with the padding of its last
@@ -325,19 +338,17 @@ list_structures (uint64_t header_offset, const struct vhd_dyn_header *h,
 {
   size_t n = 0;
 
-  s[n++] = (struct structure) { "the footer copy", 0, VHD_FOOTER_SIZE };
-  s[n++] = (struct structure) { "the dynamic header", header_offset,
+  s[n++] = (struct structure) { "the footer copy", 0, 0, VHD_FOOTER_SIZE };
+  s[n++] = (struct structure) { "the dynamic header", 0, header_offset,
                                 VHD_DYN_HEADER_SIZE };
-  s[n++] = (struct structure) { "the BAT", h->table_offset,
+  s[n++] = (struct structure) { "the BAT", 0, h->table_offset,
                                 vhd_bat_size (h->max_table_entries) };
   for (unsigned i = 0; i < VHD_LOCATOR_COUNT; i++) {
     const struct vhd_parent_locator *loc = &h->locators[i];
     if (loc->platform_code == VHD_PLATFORM_NONE)
       continue;
-    s[n] = (struct structure) { "", loc->platform_data_offset,
-                                vhd_locator_extent (loc) };
-    snprintf (s[n].name, sizeof s[n].name, "parent locator %u's data", i);
-    n++;
+    s[n++] = (struct structure) { NULL, i, loc->platform_data_offset,
+                                  vhd_locator_extent (loc) };
   }
   return n;
 }
@@ -354,18 +365,21 @@ validate_structures_disjoint (const char *path, uint64_t header_offset,
 {
   struct structure s[3 + VHD_LOCATOR_COUNT];
   size_t n = list_structures (header_offset, h, s);
+  char name[40];
 
   for (size_t i = 0; i < n; i++) {
     if (add_saturating (s[i].start, s[i].length) > data_end)
       return vhd_error (EINVAL, "%s: %s (offset %" PRIu64 ", %" PRIu64
                         " bytes) runs past offset %" PRIu64 ", the"
                         " trailing footer, where the next block goes",
-                        path, s[i].name, s[i].start, s[i].length, data_end);
+                        path, structure_name (&s[i], name), s[i].start,
+                        s[i].length, data_end);
     for (size_t k = 0; k < i && k < 3; k++)
       if (ranges_overlap (s[i].start, s[i].length, s[k].start, s[k].length))
         return vhd_error (EINVAL, "%s: %s (offset %" PRIu64 ", %" PRIu64
                           " bytes) overlaps %s (offset %" PRIu64 ", %"
-                          PRIu64 " bytes)", path, s[i].name, s[i].start,
+                          PRIu64 " bytes)", path,
+                          structure_name (&s[i], name), s[i].start,
                           s[i].length, s[k].name, s[k].start, s[k].length);
   }
   return 0;
@@ -423,6 +437,7 @@ vhd_validate_block (const char *path, const struct vhd_dyn_header *h,
   uint64_t start = (uint64_t) sector * VHD_SECTOR_SIZE;
   uint64_t block_bytes = vhd_bitmap_size (h->block_size) + h->block_size;
   struct structure s[3 + VHD_LOCATOR_COUNT];
+  char name[40];
   size_t n;
 
   if (start > data_end || data_end - start < block_bytes)
@@ -434,7 +449,7 @@ vhd_validate_block (const char *path, const struct vhd_dyn_header *h,
     if (ranges_overlap (start, block_bytes, s[k].start, s[k].length))
       return vhd_error (EINVAL, "%s: BAT: entry %" PRIu32 " (sector %"
                         PRIu32 ") overlaps %s at offset %" PRIu64, path, i,
-                        sector, s[k].name, s[k].start);
+                        sector, structure_name (&s[k], name), s[k].start);
   return 0;
 }
 
