@@ -24,6 +24,23 @@
 #include "format.h"
 #include "image.h"
 
+/* Problems that an image can hold millions of (one per BAT entry) are
+ * reported for the first REPORT_CAP of each kind; the rest are counted,
+ * and one closing finding says how many were left out.
+ */
+#define REPORT_CAP 100
+enum problem_class {
+  CLASS_BAT_ENTRY,              /* an entry whose block lies wrong */
+  CLASS_BLOCK_OVERLAP,          /* two entries whose blocks overlap */
+  CLASS_BLOCK_PAST_SIZE,        /* a block past the copy's current_size */
+  N_CLASSES
+};
+static const char *const class_names[N_CLASSES] = {
+  "BAT entries whose blocks lie outside the image data or over metadata",
+  "pairs of BAT entries whose blocks overlap",
+  "BAT entries past the footer copy's current_size",
+};
+
 struct checker {
   const char *path;
   int fd;
@@ -39,10 +56,23 @@ struct checker {
   struct vhd_footer footer;
   struct vhd_dyn_header header;
   uint64_t metadata_end;        /* end of the last structure in use */
+  unsigned shown[N_CLASSES], omitted[N_CLASSES];
+  int omitted_kind[N_CLASSES];
 };
 
 static void report (struct checker *c, int kind, const char *fmt, ...)
   __attribute__ ((format (printf, 3, 4)));
+
+static void
+count_problem (struct checker *c, int kind)
+{
+  switch (kind) {
+  case VHD_CHECK_CORRUPT: c->result->corruptions++; break;
+  case VHD_CHECK_LEAK: c->result->leaks++; break;
+  case VHD_CHECK_RECOVERABLE: c->result->recoverable++; break;
+  case VHD_CHECK_REPAIRED: c->result->repaired++; break;
+  }
+}
 
 static void
 report (struct checker *c, int kind, const char *fmt, ...)
@@ -50,17 +80,57 @@ report (struct checker *c, int kind, const char *fmt, ...)
   char msg[2048];
   va_list ap;
 
+  count_problem (c, kind);
+  if (c->fn) {
+    va_start (ap, fmt);
+    vsnprintf (msg, sizeof msg, fmt, ap);
+    va_end (ap);
+    c->fn (c->opaque, kind, msg);
+  }
+}
+
+/* report(), for a problem of a kind that may repeat without bound: past
+ * REPORT_CAP of its class it is counted in the result but not shown.
+ */
+static void report_capped (struct checker *c, enum problem_class cls,
+                           int kind, const char *fmt, ...)
+  __attribute__ ((format (printf, 4, 5)));
+
+static void
+report_capped (struct checker *c, enum problem_class cls, int kind,
+               const char *fmt, ...)
+{
+  char msg[2048];
+  va_list ap;
+
+  if (c->shown[cls] >= REPORT_CAP) {
+    count_problem (c, kind);
+    c->omitted[cls]++;
+    c->omitted_kind[cls] = kind;
+    return;
+  }
+  c->shown[cls]++;
   va_start (ap, fmt);
   vsnprintf (msg, sizeof msg, fmt, ap);
   va_end (ap);
-  switch (kind) {
-  case VHD_CHECK_CORRUPT: c->result->corruptions++; break;
-  case VHD_CHECK_LEAK: c->result->leaks++; break;
-  case VHD_CHECK_RECOVERABLE: c->result->recoverable++; break;
-  case VHD_CHECK_REPAIRED: c->result->repaired++; break;
+  report (c, kind, "%s", msg);
+}
+
+/* One closing finding per class whose problems were not all shown.  It is
+ * not a problem of its own: the result's counts are left as they are.
+ */
+static void
+report_omitted (struct checker *c)
+{
+  char msg[256];
+
+  for (int cls = 0; cls < N_CLASSES; cls++) {
+    if (c->omitted[cls] == 0 || c->fn == NULL)
+      continue;
+    snprintf (msg, sizeof msg, "... and %u more problems of this kind (%s)"
+              " not shown", c->omitted[cls], class_names[cls]);
+    c->fn (c->opaque, c->omitted_kind[cls], msg);
   }
-  if (c->fn)
-    c->fn (c->opaque, kind, msg);
 }
 
 static void
@@ -117,6 +187,8 @@ check_bat (struct checker *c, uint64_t data_end)
   const struct vhd_dyn_header *h = &c->header;
   uint64_t bat_bytes = vhd_bat_size (h->max_table_entries);
   uint64_t block_bytes = vhd_bitmap_size (h->block_size) + h->block_size;
+  uint64_t needed = (c->footer.current_size + h->block_size - 1)
+                    / h->block_size;
   struct vhd_block_extent *ext = malloc (h->max_table_entries * sizeof *ext);
   uint8_t *raw = malloc (bat_bytes);
   size_t n = 0;
@@ -139,9 +211,19 @@ check_bat (struct checker *c, uint64_t data_end)
       continue;
     if (vhd_validate_block (c->path, h, c->footer.data_offset, data_end, i,
                             sector) < 0) {
-      report (c, VHD_CHECK_CORRUPT, "%s", vhd_last_error ());
+      report_capped (c, CLASS_BAT_ENTRY, VHD_CHECK_CORRUPT, "%s",
+                     vhd_last_error ());
       continue;
     }
+    /* What open refuses too: the size that the copy gives would drop
+     * this block (the lost trailing footer said a larger one).
+     */
+    if (!c->trailing_ok && i >= needed)
+      report_capped (c, CLASS_BLOCK_PAST_SIZE, VHD_CHECK_CORRUPT,
+                     "BAT entry %" PRIu32 " holds a block past current_size"
+                     " %" PRIu64 " of the footer copy at offset 0, and the"
+                     " trailing footer is lost: restoring it from the copy"
+                     " would drop that block", i, c->footer.current_size);
     ext[n++] = (struct vhd_block_extent) { start, i };
     if (start + block_bytes > c->metadata_end)
       c->metadata_end = start + block_bytes;
@@ -150,8 +232,9 @@ check_bat (struct checker *c, uint64_t data_end)
   vhd_sort_block_extents (ext, n);
   for (size_t i = vhd_next_block_overlap (ext, n, block_bytes, 1); i < n;
        i = vhd_next_block_overlap (ext, n, block_bytes, i + 1))
-    report (c, VHD_CHECK_CORRUPT, "BAT entries %" PRIu32 " and %" PRIu32
-            ": their blocks at %" PRIu64 " and %" PRIu64 " overlap",
+    report_capped (c, CLASS_BLOCK_OVERLAP, VHD_CHECK_CORRUPT,
+                   "BAT entries %" PRIu32 " and %" PRIu32
+                   ": their blocks at %" PRIu64 " and %" PRIu64 " overlap",
             ext[i - 1].index, ext[i].index, ext[i - 1].start, ext[i].start);
   free (ext);
   free (raw);
@@ -179,22 +262,16 @@ check_dynamic (struct checker *c)
     return;
   }
   c->metadata_end = at + VHD_DYN_HEADER_SIZE;
-  if (vhd_validate_dyn_layout (c->path, c->file_size, &c->footer, at,
-                               h) < 0) {
+  /* Every structure ends before the trailing footer, where the next block
+   * goes (a locator's data past it included), and none overlaps another.
+   */
+  data_end = c->trailing_ok ? c->trailing_at : c->file_size;
+  if (vhd_validate_dyn_layout (c->path, c->file_size, data_end, &c->footer,
+                               at, h) < 0) {
     report (c, VHD_CHECK_CORRUPT, "%s", vhd_last_error ());
     return;
   }
   c->metadata_end = vhd_metadata_end (h, at, c->file_size);
-  for (unsigned i = 0; i < VHD_LOCATOR_COUNT; i++) {
-    const struct vhd_parent_locator *l = &h->locators[i];
-    if (l->platform_code != VHD_PLATFORM_NONE &&
-        (l->platform_data_offset > c->file_size ||
-         c->file_size - l->platform_data_offset < l->platform_data_length))
-      report (c, VHD_CHECK_CORRUPT, "parent locator %u: data at offset %"
-              PRIu64 " (%" PRIu32 " bytes) is past the end of the file", i,
-              l->platform_data_offset, l->platform_data_length);
-  }
-  data_end = c->trailing_ok ? c->trailing_at : c->file_size;
   check_bat (c, data_end);
 }
 
@@ -208,9 +285,18 @@ check_footer_copy (struct checker *c)
     return;
   }
   if (c->trailing_ok &&
-      memcmp (c->trailing_raw, c->copy_raw, VHD_FOOTER_SIZE) != 0)
-    report (c, VHD_CHECK_CORRUPT, "footer copy at offset 0 differs from"
-            " the trailing footer at offset %" PRIu64, c->trailing_at);
+      memcmp (c->trailing_raw, c->copy_raw, VHD_FOOTER_SIZE) != 0) {
+    struct vhd_footer copy;
+
+    /* Size, type or identity that differ: what open refuses. */
+    vhd_footer_decode (c->copy_raw, &copy, c->path, 0);
+    if (vhd_validate_footer_copy (c->path, &c->footer, c->trailing_at,
+                                  &copy) < 0)
+      report (c, VHD_CHECK_CORRUPT, "%s", vhd_last_error ());
+    else
+      report (c, VHD_CHECK_CORRUPT, "footer copy at offset 0 differs from"
+              " the trailing footer at offset %" PRIu64, c->trailing_at);
+  }
 }
 
 static void
@@ -332,6 +418,7 @@ vhd_check (const char *path, const struct vhd_open_options *options,
   }
   if (c.footer.disk_type == VHD_TYPE_DIFFERENCING && result->corruptions == 0)
     check_parent (&c, options);
+  report_omitted (&c);
   if (c.repair && (result->corruptions || result->leaks ||
                    result->recoverable))
     repair (&c);

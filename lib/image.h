@@ -84,16 +84,35 @@ vhd_bat_load (const struct vhd_disk *disk, uint32_t block)
   return __atomic_load_n (&disk->bat[block], __ATOMIC_ACQUIRE);
 }
 
-/* open.c: the layout rules that open and check share. */
+/* open.c: the layout rules that open and check share.
+ *
+ * The footer copy at offset 0 of a dynamic or differencing disk must agree
+ * with the trailing footer on current_size, disk_type and unique_id.
+ */
+int vhd_validate_footer_copy (const char *path,
+                              const struct vhd_footer *trailing,
+                              uint64_t trailing_at,
+                              const struct vhd_footer *copy);
+/* The header's fields against the footer and the file, and the metadata
+ * structures (footer copy, dynamic header, BAT with its last sector's
+ * padding, parent locators' data) against each other and against data_end,
+ * the trailing footer where the next block goes: no two share a byte.
+ */
 int vhd_validate_dyn_layout (const char *path, uint64_t file_size,
-                             const struct vhd_footer *f,
+                             uint64_t data_end, const struct vhd_footer *f,
                              uint64_t header_offset,
                              const struct vhd_dyn_header *h);
+/* The bytes a parent locator's data may occupy from platform_data_offset:
+ * the larger of its length and the space reserved for it (in sectors or
+ * bytes: see open.c); 0 for an unused locator.
+ */
+uint64_t vhd_locator_extent (const struct vhd_parent_locator *loc);
 int vhd_validate_block (const char *path, const struct vhd_dyn_header *h,
                         uint64_t header_offset, uint64_t data_end,
                         uint32_t i, uint32_t sector);
-/* Where the dynamic header, the BAT and the parent locators' data (what
- * of it lies inside the file) end: no block may be placed before it.
+/* Where the footer copy, the dynamic header, the BAT and the parent
+ * locators' data (what of it lies inside file_size) end: no block may be
+ * placed before it.
  */
 uint64_t vhd_metadata_end (const struct vhd_dyn_header *h,
                            uint64_t header_offset, uint64_t file_size);

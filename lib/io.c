@@ -148,15 +148,41 @@ vhd_lock_for_reading (int fd, const char *path)
   return lock_image (fd, path, false);
 }
 
+/* Where the metadata structures end (footer copy, dynamic header, BAT
+ * with its padding, parent locators' data): nothing appended goes before
+ * it.  open.c refuses an image with a structure past the trailing footer,
+ * so this holds already; it is checked again where the writes happen.
+ */
+static int
+check_clear_of_metadata (struct vhd_disk *disk, uint64_t offset,
+                         const char *what)
+{
+  uint64_t end;
+
+  if (!is_dynamic_like (disk))
+    return 0;
+  end = vhd_metadata_end (&disk->header, disk->header_offset, UINT64_MAX);
+  if (offset < end)
+    return vhd_error (EIO, "%s: refusing to write the %s at offset %" PRIu64
+                      ", before the end of the image's metadata at %"
+                      PRIu64, disk->path, what, offset, end);
+  return 0;
+}
+
 /* Opening for writing an image whose trailing footer a crash lost: put
  * it back (open.c chose where), durably, before anything else is written.
  */
 static int
 restore_trailing_footer (struct vhd_disk *disk)
 {
-  ssize_t n = pwrite (disk->fd, disk->encoded_footer, VHD_FOOTER_SIZE,
-                      (off_t) disk->footer_offset);
+  ssize_t n;
+  int r = check_clear_of_metadata (disk, disk->footer_offset,
+                                   "restored trailing footer");
 
+  if (r < 0)
+    return r;
+  n = pwrite (disk->fd, disk->encoded_footer, VHD_FOOTER_SIZE,
+              (off_t) disk->footer_offset);
   if (n != VHD_FOOTER_SIZE)
     return vhd_error (n < 0 ? errno : EIO, "%s: restoring the trailing"
                       " footer at offset %" PRIu64 ": %s", disk->path,
@@ -363,6 +389,12 @@ allocate_block_locked (struct vhd_disk *disk, uint32_t block)
   if (start / VHD_SECTOR_SIZE >= VHD_BAT_UNUSED)
     return vhd_error (ENOSPC, "%s: the image file cannot grow past 2 TiB of"
                       " sectors that a BAT entry can address", disk->path);
+  /* A new block goes past every structure (and every block: end only
+   * grows from the trailing footer, past which no block lies).
+   */
+  r = check_clear_of_metadata (disk, start, "new block");
+  if (r < 0)
+    return r;
   bitmap = calloc (1, disk->bitmap_size);
   if (bitmap == NULL)
     return vhd_error (ENOMEM, "%s: out of memory", disk->path);

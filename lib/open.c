@@ -148,6 +148,70 @@ read_trailing_footer (struct vhd_disk *disk, char *why, size_t why_size)
   return r;
 }
 
+static const char *
+type_word (uint32_t t)
+{
+  return t == VHD_TYPE_FIXED ? "fixed" : t == VHD_TYPE_DYNAMIC ? "dynamic"
+         : t == VHD_TYPE_DIFFERENCING ? "differencing" : "unknown";
+}
+
+int
+vhd_validate_footer_copy (const char *path, const struct vhd_footer *trailing,
+                          uint64_t trailing_at, const struct vhd_footer *copy)
+{
+  char a[37], b[37];
+
+  if (trailing->current_size != copy->current_size)
+    return vhd_error (EINVAL, "%s: footer copy at offset 0: current_size %"
+                      PRIu64 " disagrees with the trailing footer's %"
+                      PRIu64 " (at offset %" PRIu64 "): the disk's size is"
+                      " in doubt", path, copy->current_size,
+                      trailing->current_size, trailing_at);
+  if (trailing->disk_type != copy->disk_type)
+    return vhd_error (EINVAL, "%s: footer copy at offset 0: disk_type %"
+                      PRIu32 " (%s) disagrees with the trailing footer's %"
+                      PRIu32 " (%s, at offset %" PRIu64 ")", path,
+                      copy->disk_type, type_word (copy->disk_type),
+                      trailing->disk_type, type_word (trailing->disk_type),
+                      trailing_at);
+  if (memcmp (&trailing->unique_id, &copy->unique_id,
+              sizeof copy->unique_id) != 0) {
+    vhd_guid_to_string (&copy->unique_id, a);
+    vhd_guid_to_string (&trailing->unique_id, b);
+    return vhd_error (EINVAL, "%s: footer copy at offset 0: unique_id %s"
+                      " disagrees with the trailing footer's %s (at offset %"
+                      PRIu64 ")", path, a, b, trailing_at);
+  }
+  return 0;
+}
+
+/* A dynamic or differencing disk's two footers must describe the same
+ * disk: served as they are, writes would keep them disagreeing, and the
+ * day the trailing footer is lost the copy would silently change the
+ * disk's size or identity.  Which one is right cannot be known, so such
+ * an image is refused (vhdtool check reports it).  A copy that does not
+ * decode at all is no rival: the trailing footer is used, as before.
+ */
+static int
+compare_footer_copy (struct vhd_disk *disk)
+{
+  uint8_t buf[VHD_FOOTER_SIZE];
+  struct vhd_footer copy;
+
+  if (disk->footer.disk_type == VHD_TYPE_FIXED ||
+      disk->footer_offset < VHD_FOOTER_SIZE)
+    return 0;
+  if (vhd_pread_exact (disk->fd, buf, sizeof buf, 0, disk->path,
+                       "footer copy") < 0 ||
+      memcmp (buf, "conectix", 8) != 0 ||
+      vhd_footer_decode (buf, &copy, disk->path, 0) < 0) {
+    vhd_clear_error ();
+    return 0;
+  }
+  return vhd_validate_footer_copy (disk->path, &disk->footer,
+                                   disk->footer_offset, &copy);
+}
+
 /* Choose the footer: the trailing one when it is valid, else (dynamic and
  * differencing disks only) the copy at offset 0.
  */
@@ -160,7 +224,7 @@ choose_footer (struct vhd_disk *disk)
   int r;
 
   if (read_trailing_footer (disk, trailing_why, sizeof trailing_why) == 0)
-    return 0;
+    return compare_footer_copy (disk);
 
   if (disk->file_size < VHD_FOOTER_SIZE)
     return vhd_error (EINVAL, "%s: not a VHD image: %s", disk->path,
@@ -209,19 +273,128 @@ check_fixed_layout (struct vhd_disk *disk)
   return 0;
 }
 
+/* a + b, or UINT64_MAX if that does not fit: an end computed from
+ * untrusted fields never wraps round to a small number.
+ */
+static uint64_t
+add_saturating (uint64_t a, uint64_t b)
+{
+  return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
+
 /* Do [a, a+alen) and [b, b+blen) overlap? */
 static bool
 ranges_overlap (uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
 {
-  return a < b + blen && b < a + alen;
+  return alen > 0 && blen > 0 &&
+         a < add_saturating (b, blen) && b < add_saturating (a, alen);
+}
+
+uint64_t
+vhd_locator_extent (const struct vhd_parent_locator *loc)
+{
+  uint64_t space = loc->platform_data_space;
+
+  if (loc->platform_code == VHD_PLATFORM_NONE)
+    return 0;
+  /* The specification counts the space in sectors, Windows in bytes.  A
+   * space smaller than the data it holds can only be counted in sectors;
+   * otherwise it is taken as bytes, the smaller reading, so that no real
+   * image is refused for a reservation that only a misreading makes
+   * large.
+   */
+  if (space < loc->platform_data_length)
+    space *= VHD_SECTOR_SIZE;
+  return space > loc->platform_data_length ? space
+                                           : loc->platform_data_length;
+}
+
+/* One metadata structure: where it lies and what it is (a fixed name,
+ * or for a locator's data NULL and the locator's index).
+ */
+struct structure {
+  const char *name;
+  unsigned locator;
+  uint64_t start, length;
+};
+
+/* Its name for a message (buf holds it for a locator). */
+static const char *
+structure_name (const struct structure *s, char buf[40])
+{
+  if (s->name)
+    return s->name;
+  snprintf (buf, 40, "parent locator %u's data", s->locator);
+  return buf;
+}
+
+/* The structures that vhdkit or another writer rewrites in place: the
+ * footer copy, the dynamic header, the BAT with the padding of its last
+ * sector (the BAT is written back a whole sector at a time) and the data
+ * of every parent locator in use.  Returns how many it stored in s[].
+ */
+static size_t
+list_structures (uint64_t header_offset, const struct vhd_dyn_header *h,
+                 struct structure s[3 + VHD_LOCATOR_COUNT])
+{
+  size_t n = 0;
+
+  s[n++] = (struct structure) { "the footer copy", 0, 0, VHD_FOOTER_SIZE };
+  s[n++] = (struct structure) { "the dynamic header", 0, header_offset,
+                                VHD_DYN_HEADER_SIZE };
+  s[n++] = (struct structure) { "the BAT", 0, h->table_offset,
+                                vhd_bat_size (h->max_table_entries) };
+  for (unsigned i = 0; i < VHD_LOCATOR_COUNT; i++) {
+    const struct vhd_parent_locator *loc = &h->locators[i];
+    if (loc->platform_code == VHD_PLATFORM_NONE)
+      continue;
+    s[n++] = (struct structure) { NULL, i, loc->platform_data_offset,
+                                  vhd_locator_extent (loc) };
+  }
+  return n;
+}
+
+/* No two structures share a byte, and each ends before data_end, the
+ * trailing footer, where the next block goes: a write to one structure
+ * (or a block appended there) would otherwise destroy another.  Locators
+ * may share data with each other: vhdkit never rewrites them.
+ */
+static int
+validate_structures_disjoint (const char *path, uint64_t header_offset,
+                              const struct vhd_dyn_header *h,
+                              uint64_t data_end)
+{
+  struct structure s[3 + VHD_LOCATOR_COUNT];
+  size_t n = list_structures (header_offset, h, s);
+  char name[40];
+
+  for (size_t i = 0; i < n; i++) {
+    if (add_saturating (s[i].start, s[i].length) > data_end)
+      return vhd_error (EINVAL, "%s: %s (offset %" PRIu64 ", %" PRIu64
+                        " bytes) runs past offset %" PRIu64 ", the"
+                        " trailing footer, where the next block goes",
+                        path, structure_name (&s[i], name), s[i].start,
+                        s[i].length, data_end);
+    for (size_t k = 0; k < i && k < 3; k++)
+      if (ranges_overlap (s[i].start, s[i].length, s[k].start, s[k].length))
+        return vhd_error (EINVAL, "%s: %s (offset %" PRIu64 ", %" PRIu64
+                          " bytes) overlaps %s (offset %" PRIu64 ", %"
+                          PRIu64 " bytes)", path,
+                          structure_name (&s[i], name), s[i].start,
+                          s[i].length, s[k].name, s[k].start, s[k].length);
+  }
+  return 0;
 }
 
 /* The rules that relate the dynamic header to the footer and the file:
  * shared by open and check, so that both judge an image the same way.
+ * data_end is where the trailing footer is (the file's size if it is
+ * lost): every structure must end before it.
  */
 int
 vhd_validate_dyn_layout (const char *path, uint64_t file_size,
-                         const struct vhd_footer *f, uint64_t header_offset,
+                         uint64_t data_end, const struct vhd_footer *f,
+                         uint64_t header_offset,
                          const struct vhd_dyn_header *h)
 {
   uint64_t needed = (f->current_size + h->block_size - 1) / h->block_size;
@@ -244,14 +417,13 @@ vhd_validate_dyn_layout (const char *path, uint64_t file_size,
                       " with %" PRIu32 " entries puts the BAT past the end"
                       " of the file (%" PRIu64 " bytes)", path,
                       h->table_offset, h->max_table_entries, file_size);
-  if (ranges_overlap (h->table_offset, (uint64_t) h->max_table_entries * 4,
-                      0, VHD_FOOTER_SIZE) ||
-      ranges_overlap (h->table_offset, (uint64_t) h->max_table_entries * 4,
-                      header_offset, VHD_DYN_HEADER_SIZE))
+  if (ranges_overlap (h->table_offset, bat_bytes, 0, VHD_FOOTER_SIZE) ||
+      ranges_overlap (h->table_offset, bat_bytes, header_offset,
+                      VHD_DYN_HEADER_SIZE))
     return vhd_error (EINVAL, "%s: dynamic header: table_offset %" PRIu64
                       " overlaps the footer copy or the dynamic header",
                       path, h->table_offset);
-  return 0;
+  return validate_structures_disjoint (path, header_offset, h, data_end);
 }
 
 /* Where BAT entry i's block (bitmap and data) may lie: inside the image
@@ -265,30 +437,20 @@ vhd_validate_block (const char *path, const struct vhd_dyn_header *h,
 {
   uint64_t start = (uint64_t) sector * VHD_SECTOR_SIZE;
   uint64_t block_bytes = vhd_bitmap_size (h->block_size) + h->block_size;
+  struct structure s[3 + VHD_LOCATOR_COUNT];
+  char name[40];
+  size_t n;
 
   if (start > data_end || data_end - start < block_bytes)
     return vhd_error (EINVAL, "%s: BAT: entry %" PRIu32 " (sector %" PRIu32
                       ") puts its block past the end of the image data"
                       " at %" PRIu64, path, i, sector, data_end);
-  if (ranges_overlap (start, block_bytes, 0, VHD_FOOTER_SIZE) ||
-      ranges_overlap (start, block_bytes, header_offset,
-                      VHD_DYN_HEADER_SIZE) ||
-      ranges_overlap (start, block_bytes, h->table_offset,
-                      vhd_bat_size (h->max_table_entries)))
-    return vhd_error (EINVAL, "%s: BAT: entry %" PRIu32 " (sector %" PRIu32
-                      ") overlaps the footer copy, the dynamic header or the"
-                      " BAT", path, i, sector);
-  for (unsigned k = 0; k < VHD_LOCATOR_COUNT; k++) {
-    const struct vhd_parent_locator *loc = &h->locators[k];
-    if (loc->platform_code != VHD_PLATFORM_NONE &&
-        loc->platform_data_length > 0 &&
-        ranges_overlap (start, block_bytes, loc->platform_data_offset,
-                        loc->platform_data_length))
+  n = list_structures (header_offset, h, s);
+  for (size_t k = 0; k < n; k++)
+    if (ranges_overlap (start, block_bytes, s[k].start, s[k].length))
       return vhd_error (EINVAL, "%s: BAT: entry %" PRIu32 " (sector %"
-                        PRIu32 ") overlaps parent locator %u's data at"
-                        " offset %" PRIu64, path, i, sector, k,
-                        loc->platform_data_offset);
-  }
+                        PRIu32 ") overlaps %s at offset %" PRIu64, path, i,
+                        sector, structure_name (&s[k], name), s[k].start);
   return 0;
 }
 
@@ -296,18 +458,18 @@ uint64_t
 vhd_metadata_end (const struct vhd_dyn_header *h, uint64_t header_offset,
                   uint64_t file_size)
 {
-  uint64_t end = h->table_offset + vhd_bat_size (h->max_table_entries);
+  struct structure s[3 + VHD_LOCATOR_COUNT];
+  size_t n = list_structures (header_offset, h, s);
+  uint64_t end = 0;
 
-  if (header_offset + VHD_DYN_HEADER_SIZE > end)
-    end = header_offset + VHD_DYN_HEADER_SIZE;
-  /* Locator data may lie anywhere (Windows puts it after the BAT). */
-  for (unsigned i = 0; i < VHD_LOCATOR_COUNT; i++) {
-    const struct vhd_parent_locator *loc = &h->locators[i];
-    if (loc->platform_code != VHD_PLATFORM_NONE &&
-        loc->platform_data_offset <= file_size &&
-        file_size - loc->platform_data_offset >= loc->platform_data_length &&
-        loc->platform_data_offset + loc->platform_data_length > end)
-      end = loc->platform_data_offset + loc->platform_data_length;
+  /* Locator data may lie anywhere (Windows puts it after the BAT); what
+   * lies past the file is not counted (open refuses such an image, check
+   * reports it).
+   */
+  for (size_t k = 0; k < n; k++) {
+    uint64_t e = add_saturating (s[k].start, s[k].length);
+    if (e <= file_size && e > end)
+      end = e;
   }
   return end;
 }
@@ -336,6 +498,43 @@ vhd_next_block_overlap (const struct vhd_block_extent *ext, size_t n,
   return n;
 }
 
+/* The trailing footer is lost and the copy at offset 0 is all that says
+ * how large the disk is.  If the BAT holds a block past that size, the
+ * lost footer said more (the two disagreed): serving the copy would
+ * silently shrink the disk and restoring the trailing footer from it
+ * would make that permanent.  The BAT's tail is read in small chunks.
+ */
+static int
+check_copy_covers_bat (struct vhd_disk *disk)
+{
+  const struct vhd_dyn_header *h = &disk->header;
+  uint64_t needed = (disk->footer.current_size + h->block_size - 1)
+                    / h->block_size;
+  uint8_t buf[4096];
+
+  for (uint64_t i = needed; i < h->max_table_entries; ) {
+    uint64_t n = h->max_table_entries - i;
+    int r;
+
+    if (n > sizeof buf / 4)
+      n = sizeof buf / 4;
+    r = vhd_pread_exact (disk->fd, buf, n * 4, h->table_offset + 4 * i,
+                         disk->path, "BAT");
+    if (r < 0)
+      return r;
+    for (uint64_t k = 0; k < n; k++)
+      if (vhd_get_be32 (buf + 4 * k) != VHD_BAT_UNUSED)
+        return vhd_error (EINVAL, "%s: BAT: entry %" PRIu64 " holds a block"
+                          " past current_size %" PRIu64 " of the footer"
+                          " copy at offset 0, and the trailing footer is"
+                          " lost: the disk's size is in doubt, and using"
+                          " the copy would drop that block", disk->path,
+                          i + k, disk->footer.current_size);
+    i += n;
+  }
+  return 0;
+}
+
 static int
 load_dynamic_header (struct vhd_disk *disk)
 {
@@ -362,10 +561,21 @@ load_dynamic_header (struct vhd_disk *disk)
     return r;
   disk->header_offset = at;
 
-  r = vhd_validate_dyn_layout (disk->path, disk->file_size, &disk->footer,
-                               at, h);
+  /* Every structure must end before the trailing footer, where the
+   * next block goes (or before the end of the file when that footer is
+   * lost: it goes back past the last structure).
+   */
+  r = vhd_validate_dyn_layout (disk->path, disk->file_size,
+                               disk->footer_from_copy ? disk->file_size
+                                                      : disk->footer_offset,
+                               &disk->footer, at, h);
   if (r < 0)
     return r;
+  if (disk->footer_from_copy) {
+    r = check_copy_covers_bat (disk);
+    if (r < 0)
+      return r;
+  }
   disk->bitmap_size = vhd_bitmap_size (h->block_size);
   return 0;
 }

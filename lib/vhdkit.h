@@ -357,7 +357,10 @@ const char *vhd_io_backend (void);
  * it; with VHD_CHECK_REPAIR, fix what can be fixed without losing data:
  * a lost trailing footer is restored from the copy at offset 0, and space
  * that no block owns at the end of the file is truncated.  fn is called
- * once per finding.  Returns 0 when the check ran (the findings are in
+ * once per finding, except that a kind of problem that can repeat once per
+ * BAT entry is shown for its first 100 only, followed by one finding "...
+ * and N more problems of this kind (...) not shown" (the counts in
+ * *result include them all, and not that closing finding).  Returns 0 when the check ran (the findings are in
  * *result), or -errno when it could not (the file cannot be opened, or is
  * in use by a writer when repairing).
  */

@@ -6,6 +6,7 @@
 #
 #   craft-vhd.py CHILD [--name NAME] [--locator CODE:PATH]...
 #                [--raw-locator CODE:SPACE:LENGTH:OFFSET]... [--keep]
+#                [--locator-in-bat-padding CODE:PATH]
 #   craft-vhd.py CHILD --show
 #
 # --locator may be repeated; CODE is W2ru, W2ku or MacX.  Unless --keep is
@@ -16,7 +17,9 @@
 # checksum is recomputed.  --raw-locator writes an entry as given (no
 # data), for locators whose fields lie: lengths past the end of the file,
 # offsets into the headers.  --name sets the parent unicode name (UTF-16BE,
-# 512 bytes); --name '' clears it.
+# 512 bytes); --name '' clears it.  --locator-in-bat-padding writes the
+# locator's data into the padding of the BAT's last sector (after the last
+# entry), where a writer that rewrites BAT sectors whole destroys it.
 
 import argparse
 import struct
@@ -65,6 +68,18 @@ def read_layout(f):
     return data_offset, header
 
 
+def bat_padding(header, nbytes):
+    """The offset of nbytes in the padding of the BAT's last sector."""
+    table, = struct.unpack_from(">Q", header, 16)
+    entries, = struct.unpack_from(">I", header, 28)
+    at = table + 4 * entries
+    room = (SECTOR - at % SECTOR) % SECTOR
+    if room < nbytes:
+        sys.exit("craft-vhd: the BAT's last sector has %d bytes of padding,"
+                 " not %d" % (room, nbytes))
+    return at
+
+
 def locators(header):
     out = []
     for i in range(N_LOCATORS):
@@ -108,6 +123,8 @@ def main():
     ap.add_argument("--name")
     ap.add_argument("--locator", action="append", default=[])
     ap.add_argument("--raw-locator", action="append", default=[])
+    ap.add_argument("--locator-in-bat-padding", action="append",
+                    default=[])
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--show", action="store_true")
     args = ap.parse_args()
@@ -140,6 +157,15 @@ def main():
             f.seek(offset)
             f.write(data + b"\0" * (nbytes - len(data)))
             new.append((CODES[code_name], space, len(data), offset))
+        for spec in args.locator_in_bat_padding:
+            code_name, _, path = spec.partition(":")
+            if code_name not in CODES:
+                sys.exit("craft-vhd: unknown platform code %r" % code_name)
+            data = encode(CODES[code_name], path)
+            offset = bat_padding(header, len(data))
+            f.seek(offset)
+            f.write(data)
+            new.append((CODES[code_name], len(data), len(data), offset))
         for spec in args.raw_locator:
             code_name, space, length, offset = spec.split(":")
             if code_name not in CODES:

@@ -2,7 +2,9 @@
 # vhdtool check [--repair]: its exit codes (0 clean, 3 repaired, 4 corrupt,
 # 5 leaks or a lost trailing footer only) and messages on a clean image, a lost trailing
 # footer, a block that a crash leaked at the end, overlapping BAT entries
-# (which --repair must leave alone) and a child whose parent is missing.
+# (which --repair must leave alone), footer copies that disagree (never a
+# silent shrink), a report capped at 100 problems of a kind, and a child
+# whose parent is missing.
 # After each repair the data reads back as before, through qemu-img.
 
 source "$VHDKIT_SRCDIR/functions.sh"
@@ -147,6 +149,69 @@ if grep -q 'repaired:' out; then
   exit 1
 fi
 test "$(sha256sum < overlap.vhd)" = "$sha_before"
+
+echo "check: footer copies that disagree on the size: corrupt (4), naming" \
+     "both sizes"
+cp clean.vhd disagree.vhd
+python3 - disagree.vhd <<'PY'
+import struct, sys
+with open(sys.argv[1], "r+b") as f:
+    footer = bytearray(f.read(512))
+    struct.pack_into(">Q", footer, 48, 8 << 20)      # current_size 8 MiB
+    struct.pack_into(">I", footer, 64, 0)
+    struct.pack_into(">I", footer, 64, (~sum(footer)) & 0xFFFFFFFF)
+    f.seek(0)
+    f.write(footer)
+PY
+check_exit 4 out vhdtool check disagree.vhd
+must_say out 'corrupt: .*current_size 8388608 disagrees with the trailing footer.s 16777216'
+if vhdtool info disagree.vhd > info.out 2>&1; then
+  cat info.out
+  echo "$0: vhdtool info served footer copies that disagree" >&2
+  exit 1
+fi
+must_say info.out 'current_size 8388608 disagrees'
+echo "check: the trailing footer lost too: corrupt (4), not recoverable:" \
+     "the smaller copy would drop block 7; --repair changes nothing"
+dd if=/dev/zero of=disagree.vhd bs=512 seek=$((size / 512 - 1)) count=1 \
+   conv=notrunc status=none
+sha_before=$(sha256sum < disagree.vhd)
+check_exit 4 out vhdtool check --repair disagree.vhd
+must_say out 'corrupt: BAT entry 7 holds a block past current_size 8388608'
+if grep -q 'repaired:' out; then
+  echo "$0: --repair shrank the disk to the copy's size" >&2
+  exit 1
+fi
+test "$(sha256sum < disagree.vhd)" = "$sha_before"
+
+echo "check: thousands of bad BAT entries: the report is capped, with a" \
+     "count of what it left out"
+cp clean.vhd many.vhd
+python3 - many.vhd <<'PY'
+import struct, sys
+entries = 4096
+with open(sys.argv[1], "r+b") as f:
+    footer = f.read(512)
+    (header_at,) = struct.unpack_from(">Q", footer, 16)
+    f.seek(header_at)
+    header = bytearray(f.read(1024))
+    f.seek(0, 2)
+    end = f.tell() - 512
+    struct.pack_into(">Q", header, 16, end)           # the BAT, moved
+    struct.pack_into(">I", header, 28, entries)
+    struct.pack_into(">I", header, 36, 0)
+    struct.pack_into(">I", header, 36, (~sum(header)) & 0xFFFFFFFF)
+    f.seek(header_at)
+    f.write(header)
+    f.seek(end)
+    f.write(bytes(4 * entries))                       # every entry 0
+    f.write(footer)
+PY
+check_exit 4 out vhdtool check many.vhd
+test "$(grep -c 'corrupt: .*BAT: entry' out)" -eq 100
+must_say out 'and 3996 more problems of this kind .* not shown'
+must_say out '4096 corruption\(s\) found'
+test "$(wc -l < out)" -lt 110
 
 echo "check: a child whose parent is missing: corrupt (4), naming the parent"
 mkdir family

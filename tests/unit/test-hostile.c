@@ -317,6 +317,7 @@ make_sample (char *path, size_t n, const char *what, uint8_t **ref_out)
 
 struct findings {
   unsigned corrupt, leak, repaired, recoverable;
+  unsigned capped;              /* "... not shown": not problems */
   char text[4096];
 };
 
@@ -326,7 +327,12 @@ collect (void *opaque, int kind, const char *message)
   struct findings *f = opaque;
   size_t len = strlen (f->text);
 
+  if (strstr (message, "more problems of this kind") != NULL) {
+    f->capped++;
+    kind = 0;
+  }
   switch (kind) {
+  case 0: break;
   case VHD_CHECK_CORRUPT: f->corrupt++; break;
   case VHD_CHECK_LEAK: f->leak++; break;
   case VHD_CHECK_REPAIRED: f->repaired++; break;
@@ -373,7 +379,10 @@ expect_check_not_clean (const char *path)
       fail_msg ("%s: vhd_check reports it free of corruption (%u leaks;"
                 " findings: %s)", path, res.leaks,
                 f.text[0] ? f.text : "none");
-    assert_int_equal (res.corruptions, f.corrupt);
+    if (f.capped == 0)
+      assert_int_equal (res.corruptions, f.corrupt);
+    else
+      assert_true (res.corruptions > f.corrupt);
     assert_int_equal (res.recoverable, f.recoverable);
     assert_int_equal (res.leaks, f.leak);
     assert_int_equal (res.repaired, 0);
@@ -1194,10 +1203,12 @@ make_pair (char *parent, char *child, size_t n, const char *what)
   vhd_close (create_disk (child, 0, 0, false, parent));
 }
 
-/* The child's only way to its parent is one locator with these fields. */
+/* The child's only way to its parent is one locator with these fields:
+ * the open fails with err, naming name (and, if not NULL, name2).
+ */
 static void
-hostile_locator (const char *what, uint32_t length, uint64_t offset,
-                 const char *name)
+hostile_locator_err (const char *what, uint32_t length, uint64_t offset,
+                     int err, const char *name, const char *name2)
 {
   char parent[PATH_MAX], child[PATH_MAX];
   struct meta m;
@@ -1212,26 +1223,39 @@ hostile_locator (const char *what, uint32_t length, uint64_t offset,
     .platform_data_length = length, .platform_data_offset = offset,
   };
   put_header (child, &m.header, m.header_at);
-  expect_rejected (child, ENOENT, child, "locator", name, NULL);
+  expect_rejected (child, err, child, "locator", name, name2, NULL);
 }
 
 static void
+hostile_locator (const char *what, uint32_t length, uint64_t offset,
+                 const char *name)
+{
+  hostile_locator_err (what, length, offset, ENOENT, name, NULL);
+}
+
+/* A locator's data past the trailing footer lies where the next block
+ * goes: the guest's data would become the path to the parent.  So the
+ * layout is refused, whatever the fields say.
+ */
+static void
 test_locator_offset_past_eof (void **state)
 {
-  hostile_locator ("loc-off-eof", 40, 1 * MiB, "platform_data_offset");
+  hostile_locator_err ("loc-off-eof", 40, 1 * MiB, EINVAL,
+                       "parent locator 0", "the trailing footer");
 }
 
 static void
 test_locator_length_past_eof (void **state)
 {
-  hostile_locator ("loc-len-eof", 65536, 1536, "platform_data_length");
+  hostile_locator_err ("loc-len-eof", 65536, 1536, EINVAL,
+                       "parent locator 0", "the trailing footer");
 }
 
 static void
 test_locator_length_huge (void **state)
 {
-  hostile_locator ("loc-len-huge", UINT32_MAX, 1536,
-                   "platform_data_length");
+  hostile_locator_err ("loc-len-huge", UINT32_MAX, 1536, EINVAL,
+                       "parent locator 0", "the trailing footer");
 }
 
 static void
@@ -1243,35 +1267,34 @@ test_locator_length_zero (void **state)
 static void
 test_locator_offset_plus_length_overflows (void **state)
 {
-  hostile_locator ("loc-overflow", 4096, UINT64_MAX - 1000,
-                   "platform_data_offset");
+  hostile_locator_err ("loc-overflow", 4096, UINT64_MAX - 1000, EINVAL,
+                       "parent locator 0", "the trailing footer");
 }
 
-/* The locator's data is the dynamic header itself: not a path. */
+/* The locator's data is the dynamic header itself: two structures. */
 static void
 test_locator_data_in_header (void **state)
 {
-  hostile_locator ("loc-in-header", 512, 512, "W2ru");
+  hostile_locator_err ("loc-in-header", 512, 512, EINVAL,
+                       "parent locator 0", "overlaps the dynamic header");
 }
 
-/* One bad locator does not hide a good one: the child opens through the
- * second, but vhd_check reports the first.
+/* A bad locator beside a good one: the child would open through the
+ * second, but the first one's data lies past the trailing footer, where
+ * the next block would put the guest's bytes in it, so it is refused.
  */
 static void
 test_bad_locator_beside_a_good_one (void **state)
 {
   char parent[PATH_MAX], child[PATH_MAX];
   struct meta m;
-  vhd_disk *d;
 
   make_pair (parent, child, sizeof parent, "loc-one-bad");
   load_meta (child, &m);
   m.header.locators[0].platform_data_offset = 1 * MiB;
   put_header (child, &m.header, m.header_at);
-  d = open_ok (child, true);
-  assert_non_null (vhd_get_parent (d));
-  vhd_close (d);
-  expect_check_not_clean (child);
+  expect_rejected (child, EINVAL, child, "parent locator 0",
+                   "the trailing footer", NULL);
 }
 
 /* An allocated block of the child whose data holds a locator's data: a
@@ -1620,6 +1643,298 @@ test_locator_macx_64k_url (void **state)
   hostile_long_locator ("loc-64k-macx", VHD_PLATFORM_MACX);
 }
 
+/* ---- Metadata that overlaps, footers that disagree (issue 10). ---- */
+
+/* A dynamic header whose second half is the trailing footer: the header
+ * sits at EOF-1024, the footer's bytes are its locator entries, and its
+ * checksum covers them.  The first write would append a block at the
+ * footer's offset, over the header.
+ */
+static void
+test_header_second_half_is_trailing_footer (void **state)
+{
+  char path[PATH_MAX];
+  struct meta m;
+  uint8_t buf[VHD_DYN_HEADER_SIZE];
+  uint64_t at;
+
+  new_path (path, sizeof path, "header-is-footer");
+  vhd_close (create_disk (path, SAMPLE_SIZE, SAMPLE_BLOCK, false, NULL));
+  load_meta (path, &m);
+  at = m.footer_at + VHD_FOOTER_SIZE;   /* the header's first half */
+  m.footer.data_offset = at;
+  put_footers (path, &m.footer, at + VHD_FOOTER_SIZE);
+  vhd_dyn_header_encode (&m.header, buf);
+  read_at (path, buf + VHD_FOOTER_SIZE, VHD_FOOTER_SIZE,
+           at + VHD_FOOTER_SIZE);
+  vhd_put_be32 (buf + 36, vhd_checksum (buf, sizeof buf, 36));
+  write_at (path, buf, VHD_FOOTER_SIZE, at);
+  assert_int_equal (file_size (path), at + VHD_DYN_HEADER_SIZE);
+  expect_rejected (path, EINVAL, path, "the dynamic header",
+                   "the trailing footer", "where the next block goes",
+                   NULL);
+}
+
+/* A BAT whose last sector is the trailing footer: the footer's first four
+ * bytes ("cone") are the last entry, a block at sector 0x636f6e65 (795
+ * GiB into a sparse file) that lies just before the BAT.  One write to
+ * block 0 would append its block on the footer, that is on the BAT.
+ */
+static void
+test_bat_last_sector_is_trailing_footer (void **state)
+{
+  char path[PATH_MAX];
+  struct meta m;
+  uint8_t footer[VHD_FOOTER_SIZE];
+  uint64_t cone = vhd_get_be32 ((const uint8_t *) "cone");
+  uint64_t block_end, bat_at;
+  vhd_disk *d = NULL;
+  struct vhd_open_options o = { .readonly = false };
+  struct vhd_check_result res;
+  struct findings f = { 0 };
+
+  new_path (path, sizeof path, "bat-is-footer");
+  vhd_close (create_disk (path, SAMPLE_SIZE, SAMPLE_BLOCK, false, NULL));
+  load_meta (path, &m);
+  block_end = cone * 512 + vhd_bitmap_size (SAMPLE_BLOCK) + SAMPLE_BLOCK;
+  bat_at = block_end;                   /* two sectors: 129 entries */
+  m.header.max_table_entries = 129;
+  m.header.table_offset = bat_at;
+  put_header (path, &m.header, m.header_at);
+  if (truncate (path, (off_t) (bat_at + 2 * VHD_SECTOR_SIZE)) == -1) {
+    print_message ("skipped: this file system holds no sparse file of"
+                   " 795 GiB: %s\n", strerror (errno));
+    skip ();
+  }
+  fill_at (path, 0xff, VHD_SECTOR_SIZE, bat_at);
+  put_footers (path, &m.footer, bat_at + VHD_SECTOR_SIZE);
+  read_at (path, footer, 4, bat_at + VHD_SECTOR_SIZE);
+  assert_memory_equal (footer, "cone", 4);
+
+  /* The whole-file comparisons of expect_rejected would read 795 GiB. */
+  for (int readonly = 1; readonly >= 0; readonly--) {
+    o.readonly = readonly;
+    if (vhd_open (path, &o, &d) == 0) {
+      vhd_close (d);
+      fail_msg ("%s: wrongly accepted (%s)", path,
+                readonly ? "read-only" : "read-write");
+    }
+    print_message ("rejected: %s\n", vhd_last_error ());
+    assert_non_null (strstr (vhd_last_error (), path));
+    assert_non_null (strstr (vhd_last_error (), "the BAT"));
+    assert_non_null (strstr (vhd_last_error (), "the trailing footer"));
+  }
+  assert_int_equal (vhd_check (path, NULL, 0, collect, &f, &res), 0);
+  if (res.corruptions == 0)
+    fail_msg ("vhd_check calls it clean: %s", f.text);
+  assert_non_null (strstr (f.text, "the BAT"));
+}
+
+/* A parent locator's data in the padding of the BAT's last sector: the
+ * first flush after a write rewrites that sector with 0xFF padding, and
+ * the child then finds no parent (or another one by its parent name).
+ */
+static void
+test_locator_in_bat_padding (void **state)
+{
+  char parent[PATH_MAX], child[PATH_MAX], rel[PATH_MAX];
+  uint8_t data[1024];
+  struct meta m;
+  uint64_t at;
+  int len;
+
+  make_pair (parent, child, sizeof parent, "loc-in-bat-pad");
+  load_meta (child, &m);
+  assert_true (4 * (uint64_t) m.header.max_table_entries + 64 <= 512);
+  at = m.header.table_offset + 4 * (uint64_t) m.header.max_table_entries
+       + 16;
+  snprintf (rel, sizeof rel, ".\\%s", base_name (parent));
+  len = vhd_utf8_to_utf16 (rel, false, data, sizeof data);
+  assert_true (len > 0 && at + (uint64_t) len
+                          <= m.header.table_offset + 512);
+  write_at (child, data, (size_t) len, at);
+  memset (m.header.locators, 0, sizeof m.header.locators);
+  m.header.locators[0] = (struct vhd_parent_locator) {
+    .platform_code = VHD_PLATFORM_W2RU,
+    .platform_data_space = (uint32_t) len,
+    .platform_data_length = (uint32_t) len, .platform_data_offset = at,
+  };
+  put_header (child, &m.header, m.header_at);
+  expect_rejected (child, EINVAL, child, "parent locator 0's data",
+                   "overlaps the BAT", NULL);
+}
+
+/* A parent locator's data in the footer copy: two structures again. */
+static void
+test_locator_in_footer_copy (void **state)
+{
+  hostile_locator_err ("loc-in-copy", 64, 256, EINVAL, "parent locator 0",
+                       "overlaps the footer copy");
+}
+
+/* The space reserved for a locator counts, not only its length: another
+ * writer that rewrites the locator fills its space.  Here the space (in
+ * sectors: smaller than the length in bytes) reaches into the BAT.
+ */
+static void
+test_locator_space_in_sectors_reaches_bat (void **state)
+{
+  char parent[PATH_MAX], child[PATH_MAX];
+  struct meta m;
+  struct vhd_parent_locator *loc;
+
+  make_pair (parent, child, sizeof parent, "loc-space");
+  load_meta (child, &m);
+  loc = &m.header.locators[0];
+  assert_true (loc->platform_data_offset < m.header.table_offset);
+  loc->platform_data_space =
+    (uint32_t) ((m.header.table_offset - loc->platform_data_offset) / 512
+                + 1);
+  assert_true (loc->platform_data_space < loc->platform_data_length);
+  put_header (child, &m.header, m.header_at);
+  expect_rejected (child, EINVAL, child, "parent locator 0's data",
+                   "overlaps the BAT", NULL);
+}
+
+/* Footer copies that disagree on size, type or identity. */
+static void
+disagreeing_copy (const char *what, void (*change) (struct vhd_footer *),
+                  const char *field, const char *v1, const char *v2)
+{
+  char path[PATH_MAX];
+  struct meta m;
+  uint8_t buf[VHD_FOOTER_SIZE];
+
+  make_sample (path, sizeof path, what, NULL);
+  load_meta (path, &m);
+  change (&m.footer);
+  vhd_footer_encode (&m.footer, buf);
+  write_at (path, buf, sizeof buf, 0);
+  expect_rejected (path, EINVAL, path, "footer copy at offset 0", field, v1,
+                   v2, NULL);
+}
+
+static void
+smaller_size (struct vhd_footer *f)
+{
+  f->current_size = 2 * MiB;
+}
+
+static void
+other_type (struct vhd_footer *f)
+{
+  f->disk_type = VHD_TYPE_DIFFERENCING;
+}
+
+static void
+other_id (struct vhd_footer *f)
+{
+  f->unique_id.bytes[0] ^= 0xff;
+}
+
+static void
+test_footer_copy_disagrees_on_size (void **state)
+{
+  disagreeing_copy ("copy-size", smaller_size, "current_size", "2097152",
+                    "4194304");
+}
+
+static void
+test_footer_copy_disagrees_on_type (void **state)
+{
+  disagreeing_copy ("copy-type", other_type, "disk_type", "differencing",
+                    "dynamic");
+}
+
+static void
+test_footer_copy_disagrees_on_id (void **state)
+{
+  disagreeing_copy ("copy-id", other_id, "unique_id", "-", "-");
+}
+
+/* The copies disagreed and the trailing footer, the larger, is lost: the
+ * copy alone would shrink the disk under block 7.  Open refuses, check
+ * calls it corrupt (not a recoverable lost footer) and --repair leaves
+ * the file alone.
+ */
+static void
+test_lost_footer_and_smaller_copy_never_shrink (void **state)
+{
+  char path[PATH_MAX];
+  struct meta m;
+  uint8_t buf[VHD_FOOTER_SIZE];
+  struct vhd_check_result res;
+  struct findings f = { 0 };
+  size_t n0, n1;
+  uint8_t *before, *after;
+
+  make_sample (path, sizeof path, "copy-smaller-lost", NULL);
+  load_meta (path, &m);
+  assert_int_not_equal (m.bat[7], VHD_BAT_UNUSED);
+  m.footer.current_size = 2 * MiB;
+  vhd_footer_encode (&m.footer, buf);
+  write_at (path, buf, sizeof buf, 0);
+  fill_at (path, 0, VHD_FOOTER_SIZE, m.footer_at);
+  expect_rejected (path, EINVAL, path, "entry 7", "current_size 2097152",
+                   "lost", NULL);
+
+  before = slurp (path, &n0);
+  assert_int_equal (vhd_check (path, NULL, VHD_CHECK_REPAIR, collect, &f,
+                               &res), 0);
+  print_message ("check --repair: %s\n", f.text);
+  assert_true (res.corruptions > 0);
+  assert_int_equal (res.repaired, 0);
+  assert_non_null (strstr (f.text, "entry 7"));
+  after = slurp (path, &n1);
+  assert_int_equal (n0, n1);
+  assert_memory_equal (before, after, n0);
+  release (before);
+  release (after);
+}
+
+/* check's report is capped: a BAT of 1024 entries, every one of them
+ * zero (the footer copy's sector), gives 1024 corruptions in the counts
+ * but 100 findings and one that says how many more there were.
+ */
+static unsigned n_findings;
+static char last_finding[512];
+
+static void
+count_findings (void *opaque, int kind, const char *message)
+{
+  n_findings++;
+  snprintf (last_finding, sizeof last_finding, "%s", message);
+}
+
+static void
+test_check_report_capped (void **state)
+{
+  char path[PATH_MAX];
+  struct meta m;
+  struct vhd_check_result res;
+  uint64_t bat_at;
+
+  new_path (path, sizeof path, "check-cap");
+  vhd_close (create_disk (path, SAMPLE_SIZE, SAMPLE_BLOCK, false, NULL));
+  load_meta (path, &m);
+  bat_at = m.footer_at;
+  m.header.table_offset = bat_at;
+  m.header.max_table_entries = 1024;
+  put_header (path, &m.header, m.header_at);
+  fill_at (path, 0, 4096, bat_at);
+  put_footers (path, &m.footer, bat_at + 4096);
+  n_findings = 0;
+  assert_int_equal (vhd_check (path, NULL, 0, count_findings, NULL, &res),
+                    0);
+  print_message ("%u findings, %u corruptions; last: %s\n", n_findings,
+                 res.corruptions, last_finding);
+  assert_int_equal (res.corruptions, 1024);
+  assert_int_equal (n_findings, 101);
+  assert_non_null (strstr (last_finding, "and 924 more problems"));
+  assert_non_null (strstr (last_finding, "not shown"));
+  expect_rejected (path, EINVAL, path, "entry 0", NULL);
+}
+
 #define TEST(f) cmocka_unit_test_teardown (f, release_all)
 
 int
@@ -1677,6 +1992,16 @@ main (void)
     TEST (test_chain_depth_40_opens_with_limit_64),
     TEST (test_chain_depth_limit_is_images),
     TEST (test_chain_depth_2000_unlimited_does_not_crash),
+    TEST (test_header_second_half_is_trailing_footer),
+    TEST (test_bat_last_sector_is_trailing_footer),
+    TEST (test_locator_in_bat_padding),
+    TEST (test_locator_in_footer_copy),
+    TEST (test_locator_space_in_sectors_reaches_bat),
+    TEST (test_footer_copy_disagrees_on_size),
+    TEST (test_footer_copy_disagrees_on_type),
+    TEST (test_footer_copy_disagrees_on_id),
+    TEST (test_lost_footer_and_smaller_copy_never_shrink),
+    TEST (test_check_report_capped),
   };
   int r;
 
