@@ -27,6 +27,7 @@ static char *filename;
 static bool readonly;
 static bool ignore_parent_id_mismatch;
 static unsigned max_chain_depth;        /* 0: the engine's default */
+static int64_t max_metadata;            /* 0: the engine's default */
 static char **parent_dirs;              /* NULL-terminated once non-empty */
 static size_t nr_parent_dirs;
 
@@ -102,6 +103,11 @@ vhd_config (const char *key, const char *value)
   }
   else if (strcmp (key, "ignore-parent-id-mismatch") == 0)
     return parse_bool_key (value, &ignore_parent_id_mismatch);
+  else if (strcmp (key, "max-metadata") == 0) {
+    max_metadata = nbdkit_parse_size (value);
+    if (max_metadata == -1)
+      return -1;
+  }
   else {
     nbdkit_error ("unknown parameter '%s'", key);
     return -1;
@@ -125,7 +131,8 @@ vhd_config_complete (void)
   "parent-dir=<DIR>       Also look for parent images in DIR (repeatable).\n" \
   "max-chain-depth=<N>    Refuse differencing chains deeper than N (default 32).\n" \
   "ignore-parent-id-mismatch=true\n" \
-  "                       Open a parent whose unique ID does not match."
+  "                       Open a parent whose unique ID does not match.\n" \
+  "max-metadata=<SIZE>    Memory an image's block table may take (default 1G)."
 
 static void
 vhd_dump_plugin (void)
@@ -147,6 +154,7 @@ vhd_get_ready (void)
     .parent_dirs = (const char *const *) parent_dirs,
     .max_chain_depth = max_chain_depth,
     .ignore_parent_id_mismatch = ignore_parent_id_mismatch,
+    .max_metadata_bytes = (uint64_t) max_metadata,
   };
   int r;
 
