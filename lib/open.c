@@ -455,6 +455,33 @@ push_key (struct vhd_disk *disk, uint64_t **keys, size_t *n, size_t *cap,
   return 0;
 }
 
+/* Make room in disk->bat for entries [0, want) as the BAT is read:
+ * a table refused at its first chunk has cost one chunk's worth, even
+ * where malloc fills what it hands out (MALLOC_PERTURB_).
+ */
+static int
+grow_bat (struct vhd_disk *disk, uint32_t *cap, uint64_t want)
+{
+  uint64_t max = disk->header.max_table_entries;
+  uint64_t c = *cap;
+  uint32_t *bat;
+
+  if (want > max)
+    want = max;
+  if (want <= c)
+    return 0;
+  c = c * 2 > want ? c * 2 : want;
+  if (c > max)
+    c = max;
+  bat = realloc (disk->bat, (size_t) c * sizeof *bat);
+  if (bat == NULL)
+    return vhd_error (ENOMEM, "%s: BAT of %" PRIu32 " entries: out of memory",
+                      disk->path, disk->header.max_table_entries);
+  disk->bat = bat;
+  *cap = (uint32_t) c;
+  return 0;
+}
+
 /* Read the BAT and check every allocated entry: its block (bitmap and
  * data) lies inside the file, before the trailing footer, clear of the
  * metadata and of every other block.  The table is read a chunk at a time
@@ -473,20 +500,15 @@ load_bat (struct vhd_disk *disk)
   uint64_t *keys = NULL;
   uint8_t *raw;
   size_t n = 0, cap = 0;
-  uint32_t i = 0;
+  uint32_t i = 0, bat_cap = 0;
   int r;
 
   r = check_metadata_cap (disk);
   if (r < 0)
     return r;
   raw = malloc (BAT_CHUNK_BYTES);
-  /* Untouched pages of this cost nothing until entries are stored. */
-  disk->bat = malloc ((size_t) h->max_table_entries * sizeof *disk->bat);
-  if (raw == NULL || disk->bat == NULL) {
-    free (raw);
-    return vhd_error (ENOMEM, "%s: BAT of %" PRIu32 " entries: out of memory",
-                      disk->path, h->max_table_entries);
-  }
+  if (raw == NULL)
+    return vhd_error (ENOMEM, "%s: out of memory", disk->path);
 
   metadata_end = vhd_metadata_end (h, disk->header_offset, disk->file_size);
 
@@ -496,6 +518,8 @@ load_bat (struct vhd_disk *disk)
                                                   : BAT_CHUNK_BYTES;
     r = vhd_pread_exact (disk->fd, raw, len, h->table_offset + at,
                          disk->path, "BAT");
+    if (r == 0)
+      r = grow_bat (disk, &bat_cap, i + len / 4);
     for (size_t k = 0; r == 0 && k < len / 4 && i < h->max_table_entries;
          k++, i++) {
       uint32_t sector = vhd_get_be32 (raw + k * 4);
