@@ -421,6 +421,8 @@ static int
 check_blocks_disjoint (struct vhd_disk *disk, uint64_t *keys, size_t n,
                        uint64_t block_bytes)
 {
+  if (n < 2)
+    return 0;                   /* keys is NULL when no block is allocated */
   qsort (keys, n, sizeof *keys, compare_u64);
   for (size_t i = 1; i < n; i++) {
     uint64_t a = (keys[i - 1] >> 32) * VHD_SECTOR_SIZE;
