@@ -44,27 +44,35 @@ clear_bits (struct vhd_disk *disk, uint32_t block, uint64_t in_block,
   uint32_t first = (uint32_t) (in_block / VHD_SECTOR_SIZE);
   uint32_t last = (uint32_t) ((in_block + len - 1) / VHD_SECTOR_SIZE);
   int state = vhd_block_state (disk, block);
+  uint8_t *bits;
+  int r = 0;
 
   if (state < 0)
     return state;
   pthread_mutex_lock (&disk->meta_lock);
   if (disk->block_state[block] == BLOCK_FULL) {
-    uint8_t *bitmap = calloc (1, disk->bitmap_size);
-    if (bitmap == NULL) {
+    bits = calloc (1, disk->bitmap_size);
+    if (bits == NULL) {
       pthread_mutex_unlock (&disk->meta_lock);
       return vhd_error (ENOMEM, "%s: out of memory", disk->path);
     }
     for (uint32_t s = 0; s < sectors; s++)
-      vhd_bitmap_set (bitmap, s);
-    disk->bitmaps[block] = bitmap;
-    __atomic_store_n (&disk->block_state[block], BLOCK_PARTIAL,
-                      __ATOMIC_RELEASE);
+      vhd_bitmap_set (bits, s);
+    /* Dirty from the start: the file's bitmap still says FULL. */
+    r = vhd_bitmap_adopt_locked (disk, block, bits, true);
+    if (r == 0)
+      __atomic_store_n (&disk->block_state[block], BLOCK_PARTIAL,
+                        __ATOMIC_RELEASE);
   }
-  for (uint32_t s = first; s <= last; s++)
-    vhd_bitmap_clear (disk->bitmaps[block], s);
-  vhd_mark_bitmap_dirty (disk, block);
+  if (r == 0)
+    r = vhd_bitmap_get_locked (disk, block, &bits);
+  if (r == 0) {
+    for (uint32_t s = first; s <= last; s++)
+      vhd_bitmap_clear (bits, s);
+    vhd_mark_bitmap_dirty (disk, block);
+  }
   pthread_mutex_unlock (&disk->meta_lock);
-  return 0;
+  return r;
 }
 
 enum discard_mode {
@@ -107,7 +115,7 @@ discard_aligned (struct vhd_disk *disk, uint64_t count, uint64_t offset,
                                    + in_block, len, fast);
         /* A FULL block has every bit set already. */
         if (r == 0 && state == BLOCK_PARTIAL)
-          vhd_set_bits (disk, block, in_block, len);
+          r = vhd_set_bits (disk, block, in_block, len);
       }
     }
     else if (sector != VHD_BAT_UNUSED) {

@@ -10,12 +10,41 @@
 
 #include "format.h"
 
+/* The in-memory metadata that open may allocate for one image unless the
+ * caller sets vhd_open_options.max_metadata_bytes (see vhdkit.h for why
+ * 1 GiB), and the byte budget of one image's sector bitmap cache.
+ */
+#define VHD_DEFAULT_MAX_METADATA_BYTES (UINT64_C (1) << 30)
+#define VHD_BITMAP_CACHE_BYTES (UINT64_C (8) << 20)
+
+/* One cached sector bitmap (map.c). */
+struct vhd_bitmap_entry;
+
+/* The sector bitmaps of PARTIAL blocks, guarded by meta_lock.  Clean ones
+ * (the file holds the same bits) sit on a most-recently-used list and are
+ * dropped, least recently used first, when the cache holds more than
+ * budget bytes; they are read again when needed.  Dirty ones (changes not
+ * written yet: for a differencing disk the only copy of which sectors it
+ * holds) are taken off that list and pinned on the dirty list until
+ * write_metadata writes them.
+ */
+struct vhd_bitmap_cache {
+  struct vhd_bitmap_entry **buckets;   /* hash of block index */
+  size_t n_buckets;                    /* a power of two, or 0 */
+  size_t count;
+  uint64_t bytes, budget;
+  struct vhd_bitmap_entry *mru, *lru;  /* clean entries only */
+  struct vhd_bitmap_entry *dirty;      /* pinned, singly linked */
+  uint64_t loads;                      /* bitmaps read back from the file */
+};
+
 struct vhd_disk {
   char *path;                   /* as given to vhd_open */
   int fd;
   bool readonly;
   bool force_share;             /* read-only, and takes no lock (io.c) */
   uint64_t file_size;           /* at open */
+  uint64_t max_metadata_bytes;  /* the cap load_bat checks against */
 
   struct vhd_footer footer;     /* the copy that was chosen */
   uint8_t footer_raw[VHD_FOOTER_SIZE]; /* its bytes, as the writer left them */
@@ -50,14 +79,13 @@ struct vhd_disk {
   pthread_mutex_t rmw_lock;
   bool locks_initialized;
   uint8_t *block_state;         /* per block: BLOCK_* below */
-  uint8_t **bitmaps;            /* per block: cached bitmap when PARTIAL */
+  struct vhd_bitmap_cache bitmap_cache;
   uint64_t end;                 /* where the next block goes (the footer) */
   uint64_t file_end;            /* the file's size as this process left it */
   uint8_t encoded_footer[VHD_FOOTER_SIZE];
-  /* Metadata written back at the next flush. */
-  uint8_t *bitmap_dirty;        /* per block */
-  uint32_t *dirty_blocks;       /* indexes with bitmap_dirty set */
-  size_t n_dirty_blocks;
+  /* Metadata written back at the next flush (and the bitmap cache's
+   * dirty entries).
+   */
   uint8_t *bat_sector_dirty;    /* per 512-byte sector of the BAT */
   uint32_t *dirty_bat_sectors;
   size_t n_dirty_bat_sectors;
@@ -68,7 +96,8 @@ struct vhd_disk {
 enum {
   BLOCK_UNKNOWN = 0,            /* allocated, bitmap not looked at yet */
   BLOCK_FULL = 1,               /* every sector's bit is set */
-  BLOCK_PARTIAL = 2,            /* bitmaps[block] holds the bits */
+  BLOCK_PARTIAL = 2,            /* the bits are in the bitmap cache or
+                                 * in the file */
 };
 
 /* Where block data starts in the file, for an allocated BAT entry. */
@@ -144,9 +173,10 @@ int vhd_zero_file_range (struct vhd_disk *disk, uint64_t offset,
                          uint64_t len, bool fast_only);
 int vhd_ensure_allocated (struct vhd_disk *disk, uint32_t block,
                           uint32_t *sector);
-void vhd_set_bits (struct vhd_disk *disk, uint32_t block, uint64_t in_block,
-                   uint64_t len);
-void vhd_mark_bitmap_dirty (struct vhd_disk *disk, uint32_t block);
+int vhd_set_bits (struct vhd_disk *disk, uint32_t block, uint64_t in_block,
+                  uint64_t len);
+/* What open would allocate for a BAT of that many entries (open.c). */
+uint64_t vhd_metadata_bytes (uint32_t max_table_entries);
 
 /* One piece of I/O: fd == -1 means "zero-fill buf" (reads only). */
 struct vhd_segment {
@@ -178,6 +208,25 @@ int vhd_map_read (struct vhd_disk *disk, uint64_t offset, uint64_t count,
  * -errno.
  */
 int vhd_block_state (struct vhd_disk *disk, uint32_t block);
+
+/* map.c: the sector bitmap cache; the _locked ones with meta_lock held.
+ * The bits that get returns stay valid until meta_lock is released or the
+ * cache is next changed (it reads them from the file when they are not
+ * cached).  Adopt takes over bits (malloc'd, bitmap_size bytes) for a
+ * block that has none cached, dirty or clean; only a dirty one can fail.
+ * Mark dirty pins a block's cached bits until the next write_dirty, which
+ * writes every dirty bitmap with fn and unpins those written.
+ */
+void vhd_bitmap_cache_fini (struct vhd_disk *disk);
+int vhd_bitmap_get_locked (struct vhd_disk *disk, uint32_t block,
+                           uint8_t **bits);
+int vhd_bitmap_adopt_locked (struct vhd_disk *disk, uint32_t block,
+                             uint8_t *bits, bool dirty);
+void vhd_mark_bitmap_dirty (struct vhd_disk *disk, uint32_t block);
+typedef int (*vhd_bitmap_write_fn) (struct vhd_disk *disk, uint32_t block,
+                                    const uint8_t *bits);
+int vhd_bitmap_write_dirty_locked (struct vhd_disk *disk,
+                                   vhd_bitmap_write_fn fn);
 
 /* uring.c: run every segment (all reads or all writes) as one batch and
  * wait once; short transfers are finished, not errors.

@@ -236,16 +236,17 @@ vhd_io_init (struct vhd_disk *disk)
   if (!is_dynamic_like (disk))
     return 0;
 
+  /* What is allocated per block here is counted in vhd_metadata_bytes,
+   * which open checked against the cap; bitmaps live in the bounded
+   * cache (map.c), allocated as blocks turn out to be PARTIAL.
+   */
   n = disk->header.max_table_entries;
+  disk->bitmap_cache.budget = VHD_BITMAP_CACHE_BYTES;
   disk->block_state = calloc (n, 1);
-  disk->bitmaps = calloc (n, sizeof *disk->bitmaps);
-  disk->bitmap_dirty = calloc (n, 1);
-  disk->dirty_blocks = calloc (n, sizeof *disk->dirty_blocks);
   disk->bat_sector_dirty = calloc (vhd_bat_size (n) / VHD_SECTOR_SIZE, 1);
   disk->dirty_bat_sectors = calloc (vhd_bat_size (n) / VHD_SECTOR_SIZE,
                                     sizeof *disk->dirty_bat_sectors);
-  if (!disk->block_state || !disk->bitmaps || !disk->bitmap_dirty ||
-      !disk->dirty_blocks || !disk->bat_sector_dirty ||
+  if (!disk->block_state || !disk->bat_sector_dirty ||
       !disk->dirty_bat_sectors)
     return vhd_error (ENOMEM, "%s: out of memory for %" PRIu32 " blocks",
                       disk->path, n);
@@ -255,14 +256,8 @@ vhd_io_init (struct vhd_disk *disk)
 void
 vhd_io_fini (struct vhd_disk *disk)
 {
-  if (disk->bitmaps) {
-    for (uint32_t i = 0; i < disk->header.max_table_entries; i++)
-      free (disk->bitmaps[i]);
-  }
-  free (disk->bitmaps);
+  vhd_bitmap_cache_fini (disk);
   free (disk->block_state);
-  free (disk->bitmap_dirty);
-  free (disk->dirty_blocks);
   free (disk->bat_sector_dirty);
   free (disk->dirty_bat_sectors);
   if (disk->locks_initialized) {
@@ -360,16 +355,6 @@ mark_bat_dirty (struct vhd_disk *disk, uint32_t block)
   __atomic_store_n (&disk->metadata_dirty, true, __ATOMIC_RELEASE);
 }
 
-void
-vhd_mark_bitmap_dirty (struct vhd_disk *disk, uint32_t block)
-{
-  if (!disk->bitmap_dirty[block]) {
-    disk->bitmap_dirty[block] = 1;
-    disk->dirty_blocks[disk->n_dirty_blocks++] = block;
-  }
-  __atomic_store_n (&disk->metadata_dirty, true, __ATOMIC_RELEASE);
-}
-
 /* Append a block for `block`, called with meta_lock held.  Its data area
  * is zeroed, so a dynamic block starts with every bit set (later writes
  * touch no metadata) and a differencing one with none (its sectors still
@@ -426,7 +411,7 @@ allocate_block_locked (struct vhd_disk *disk, uint32_t block)
     disk->file_end = disk->end + VHD_FOOTER_SIZE;
 
   if (is_differencing (disk)) {
-    disk->bitmaps[block] = bitmap;
+    vhd_bitmap_adopt_locked (disk, block, bitmap, false);
     disk->block_state[block] = BLOCK_PARTIAL;
   }
   else {
@@ -468,24 +453,28 @@ is_zero (const uint8_t *p, size_t len)
 /* Set the bits for [in_block, in_block+len) (whole sectors) of a PARTIAL
  * block, after the data they cover was written.
  */
-void
+int
 vhd_set_bits (struct vhd_disk *disk, uint32_t block, uint64_t in_block,
-          uint64_t len)
+              uint64_t len)
 {
   uint32_t first = (uint32_t) (in_block / VHD_SECTOR_SIZE);
   uint32_t last = (uint32_t) ((in_block + len - 1) / VHD_SECTOR_SIZE);
   bool changed = false;
+  uint8_t *bits;
+  int r;
 
   pthread_mutex_lock (&disk->meta_lock);
-  for (uint32_t s = first; s <= last; s++) {
-    if (!vhd_bitmap_test (disk->bitmaps[block], s)) {
-      vhd_bitmap_set (disk->bitmaps[block], s);
+  r = vhd_bitmap_get_locked (disk, block, &bits);
+  for (uint32_t s = first; r == 0 && s <= last; s++) {
+    if (!vhd_bitmap_test (bits, s)) {
+      vhd_bitmap_set (bits, s);
       changed = true;
     }
   }
   if (changed)
     vhd_mark_bitmap_dirty (disk, block);
   pthread_mutex_unlock (&disk->meta_lock);
+  return r;
 }
 
 struct pending_bits {
@@ -563,9 +552,8 @@ write_aligned (struct vhd_disk *disk, const uint8_t *buf, uint64_t count,
  run:
   if (r == 0)
     r = vhd_io_run (segs.segs, segs.n, true);
-  if (r == 0)
-    for (size_t i = 0; i < n_bits; i++)
-      vhd_set_bits (disk, bits[i].block, bits[i].in_block, bits[i].len);
+  for (size_t i = 0; r == 0 && i < n_bits; i++)
+    r = vhd_set_bits (disk, bits[i].block, bits[i].in_block, bits[i].len);
   if (bits != small)
     free (bits);
   vhd_segments_free (&segs);
@@ -641,26 +629,26 @@ sync_file (struct vhd_disk *disk)
   return 0;
 }
 
+static int
+write_bitmap (struct vhd_disk *disk, uint32_t block, const uint8_t *bits)
+{
+  return write_exact (disk, bits, disk->bitmap_size,
+                      (uint64_t) disk->bat[block] * VHD_SECTOR_SIZE,
+                      "sector bitmap");
+}
+
 /* Write back dirty bitmaps and BAT sectors; caller holds flush_lock for
- * writing (no write in flight) after syncing the data.
+ * writing (no write in flight) after syncing the data.  The bitmaps
+ * written become clean, and the cache may drop them from then on.
  */
 static int
 write_metadata (struct vhd_disk *disk)
 {
   uint8_t sector_buf[VHD_SECTOR_SIZE];
-  int r = 0;
+  int r;
 
   pthread_mutex_lock (&disk->meta_lock);
-  for (size_t i = 0; i < disk->n_dirty_blocks && r == 0; i++) {
-    uint32_t block = disk->dirty_blocks[i];
-    r = write_exact (disk, disk->bitmaps[block], disk->bitmap_size,
-                     (uint64_t) disk->bat[block] * VHD_SECTOR_SIZE,
-                     "sector bitmap");
-    if (r == 0)
-      disk->bitmap_dirty[block] = 0;
-  }
-  if (r == 0)
-    disk->n_dirty_blocks = 0;
+  r = vhd_bitmap_write_dirty_locked (disk, write_bitmap);
 
   for (size_t i = 0; i < disk->n_dirty_bat_sectors && r == 0; i++) {
     uint32_t sector = disk->dirty_bat_sectors[i];

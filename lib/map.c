@@ -86,12 +86,271 @@ bitmap_is_full (const uint8_t *bitmap, uint32_t sectors)
   return true;
 }
 
+/* ---- The sector bitmap cache (see struct vhd_bitmap_cache). ---- */
+
+struct vhd_bitmap_entry {
+  uint32_t block;
+  bool dirty;
+  struct vhd_bitmap_entry *hash_next;
+  struct vhd_bitmap_entry *prev, *next;  /* MRU list (clean) */
+  struct vhd_bitmap_entry *dirty_next;   /* dirty list (dirty) */
+  uint8_t *bits;
+};
+
+static uint64_t
+entry_bytes (const struct vhd_disk *disk)
+{
+  return sizeof (struct vhd_bitmap_entry) + disk->bitmap_size;
+}
+
+/* Fibonacci hashing: nearby blocks spread over the table. */
+static size_t
+hash_block (uint32_t block, size_t n_buckets)
+{
+  return (size_t) ((block * UINT32_C (2654435769)) >> 8) & (n_buckets - 1);
+}
+
+static size_t
+bucket_of (const struct vhd_bitmap_cache *c, uint32_t block)
+{
+  return hash_block (block, c->n_buckets);
+}
+
+static struct vhd_bitmap_entry *
+find_entry (struct vhd_bitmap_cache *c, uint32_t block)
+{
+  if (c->n_buckets == 0)
+    return NULL;
+  for (struct vhd_bitmap_entry *e = c->buckets[bucket_of (c, block)]; e;
+       e = e->hash_next)
+    if (e->block == block)
+      return e;
+  return NULL;
+}
+
+static void
+lru_unlink (struct vhd_bitmap_cache *c, struct vhd_bitmap_entry *e)
+{
+  if (e->prev)
+    e->prev->next = e->next;
+  else
+    c->mru = e->next;
+  if (e->next)
+    e->next->prev = e->prev;
+  else
+    c->lru = e->prev;
+  e->prev = e->next = NULL;
+}
+
+static void
+lru_push_front (struct vhd_bitmap_cache *c, struct vhd_bitmap_entry *e)
+{
+  e->prev = NULL;
+  e->next = c->mru;
+  if (c->mru)
+    c->mru->prev = e;
+  else
+    c->lru = e;
+  c->mru = e;
+}
+
+/* Double the hash table when chains grow long; on failure keep it. */
+static void
+maybe_grow (struct vhd_bitmap_cache *c)
+{
+  size_t n = c->n_buckets ? c->n_buckets * 2 : 256;
+  struct vhd_bitmap_entry **b;
+
+  if (c->n_buckets != 0 && c->count <= c->n_buckets)
+    return;
+  b = calloc (n, sizeof *b);
+  if (b == NULL)
+    return;
+  for (size_t i = 0; i < c->n_buckets; i++) {
+    struct vhd_bitmap_entry *e = c->buckets[i], *next;
+    for (; e; e = next) {
+      next = e->hash_next;
+      e->hash_next = b[hash_block (e->block, n)];
+      b[hash_block (e->block, n)] = e;
+    }
+  }
+  free (c->buckets);
+  c->buckets = b;
+  c->n_buckets = n;
+}
+
+static void
+remove_entry (struct vhd_disk *disk, struct vhd_bitmap_entry *e)
+{
+  struct vhd_bitmap_cache *c = &disk->bitmap_cache;
+  struct vhd_bitmap_entry **p = &c->buckets[bucket_of (c, e->block)];
+
+  while (*p != e)
+    p = &(*p)->hash_next;
+  *p = e->hash_next;
+  lru_unlink (c, e);
+  c->count--;
+  c->bytes -= entry_bytes (disk);
+  free (e->bits);
+  free (e);
+}
+
+/* Drop clean bitmaps, least recently used first, until the cache fits
+ * its budget; keep is the one the caller is about to use.
+ */
+static void
+evict (struct vhd_disk *disk, const struct vhd_bitmap_entry *keep)
+{
+  struct vhd_bitmap_cache *c = &disk->bitmap_cache;
+
+  while (c->bytes > c->budget && c->lru && c->lru != keep)
+    remove_entry (disk, c->lru);
+}
+
+int
+vhd_bitmap_adopt_locked (struct vhd_disk *disk, uint32_t block,
+                         uint8_t *bits, bool dirty)
+{
+  struct vhd_bitmap_cache *c = &disk->bitmap_cache;
+  struct vhd_bitmap_entry *e;
+
+  maybe_grow (c);
+  e = c->n_buckets ? calloc (1, sizeof *e) : NULL;
+  if (e == NULL) {
+    free (bits);
+    /* A clean bitmap is read again when needed; a dirty one is lost. */
+    return dirty ? vhd_error (ENOMEM, "%s: out of memory for a sector"
+                              " bitmap", disk->path) : 0;
+  }
+  e->block = block;
+  e->bits = bits;
+  e->hash_next = c->buckets[bucket_of (c, block)];
+  c->buckets[bucket_of (c, block)] = e;
+  c->count++;
+  c->bytes += entry_bytes (disk);
+  if (dirty) {
+    e->dirty = true;
+    e->dirty_next = c->dirty;
+    c->dirty = e;
+  }
+  else
+    lru_push_front (c, e);
+  evict (disk, e);
+  return 0;
+}
+
+void
+vhd_mark_bitmap_dirty (struct vhd_disk *disk, uint32_t block)
+{
+  struct vhd_bitmap_cache *c = &disk->bitmap_cache;
+  struct vhd_bitmap_entry *e = find_entry (c, block);
+
+  /* The caller changed the bits that it got under the same lock. */
+  if (e && !e->dirty) {
+    lru_unlink (c, e);
+    e->dirty = true;
+    e->dirty_next = c->dirty;
+    c->dirty = e;
+  }
+  __atomic_store_n (&disk->metadata_dirty, true, __ATOMIC_RELEASE);
+}
+
+static int
+read_bitmap (struct vhd_disk *disk, uint32_t block, uint8_t **out)
+{
+  uint8_t *bits = malloc (disk->bitmap_size);
+  int r;
+
+  if (bits == NULL)
+    return vhd_error (ENOMEM, "%s: out of memory for a sector bitmap",
+                      disk->path);
+  r = vhd_pread_exact (disk->fd, bits, disk->bitmap_size,
+                       (uint64_t) vhd_bat_load (disk, block)
+                       * VHD_SECTOR_SIZE, disk->path, "sector bitmap");
+  if (r < 0) {
+    free (bits);
+    return r;
+  }
+  *out = bits;
+  return 0;
+}
+
+int
+vhd_bitmap_get_locked (struct vhd_disk *disk, uint32_t block,
+                       uint8_t **bits)
+{
+  struct vhd_bitmap_cache *c = &disk->bitmap_cache;
+  struct vhd_bitmap_entry *e = find_entry (c, block);
+  uint8_t *b;
+  int r;
+
+  if (e == NULL) {
+    /* Dropped while clean: the file holds the same bits. */
+    r = read_bitmap (disk, block, &b);
+    if (r < 0)
+      return r;
+    c->loads++;
+    r = vhd_bitmap_adopt_locked (disk, block, b, false);
+    if (r < 0)
+      return r;
+    e = find_entry (c, block);
+    if (e == NULL)
+      return vhd_error (ENOMEM, "%s: out of memory for a sector bitmap",
+                        disk->path);
+  }
+  else if (!e->dirty && e != c->mru) {
+    lru_unlink (c, e);
+    lru_push_front (c, e);
+  }
+  *bits = e->bits;
+  return 0;
+}
+
+int
+vhd_bitmap_write_dirty_locked (struct vhd_disk *disk, vhd_bitmap_write_fn fn)
+{
+  struct vhd_bitmap_cache *c = &disk->bitmap_cache;
+  int r = 0;
+
+  while (c->dirty && r == 0) {
+    struct vhd_bitmap_entry *e = c->dirty;
+    r = fn (disk, e->block, e->bits);
+    if (r == 0) {
+      c->dirty = e->dirty_next;
+      e->dirty_next = NULL;
+      e->dirty = false;
+      lru_push_front (c, e);
+    }
+  }
+  evict (disk, NULL);
+  return r;
+}
+
+void
+vhd_bitmap_cache_fini (struct vhd_disk *disk)
+{
+  struct vhd_bitmap_cache *c = &disk->bitmap_cache;
+
+  for (size_t i = 0; i < c->n_buckets; i++) {
+    struct vhd_bitmap_entry *e = c->buckets[i], *next;
+    for (; e; e = next) {
+      next = e->hash_next;
+      free (e->bits);
+      free (e);
+    }
+  }
+  free (c->buckets);
+  memset (c, 0, sizeof *c);
+}
+
+/* The block's state, reading its bitmap the first time: a FULL block
+ * never touches the cache again, a PARTIAL one leaves its bits there.
+ */
 int
 vhd_block_state (struct vhd_disk *disk, uint32_t block)
 {
   uint8_t state = __atomic_load_n (&disk->block_state[block],
                                    __ATOMIC_ACQUIRE);
-  uint32_t sector;
   uint8_t *bitmap;
   int r;
 
@@ -104,18 +363,8 @@ vhd_block_state (struct vhd_disk *disk, uint32_t block)
     pthread_mutex_unlock (&disk->meta_lock);
     return state;
   }
-  sector = vhd_bat_load (disk, block);
-  bitmap = malloc (disk->bitmap_size);
-  if (bitmap == NULL) {
-    pthread_mutex_unlock (&disk->meta_lock);
-    return vhd_error (ENOMEM, "%s: out of memory for a sector bitmap",
-                      disk->path);
-  }
-  r = vhd_pread_exact (disk->fd, bitmap, disk->bitmap_size,
-                       (uint64_t) sector * VHD_SECTOR_SIZE, disk->path,
-                       "sector bitmap");
+  r = read_bitmap (disk, block, &bitmap);
   if (r < 0) {
-    free (bitmap);
     pthread_mutex_unlock (&disk->meta_lock);
     return r;
   }
@@ -124,7 +373,8 @@ vhd_block_state (struct vhd_disk *disk, uint32_t block)
     state = BLOCK_FULL;
   }
   else {
-    disk->bitmaps[block] = bitmap;
+    /* Clean: cannot fail (it is read again if it could not be kept). */
+    vhd_bitmap_adopt_locked (disk, block, bitmap, false);
     state = BLOCK_PARTIAL;
   }
   __atomic_store_n (&disk->block_state[block], state, __ATOMIC_RELEASE);
@@ -163,19 +413,37 @@ for_each_bitmap_run (struct vhd_disk *disk, uint32_t block,
   uint8_t *bits = nbytes <= sizeof small ? small : malloc (nbytes);
   int r = 0;
 
+  uint8_t *cached;
+
   if (bits == NULL)
     return vhd_error (ENOMEM, "%s: out of memory", disk->path);
   pthread_mutex_lock (&disk->meta_lock);
-  memcpy (bits, disk->bitmaps[block] + first / 8, nbytes);
+  r = vhd_bitmap_get_locked (disk, block, &cached);
+  if (r == 0)
+    memcpy (bits, cached + first / 8, nbytes);
   pthread_mutex_unlock (&disk->meta_lock);
+  if (r < 0) {
+    if (bits != small)
+      free (bits);
+    return r;
+  }
 
   for (uint32_t s = first; s <= last && r == 0; ) {
     bool set = vhd_bitmap_test (bits, s - base);
     uint32_t t = s;
     uint64_t run_end;
 
-    while (t < last && vhd_bitmap_test (bits, t + 1 - base) == set)
+    while (t < last) {
+      uint32_t u = t + 1 - base;
+      /* Whole bytes of equal bits at once: a 256 MiB block has 512 Ki. */
+      if (u % 8 == 0 && last - t >= 8 && bits[u / 8] == (set ? 0xff : 0)) {
+        t += 8;
+        continue;
+      }
+      if (vhd_bitmap_test (bits, u) != set)
+        break;
       t++;
+    }
     run_end = (uint64_t) (t + 1) * VHD_SECTOR_SIZE;
     if (run_end > end)
       run_end = end;

@@ -580,26 +580,126 @@ load_dynamic_header (struct vhd_disk *disk)
   return 0;
 }
 
-static int
-check_blocks_disjoint (struct vhd_disk *disk, struct vhd_block_extent *ext,
-                       size_t n, uint64_t block_bytes)
-{
-  size_t i;
+/* The BAT is read this many bytes at a time, so that a bad entry stops
+ * the open after a read of its own chunk, not of the whole table.
+ */
+#define BAT_CHUNK_BYTES (64 * 1024)
 
-  vhd_sort_block_extents (ext, n);
-  i = vhd_next_block_overlap (ext, n, block_bytes, 1);
-  if (i < n)
-    return vhd_error (EINVAL, "%s: BAT: entries %" PRIu32 " and %" PRIu32
-                      " overlap (blocks at offsets %" PRIu64 " and %"
-                      PRIu64 ", %" PRIu64 " bytes each)", disk->path,
-                      ext[i - 1].index, ext[i].index, ext[i - 1].start,
-                      ext[i].start, block_bytes);
+/* What load_bat and vhd_io_init allocate for a BAT of n entries: the BAT
+ * (4 bytes an entry), the block states (1), the sort keys of the overlap
+ * check while opening (8, if every entry is allocated), the BAT-sector
+ * dirty tracking (5 bytes per 128 entries) and one chunk of raw BAT.
+ */
+uint64_t
+vhd_metadata_bytes (uint32_t max_table_entries)
+{
+  uint64_t n = max_table_entries;
+  uint64_t sectors = vhd_bat_size (max_table_entries) / VHD_SECTOR_SIZE;
+
+  return n * (4 + 1 + 8) + sectors * (1 + 4) + BAT_CHUNK_BYTES;
+}
+
+static int
+check_metadata_cap (struct vhd_disk *disk)
+{
+  uint64_t need = vhd_metadata_bytes (disk->header.max_table_entries);
+  uint64_t cap = disk->max_metadata_bytes;
+
+  if (need > cap)
+    return vhd_error (EFBIG, "%s: dynamic header: max_table_entries %"
+                      PRIu32 " (block_size %" PRIu32 ") would take %"
+                      PRIu64 " bytes of memory, more than the cap of %"
+                      PRIu64 " bytes; to open it anyway, raise the cap"
+                      " (vhd_open_options.max_metadata_bytes, the"
+                      " plugin's max-metadata=SIZE)", disk->path,
+                      disk->header.max_table_entries,
+                      disk->header.block_size, need, cap);
+  return 0;
+}
+
+/* An allocated block as a sort key: where it starts (in sectors) above,
+ * its BAT index below.
+ */
+static int
+compare_u64 (const void *a, const void *b)
+{
+  uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
+  return x < y ? -1 : x > y;
+}
+
+/* No two blocks may share a byte: a write to one would corrupt the other. */
+static int
+check_blocks_disjoint (struct vhd_disk *disk, uint64_t *keys, size_t n,
+                       uint64_t block_bytes)
+{
+  if (n < 2)
+    return 0;                   /* keys is NULL when no block is allocated */
+  qsort (keys, n, sizeof *keys, compare_u64);
+  for (size_t i = 1; i < n; i++) {
+    uint64_t a = (keys[i - 1] >> 32) * VHD_SECTOR_SIZE;
+    uint64_t b = (keys[i] >> 32) * VHD_SECTOR_SIZE;
+    if (a + block_bytes > b)
+      return vhd_error (EINVAL, "%s: BAT: entries %" PRIu32 " and %" PRIu32
+                        " overlap (blocks at offsets %" PRIu64 " and %"
+                        PRIu64 ", %" PRIu64 " bytes each)", disk->path,
+                        (uint32_t) keys[i - 1], (uint32_t) keys[i], a, b,
+                        block_bytes);
+  }
+  return 0;
+}
+
+/* Append a sort key, growing the array as blocks turn up (most images
+ * have far fewer blocks allocated than entries).
+ */
+static int
+push_key (struct vhd_disk *disk, uint64_t **keys, size_t *n, size_t *cap,
+          uint64_t key)
+{
+  if (*n == *cap) {
+    size_t c = *cap ? *cap * 2 : 1024;
+    uint64_t *k = realloc (*keys, c * sizeof *k);
+    if (k == NULL)
+      return vhd_error (ENOMEM, "%s: BAT: out of memory for %zu blocks",
+                        disk->path, c);
+    *keys = k;
+    *cap = c;
+  }
+  (*keys)[(*n)++] = key;
+  return 0;
+}
+
+/* Make room in disk->bat for entries [0, want) as the BAT is read:
+ * a table refused at its first chunk has cost one chunk's worth, even
+ * where malloc fills what it hands out (MALLOC_PERTURB_).
+ */
+static int
+grow_bat (struct vhd_disk *disk, uint32_t *cap, uint64_t want)
+{
+  uint64_t max = disk->header.max_table_entries;
+  uint64_t c = *cap;
+  uint32_t *bat;
+
+  if (want > max)
+    want = max;
+  if (want <= c)
+    return 0;
+  c = c * 2 > want ? c * 2 : want;
+  if (c > max)
+    c = max;
+  bat = realloc (disk->bat, (size_t) c * sizeof *bat);
+  if (bat == NULL)
+    return vhd_error (ENOMEM, "%s: BAT of %" PRIu32 " entries: out of memory",
+                      disk->path, disk->header.max_table_entries);
+  disk->bat = bat;
+  *cap = (uint32_t) c;
   return 0;
 }
 
 /* Read the BAT and check every allocated entry: its block (bitmap and
  * data) lies inside the file, before the trailing footer, clear of the
- * metadata and of every other block.
+ * metadata and of every other block.  The table is read a chunk at a time
+ * and checked as it is read, so that a bad entry stops the open at once;
+ * what it would cost in memory is checked against the cap first.
  */
 static int
 load_bat (struct vhd_disk *disk)
@@ -610,46 +710,49 @@ load_bat (struct vhd_disk *disk)
   uint64_t data_end = disk->footer_from_copy ? disk->file_size
                                              : disk->footer_offset;
   uint64_t metadata_end;
-  struct vhd_block_extent *ext;
+  uint64_t *keys = NULL;
   uint8_t *raw;
-  size_t n = 0;
+  size_t n = 0, cap = 0;
+  uint32_t i = 0, bat_cap = 0;
   int r;
 
-  raw = malloc (bat_bytes);
-  disk->bat = malloc ((size_t) h->max_table_entries * sizeof *disk->bat);
-  ext = malloc ((size_t) h->max_table_entries * sizeof *ext);
-  if (raw == NULL || disk->bat == NULL || ext == NULL) {
-    free (raw);
-    free (ext);
-    return vhd_error (ENOMEM, "%s: BAT of %" PRIu32 " entries: out of memory",
-                      disk->path, h->max_table_entries);
-  }
-  r = vhd_pread_exact (disk->fd, raw, bat_bytes, h->table_offset,
-                       disk->path, "BAT");
+  r = check_metadata_cap (disk);
   if (r < 0)
-    goto out;
+    return r;
+  raw = malloc (BAT_CHUNK_BYTES);
+  if (raw == NULL)
+    return vhd_error (ENOMEM, "%s: out of memory", disk->path);
 
   metadata_end = vhd_metadata_end (h, disk->header_offset, disk->file_size);
 
-  for (uint32_t i = 0; i < h->max_table_entries; i++) {
-    uint32_t sector = vhd_get_be32 (raw + (size_t) i * 4);
-    uint64_t start = (uint64_t) sector * VHD_SECTOR_SIZE;
+  for (uint64_t at = 0; at < bat_bytes && i < h->max_table_entries && r == 0;
+       at += BAT_CHUNK_BYTES) {
+    size_t len = bat_bytes - at < BAT_CHUNK_BYTES ? (size_t) (bat_bytes - at)
+                                                  : BAT_CHUNK_BYTES;
+    r = vhd_pread_exact (disk->fd, raw, len, h->table_offset + at,
+                         disk->path, "BAT");
+    if (r == 0)
+      r = grow_bat (disk, &bat_cap, i + len / 4);
+    for (size_t k = 0; r == 0 && k < len / 4 && i < h->max_table_entries;
+         k++, i++) {
+      uint32_t sector = vhd_get_be32 (raw + k * 4);
+      uint64_t start = (uint64_t) sector * VHD_SECTOR_SIZE;
 
-    disk->bat[i] = sector;
-    if (sector == VHD_BAT_UNUSED)
-      continue;
-    r = vhd_validate_block (disk->path, h, disk->header_offset, data_end,
-                            i, sector);
-    if (r < 0)
-      goto out;
-    if (start + block_bytes > metadata_end)
-      metadata_end = start + block_bytes;
-    ext[n].start = start;
-    ext[n].index = i;
-    n++;
+      disk->bat[i] = sector;
+      if (sector == VHD_BAT_UNUSED)
+        continue;
+      r = vhd_validate_block (disk->path, h, disk->header_offset, data_end,
+                              i, sector);
+      if (r == 0)
+        r = push_key (disk, &keys, &n, &cap, (uint64_t) sector << 32 | i);
+      if (r == 0 && start + block_bytes > metadata_end)
+        metadata_end = start + block_bytes;
+    }
   }
+  if (r < 0)
+    goto out;
   disk->allocated_blocks = (uint32_t) n;
-  r = check_blocks_disjoint (disk, ext, n, block_bytes);
+  r = check_blocks_disjoint (disk, keys, n, block_bytes);
   if (r == 0 && disk->footer_from_copy) {
     /* The trailing footer is lost (a crash while a block was appended).
      * It goes back at the end of the file, past whatever was half
@@ -664,7 +767,7 @@ load_bat (struct vhd_disk *disk)
   }
  out:
   free (raw);
-  free (ext);
+  free (keys);
   return r;
 }
 
@@ -699,6 +802,10 @@ vhd_open_fd (int fd, const char *path, bool readonly, uint32_t flags,
   disk->readonly = readonly;
   disk->force_share = chain && chain->options &&
                       (chain->options->flags & VHD_OPEN_FLAG_FORCE_SHARE);
+  disk->max_metadata_bytes = chain && chain->options &&
+                             chain->options->max_metadata_bytes
+                             ? chain->options->max_metadata_bytes
+                             : VHD_DEFAULT_MAX_METADATA_BYTES;
   disk->path = strdup (path);
   if (disk->path == NULL) {
     r = vhd_error (ENOMEM, "%s: out of memory", path);

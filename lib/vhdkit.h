@@ -299,6 +299,16 @@ struct vhd_open_options {
   const char *const *parent_dirs;
   unsigned max_chain_depth;     /* 0 means the default, 32 */
   bool ignore_parent_id_mismatch;
+  /* The most memory that one image's block table and per-block state may
+   * take (each image of a chain is held to it); an image that needs more
+   * is refused with -EFBIG before anything is allocated.  0 means the
+   * default, 1 GiB: a 2040 GiB VHD in 512 KiB blocks (what Windows
+   * creates) needs about 55 MiB, and a 64 TiB VHDX in 1 MiB blocks about
+   * 600 MiB (512 MiB of BAT), while a 2040 GiB VHD in 4 KiB blocks would
+   * need 7 GiB.  Sector bitmaps are cached apart, within a fixed 8 MiB
+   * per image (plus those with unflushed changes).
+   */
+  uint64_t max_metadata_bytes;
 };
 
 int vhd_open (const char *path, const struct vhd_open_options *options,

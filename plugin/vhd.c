@@ -28,6 +28,7 @@ static bool readonly;
 static bool force_share;
 static bool ignore_parent_id_mismatch;
 static unsigned max_chain_depth;        /* 0: the engine's default */
+static int64_t max_metadata;            /* 0: the engine's default */
 static char **parent_dirs;              /* NULL-terminated once non-empty */
 static size_t nr_parent_dirs;
 
@@ -105,6 +106,11 @@ vhd_config (const char *key, const char *value)
   }
   else if (strcmp (key, "ignore-parent-id-mismatch") == 0)
     return parse_bool_key (value, &ignore_parent_id_mismatch);
+  else if (strcmp (key, "max-metadata") == 0) {
+    max_metadata = nbdkit_parse_size (value);
+    if (max_metadata == -1)
+      return -1;
+  }
   else {
     nbdkit_error ("unknown parameter '%s'", key);
     return -1;
@@ -134,7 +140,8 @@ vhd_config_complete (void)
   "parent-dir=<DIR>       Also look for parent images in DIR (repeatable).\n" \
   "max-chain-depth=<N>    Refuse differencing chains deeper than N (default 32).\n" \
   "ignore-parent-id-mismatch=true\n" \
-  "                       Open a parent whose unique ID does not match."
+  "                       Open a parent whose unique ID does not match.\n" \
+  "max-metadata=<SIZE>    Memory an image's block table may take (default 1G)."
 
 static void
 vhd_dump_plugin (void)
@@ -157,6 +164,7 @@ vhd_get_ready (void)
     .max_chain_depth = max_chain_depth,
     .ignore_parent_id_mismatch = ignore_parent_id_mismatch,
     .flags = force_share ? VHD_OPEN_FLAG_FORCE_SHARE : 0,
+    .max_metadata_bytes = (uint64_t) max_metadata,
   };
   int r;
 

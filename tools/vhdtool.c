@@ -444,6 +444,7 @@ cmd_info (int argc, char **argv)
   struct vhd_open_options opts = { .readonly = true,
                                    .parent_dirs = parent_dirs };
   char parent_error[4096] = "";
+  struct vhd_image_info image;
   bool json = false;
   vhd_disk *disk;
   int c, r;
@@ -463,16 +464,25 @@ cmd_info (int argc, char **argv)
   if (argc - optind != 1)
     return usage_error ("%s", "info needs exactly one PATH");
 
-  r = vhd_open (argv[optind], &opts, &disk);
-  if (r < 0) {
-    /* Show the image itself even when its chain does not resolve, and
-     * say why the chain did not.
-     */
-    snprintf (parent_error, sizeof parent_error, "%s", vhd_last_error ());
-    opts.flags |= VHD_OPEN_FLAG_NO_PARENTS;
-    if (vhd_open (argv[optind], &opts, &disk) < 0) {
-      fprintf (stderr, "%s: %s\n", program, parent_error);
-      return EXIT_FAILURE;
+  /* The image alone first: if it is bad, that is the answer, and a bad
+   * image is read once, not twice.  Then, for a differencing disk, with
+   * its chain; when the chain does not resolve, show the image itself and
+   * say why the chain did not.
+   */
+  opts.flags |= VHD_OPEN_FLAG_NO_PARENTS;
+  if (vhd_open (argv[optind], &opts, &disk) < 0) {
+    fprintf (stderr, "%s: %s\n", program, vhd_last_error ());
+    return EXIT_FAILURE;
+  }
+  r = vhd_get_image_info (disk, &image);
+  if (r == 0 && image.disk_type == VHD_TYPE_DIFFERENCING) {
+    vhd_disk *chain;
+    opts.flags &= ~(uint32_t) VHD_OPEN_FLAG_NO_PARENTS;
+    if (vhd_open (argv[optind], &opts, &chain) < 0)
+      snprintf (parent_error, sizeof parent_error, "%s", vhd_last_error ());
+    else {
+      vhd_close (disk);
+      disk = chain;
     }
   }
   if (json)

@@ -39,6 +39,7 @@
 #include <cmocka.h>
 
 #include "format.h"
+#include "image.h"
 #include "vhdkit.h"
 #include "scratch.h"
 
@@ -1933,6 +1934,215 @@ test_check_report_capped (void **state)
   assert_non_null (strstr (last_finding, "and 924 more problems"));
   assert_non_null (strstr (last_finding, "not shown"));
   expect_rejected (path, EINVAL, path, "entry 0", NULL);
+/* ---- Memory and reads that an image controls (issue 10, point 5). ----
+ *
+ * The BAT is read a chunk at a time and checked as it is read, and what
+ * an image would take in memory is checked against a cap before anything
+ * is allocated.  Bytes read are measured with /proc/self/io (rchar) around
+ * the open; peak RSS with VmHWM, reset through /proc/self/clear_refs, in
+ * the normal build only (ASan inflates RSS: VHDKIT_SANITIZERS=1).
+ */
+
+static uint64_t
+proc_number (const char *file, const char *key)
+{
+  char line[256];
+  uint64_t v = 0;
+  FILE *f = fopen (file, "r");
+
+  assert_non_null (f);
+  while (fgets (line, sizeof line, f))
+    if (strncmp (line, key, strlen (key)) == 0)
+      v = strtoull (line + strlen (key), NULL, 10);
+  fclose (f);
+  return v;
+}
+
+static uint64_t
+bytes_read_so_far (void)
+{
+  return proc_number ("/proc/self/io", "rchar:");
+}
+
+static bool
+measure_rss (void)
+{
+  const char *san = getenv ("VHDKIT_SANITIZERS");
+  return !(san && strcmp (san, "1") == 0);
+}
+
+/* Reset the peak RSS to the current RSS; returns it in KiB. */
+static uint64_t
+reset_peak_rss (void)
+{
+  int fd = open ("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC);
+
+  assert_true (fd >= 0);
+  assert_int_equal (write (fd, "5", 1), 1);
+  close (fd);
+  return proc_number ("/proc/self/status", "VmHWM:");
+}
+
+/* A dynamic image of entries blocks of block_size bytes, laid out by
+ * vhd_create (footer copy, header, BAT), with a sparse BAT: all zeros
+ * (every entry points at sector 0, the footer copy), or all 0xFF (unused)
+ * when unused is set.  The trailing footer follows the BAT.
+ */
+static void
+craft_big_bat (char *path, size_t n, const char *what, uint32_t block_size,
+               uint32_t entries, bool unused)
+{
+  struct meta m;
+  vhd_disk *d;
+  uint64_t bat_end;
+
+  new_path (path, n, what);
+  d = create_disk (path, SAMPLE_SIZE, SAMPLE_BLOCK, false, NULL);
+  vhd_close (d);
+  load_meta (path, &m);
+  m.footer.current_size = m.footer.original_size =
+    (uint64_t) entries * block_size;
+  m.header.block_size = block_size;
+  m.header.max_table_entries = entries;
+  bat_end = m.header.table_offset + vhd_bat_size (entries);
+  truncate_to (path, m.header.table_offset);
+  truncate_to (path, bat_end);
+  if (unused)
+    fill_at (path, 0xff, vhd_bat_size (entries), m.header.table_offset);
+  put_header (path, &m.header, m.header_at);
+  put_footers (path, &m.footer, bat_end);
+}
+
+/* Open read-only and read-write, expecting -err with a message naming
+ * path and the words given, having read at most max_read bytes and grown
+ * the peak RSS by at most max_rss_kib.
+ */
+static void __attribute__ ((sentinel))
+expect_refused_cheaply (const char *path, int err, uint64_t max_read,
+                        uint64_t max_rss_kib, ...)
+{
+  for (int readonly = 1; readonly >= 0; readonly--) {
+    struct vhd_open_options o = { .readonly = readonly };
+    vhd_disk *d = NULL;
+    uint64_t rss0 = 0, read0, read1;
+    const char *want;
+    va_list ap;
+    int r;
+
+    if (measure_rss ())
+      rss0 = reset_peak_rss ();
+    read0 = bytes_read_so_far ();
+    r = vhd_open (path, &o, &d);
+    read1 = bytes_read_so_far ();
+    if (r == 0)
+      vhd_close (d);
+    if (r != -err)
+      fail_msg ("%s: open returned %d, expected %d: %s", path, r, -err,
+                vhd_last_error ());
+    if (strstr (vhd_last_error (), path) == NULL)
+      fail_msg ("the error does not name the file: %s", vhd_last_error ());
+    va_start (ap, max_rss_kib);
+    while ((want = va_arg (ap, const char *)) != NULL)
+      if (strstr (vhd_last_error (), want) == NULL) {
+        va_end (ap);
+        fail_msg ("the error does not say \"%s\": %s", want,
+                  vhd_last_error ());
+      }
+    va_end (ap);
+    print_message ("refused after reading %" PRIu64 " bytes: %s\n",
+                   read1 - read0, vhd_last_error ());
+    if (read1 - read0 > max_read)
+      fail_msg ("%s: open read %" PRIu64 " bytes before refusing, more"
+                " than %" PRIu64, path, read1 - read0, max_read);
+    if (measure_rss ()) {
+      uint64_t rss1 = proc_number ("/proc/self/status", "VmHWM:");
+      print_message ("peak RSS grew by %" PRIu64 " KiB\n", rss1 - rss0);
+      if (rss1 - rss0 > max_rss_kib)
+        fail_msg ("%s: the open grew the peak RSS by %" PRIu64 " KiB",
+                  path, rss1 - rss0);
+    }
+  }
+}
+
+/* 2040 GiB in 4 KiB blocks: 534773760 entries, a 2 GiB BAT (sparse) and
+ * 7 GiB of memory.  Refused by the cap before the BAT is read.
+ */
+static void
+test_bat_4k_blocks_2040g_refused_by_cap (void **state)
+{
+  char path[PATH_MAX];
+
+  craft_big_bat (path, sizeof path, "bat-4k-2040g", 4096,
+                 (uint32_t) (VHD_MAX_DISK_SIZE / 4096), false);
+  expect_refused_cheaply (path, EFBIG, 64 * KiB, 16 * 1024,
+                          "max_table_entries 534773760", "cap of 1073741824",
+                          "max_metadata_bytes", NULL);
+}
+
+/* Within the cap (16 Mi entries, 64 MiB of BAT), every entry zero: entry
+ * 0 puts its block on the footer copy, and the open stops there, after
+ * reading the first chunk of the BAT, not the whole of it.
+ */
+static void
+test_bat_all_zero_fails_after_first_chunk (void **state)
+{
+  char path[PATH_MAX];
+
+  craft_big_bat (path, sizeof path, "bat-all-zero", 4096, 16u << 20, false);
+  expect_refused_cheaply (path, EINVAL, 1 * MiB, 16 * 1024,
+                          "entry 0 ", "overlaps", NULL);
+}
+
+/* The cap is the caller's: 1 Mi entries (4 MiB of BAT) is refused under
+ * a 1 MiB cap, with what it needs and how to raise it, and opens under
+ * a larger one and the default.
+ */
+static void
+test_metadata_cap_option (void **state)
+{
+  char path[PATH_MAX];
+  struct vhd_open_options o = { .readonly = true, .max_metadata_bytes = MiB };
+  vhd_disk *d = NULL;
+  uint8_t buf[4096], zero[4096] = { 0 };
+
+  craft_big_bat (path, sizeof path, "cap-option", 4096, 1u << 20, true);
+  assert_int_equal (vhd_open (path, &o, &d), -EFBIG);
+  assert_null (d);
+  print_message ("%s\n", vhd_last_error ());
+  assert_non_null (strstr (vhd_last_error (), path));
+  assert_non_null (strstr (vhd_last_error (), "cap of 1048576 bytes"));
+  assert_non_null (strstr (vhd_last_error (), "max_metadata_bytes"));
+
+  o.max_metadata_bytes = 64 * MiB;
+  assert_int_equal (vhd_open (path, &o, &d), 0);
+  assert_int_equal (vhd_get_size (d), 4 * GiB);
+  assert_int_equal (vhd_pread (d, buf, sizeof buf, 3 * GiB), 0);
+  assert_memory_equal (buf, zero, sizeof buf);
+  vhd_close (d);
+
+  o.max_metadata_bytes = 0;
+  assert_int_equal (vhd_open (path, &o, &d), 0);
+  vhd_close (d);
+}
+
+/* The default admits what Windows creates: 2040 GiB in 512 KiB and 2 MiB
+ * blocks; the VHDX case (64 TiB in 1 MiB blocks, 512 MiB of 8-byte
+ * entries) fits with its per-block state; 4 KiB blocks at 2040 GiB do not.
+ */
+static void
+test_metadata_cap_default_admits_windows_sizes (void **state)
+{
+  uint64_t cap = VHD_DEFAULT_MAX_METADATA_BYTES;
+  uint64_t vhdx_entries = (UINT64_C (64) << 40) / MiB;
+
+  assert_true (vhd_metadata_bytes ((uint32_t) (VHD_MAX_DISK_SIZE
+                                               / (512 * KiB))) < cap / 8);
+  assert_true (vhd_metadata_bytes ((uint32_t) (VHD_MAX_DISK_SIZE
+                                               / (2 * MiB))) < cap / 8);
+  assert_true (vhdx_entries * (8 + 1) < cap);
+  assert_true (vhd_metadata_bytes ((uint32_t) (VHD_MAX_DISK_SIZE / 4096))
+               > cap);
+  assert_true (vhd_metadata_bytes (UINT32_MAX) > cap);
 }
 
 #define TEST(f) cmocka_unit_test_teardown (f, release_all)
@@ -2002,6 +2212,10 @@ main (void)
     TEST (test_footer_copy_disagrees_on_id),
     TEST (test_lost_footer_and_smaller_copy_never_shrink),
     TEST (test_check_report_capped),
+    TEST (test_bat_4k_blocks_2040g_refused_by_cap),
+    TEST (test_bat_all_zero_fails_after_first_chunk),
+    TEST (test_metadata_cap_option),
+    TEST (test_metadata_cap_default_admits_windows_sizes),
   };
   int r;
 

@@ -22,6 +22,7 @@
 
 #include <cmocka.h>
 
+#include "image.h"
 #include "vhdkit.h"
 #include "scratch.h"
 #include "require.h"
@@ -509,6 +510,65 @@ test_zero_on_reopened_differencing_block (void **state)
   vhd_close (d);
 }
 
+/* The sector bitmap cache holds at most its budget of clean bitmaps and
+ * reads dropped ones back; bitmaps with unflushed changes stay however
+ * many there are, and nothing written is lost across evictions, flush and
+ * reopen.  A differencing child over a full parent, one sector of each
+ * 2 MiB block written twice; the budget cut to a few bitmaps.
+ */
+static void
+test_bitmap_cache_bounded_and_lossless (void **state)
+{
+  const uint64_t size = 64 * MiB, block = 2 * MiB;
+  const uint32_t blocks = (uint32_t) (size / block);
+  struct vhd_storage_type st = { VHD_STORAGE_DEVICE_VHD,
+                                 VHD_VENDOR_MICROSOFT };
+  struct vhd_create_parameters p = { .version = 2 };
+  char parent_path[300], path[300];
+  uint8_t *ref = malloc (size), sector[512];
+  vhd_disk *parent, *d = NULL;
+  struct vhd_bitmap_cache *c;
+
+  assert_non_null (ref);
+  for (uint64_t i = 0; i < size; i++)
+    ref[i] = (uint8_t) (i * 7 + (i >> 12));
+  parent = create (parent_path, sizeof parent_path, size, false);
+  assert_int_equal (vhd_pwrite (parent, ref, size, 0, 0), 0);
+  vhd_close (parent);
+
+  new_path (path, sizeof path);
+  p.version2.parent_path = parent_path;
+  if (vhd_create_virtual_disk (&st, path, VHD_ACCESS_NONE, NULL, 0, 0, &p,
+                               NULL, &d) < 0)
+    fail_msg ("create %s: %s", path, vhd_last_error ());
+  c = &((struct vhd_disk *) d)->bitmap_cache;
+  c->budget = 4096;
+
+  for (int pass = 0; pass < 2; pass++) {
+    for (uint32_t b = 0; b < blocks; b++) {
+      uint64_t off = b * block + (pass ? 100 : 3) * 512;
+      memset (sector, 0xa0 + pass, sizeof sector);
+      memcpy (ref + off, sector, sizeof sector);
+      assert_int_equal (vhd_pwrite (d, sector, sizeof sector, off, 0), 0);
+    }
+    /* Every changed bitmap is pinned until the flush writes it. */
+    assert_true (c->count >= blocks);
+    assert_matches (d, ref, size);
+    assert_int_equal (vhd_flush (d), 0);
+    assert_true (c->bytes <= c->budget);
+    assert_matches (d, ref, size);
+    assert_true (c->bytes <= c->budget);
+  }
+  /* The reads above found most bitmaps dropped and read them back. */
+  assert_true (c->loads >= blocks);
+  vhd_close (d);
+
+  d = reopen (path, true);
+  assert_matches (d, ref, size);
+  vhd_close (d);
+  free (ref);
+}
+
 int
 main (void)
 {
@@ -527,6 +587,7 @@ main (void)
     cmocka_unit_test (test_crash_after_flush_keeps_flushed_data),
     cmocka_unit_test (test_concurrent_subsector_writes_keep_both),
     cmocka_unit_test (test_zero_on_reopened_differencing_block),
+    cmocka_unit_test (test_bitmap_cache_bounded_and_lossless),
   };
   return cmocka_run_group_tests (tests, setup, teardown);
 }
