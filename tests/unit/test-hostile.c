@@ -1934,6 +1934,8 @@ test_check_report_capped (void **state)
   assert_non_null (strstr (last_finding, "and 924 more problems"));
   assert_non_null (strstr (last_finding, "not shown"));
   expect_rejected (path, EINVAL, path, "entry 0", NULL);
+}
+
 /* ---- Memory and reads that an image controls (issue 10, point 5). ----
  *
  * The BAT is read a chunk at a time and checked as it is read, and what
