@@ -67,8 +67,11 @@ def header():
     return bytes(h)
 
 
+# One footer, written as the copy and as the trailing footer: the two
+# must agree (open refuses copies that disagree).
+the_footer = footer()
 with open(sys.argv[1], "wb") as f:
-    f.write(footer())
+    f.write(the_footer)
     f.write(header())
     bat = bytearray(b"\xff" * BAT_BYTES)
     for i in range(N):
@@ -79,7 +82,7 @@ with open(sys.argv[1], "wb") as f:
     f.seek(BAT_AT)
     f.write(bat)
     f.seek(FIRST + N * (BITMAP + BS))
-    f.write(footer())
+    f.write(the_footer)
 PY
 ls -ls "$img"
 
