@@ -17,7 +17,6 @@
 #include "crashsim.h"
 #include "crashrun.h"
 
-#define TORN_PIECE 512u
 #define SECTOR 512u
 #define POST_WRITES 3
 
@@ -152,6 +151,10 @@ op_name (const struct crash_op *op)
   case CRASH_OP_EXTEND: return "fallocate";
   case CRASH_OP_TRUNCATE: return "ftruncate";
   case CRASH_OP_SYNC: return "fdatasync";
+  case CRASH_OP_NAME_ADD: return "link";
+  case CRASH_OP_NAME_REMOVE: return "unlink";
+  case CRASH_OP_NAME_MOVE: return "rename";
+  case CRASH_OP_DIR_SYNC: return "fsync(folder)";
   }
   return "?";
 }
@@ -603,66 +606,6 @@ append_applied (struct crash_point *pt, size_t op)
     strcat (pt->applied, " ...");
 }
 
-struct piece {
-  size_t op;
-  uint64_t offset, length;
-};
-
-static void
-shuffle (struct piece *p, size_t n, struct rng *r)
-{
-  for (size_t i = n; i > 1; i--) {
-    size_t j = (size_t) rng_below (r, i);
-    struct piece t = p[i - 1];
-    p[i - 1] = p[j];
-    p[j] = t;
-  }
-}
-
-/* The pending ops (or, torn, their 4 KiB pieces) that reach the file:
- * each with a probability of 1/8 to 7/8, in a random order.
- */
-static size_t
-random_pieces (const struct crash_point *pt, bool torn, struct rng *r,
-               struct piece *out)
-{
-  uint64_t p8 = 1 + rng_below (r, 7);
-  size_t n = 0;
-
-  for (size_t i = pt->durable; i < pt->k; i++) {
-    const struct crash_op *op = crash_get_op (i);
-    uint64_t at = 0;
-    bool splits = torn && (op->kind == CRASH_OP_WRITE ||
-                           op->kind == CRASH_OP_ZERO ||
-                           op->kind == CRASH_OP_PUNCH);
-    do {
-      uint64_t len = op->length - at;
-      if (splits) {
-        uint64_t next = (op->offset + at) / TORN_PIECE * TORN_PIECE
-                        + TORN_PIECE;
-        if (next - (op->offset + at) < len)
-          len = next - (op->offset + at);
-      }
-      if (rng_below (r, 8) < p8)
-        out[n++] = (struct piece) { i, at, len };
-      at += len;
-    } while (at < op->length);
-  }
-  shuffle (out, n, r);
-  return n;
-}
-
-static size_t
-count_pieces (const struct crash_point *pt)
-{
-  size_t n = 0;
-  for (size_t i = pt->durable; i < pt->k; i++) {
-    const struct crash_op *op = crash_get_op (i);
-    n += 2 + op->length / TORN_PIECE;
-  }
-  return n;
-}
-
 /* Each state of a crash point draws from its own stream, so that
  * VHDKIT_CRASH_ONLY=NAME:K rebuilds the same states as the full run.
  */
@@ -683,7 +626,7 @@ try_point (struct crash_point *pt, const struct crash_file *base,
 {
   struct crash_run *run = pt->run;
   struct rng r;
-  struct piece *pieces;
+  struct crash_piece *pieces;
 
   run->stats.points++;
   pt->applied[0] = '\0';
@@ -714,7 +657,7 @@ try_point (struct crash_point *pt, const struct crash_file *base,
   r = state_rng (pt, 1);
   check_state (pt, SUBSET_ALL, got, scratch, &r);
 
-  pieces = malloc (count_pieces (pt) * sizeof *pieces);
+  pieces = malloc (crash_count_pieces (pt->durable, pt->k) * sizeof *pieces);
   if (pieces == NULL) {
     fail_point (pt, "out of memory");
     return;
@@ -725,7 +668,7 @@ try_point (struct crash_point *pt, const struct crash_file *base,
     char label[32];
 
     r = state_rng (pt, 2 + j);
-    n = random_pieces (pt, torn, &r, pieces);
+    n = crash_random_pieces (pt->durable, pt->k, torn, &r, pieces);
 
     snprintf (label, sizeof label, torn ? "torn" : "random-%u", j + 1);
     pt->label = label;

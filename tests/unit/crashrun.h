@@ -11,25 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* splitmix64: small, seedable, good enough to pick offsets and bytes. */
-struct rng {
-  uint64_t s;
-};
-
-static inline uint64_t
-rng_next (struct rng *r)
-{
-  uint64_t z = (r->s += 0x9e3779b97f4a7c15ULL);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
-static inline uint64_t
-rng_below (struct rng *r, uint64_t n)
-{
-  return n ? rng_next (r) % n : 0;
-}
+#include "crashsim.h"
 
 double now_seconds (void);
 

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -44,6 +45,21 @@ int __wrap_fsync (int fd);
 int __wrap_ftruncate (int fd, off_t length);
 int __wrap_ftruncate64 (int fd, off_t length);
 
+int __real_openat (int dirfd, const char *path, int flags, ...);
+int __real_openat64 (int dirfd, const char *path, int flags, ...);
+int __real_linkat (int olddirfd, const char *oldpath, int newdirfd,
+                   const char *newpath, int flags);
+int __real_unlinkat (int dirfd, const char *path, int flags);
+int __real_renameat2 (int olddirfd, const char *oldpath, int newdirfd,
+                      const char *newpath, unsigned flags);
+int __wrap_openat (int dirfd, const char *path, int flags, ...);
+int __wrap_openat64 (int dirfd, const char *path, int flags, ...);
+int __wrap_linkat (int olddirfd, const char *oldpath, int newdirfd,
+                   const char *newpath, int flags);
+int __wrap_unlinkat (int dirfd, const char *path, int flags);
+int __wrap_renameat2 (int olddirfd, const char *oldpath, int newdirfd,
+                      const char *newpath, unsigned flags);
+
 int __real_io_uring_submit (struct io_uring *ring);
 int __real_io_uring_submit_and_wait (struct io_uring *ring, unsigned wait_nr);
 int __real_vhd_io_run (struct vhd_segment *segs, size_t n, bool write);
@@ -58,6 +74,12 @@ struct file_id {
 
 static bool recording;
 static struct file_id tracked;
+/* crash_record_create: the folder whose next new file is tracked
+ * (armed until that file is made), and the folder's names are logged.
+ */
+static bool create_armed, dir_tracked;
+static struct file_id tracked_dir;
+static enum crash_fs_kind fs_kind;
 static struct file_id forbidden[8];
 static size_t n_forbidden;
 static unsigned violations;
@@ -246,12 +268,26 @@ __wrap_posix_fallocate (int fd, off_t offset, off_t len)
   return r;
 }
 
+/* Is fd the folder whose names are logged? */
+static bool
+is_tracked_dir (int fd)
+{
+  struct stat st;
+
+  return dir_tracked && recording && fstat (fd, &st) == 0 &&
+         st.st_dev == tracked_dir.dev && st.st_ino == tracked_dir.ino;
+}
+
 static void
 note_sync (int fd)
 {
   struct crash_op op = { .kind = CRASH_OP_SYNC };
   if (classify_fd (fd) > 0)
     append (&op);
+  else if (is_tracked_dir (fd)) {
+    op.kind = CRASH_OP_DIR_SYNC;
+    append (&op);
+  }
 }
 
 /* A sync changes no byte of the file, and what it makes durable is what
@@ -449,7 +485,12 @@ __wrap_vhd_io_run (struct vhd_segment *segs, size_t n, bool write)
   for (size_t i = 0; i < batch.n; i++)
     append_locked (&batch.pending[i]);
   pthread_mutex_unlock (&log_lock);
-  batch.n = 0;
+  /* Freed per batch: the array is thread-local, and the threads that
+   * write (create's worker, nbdkit's) end without telling us.
+   */
+  free (batch.pending);
+  batch.pending = NULL;
+  batch.n = batch.cap = 0;
   return r;
 }
 
@@ -489,6 +530,163 @@ __wrap_ftruncate64 (int fd, off_t length)
   if (r == 0)
     note_truncate (fd, length);
   return r;
+}
+
+/* The names of the file recorded by crash_record_create.  Each wrapper
+ * makes the real call, then logs what it did to a name of the tracked
+ * file in the tracked folder.
+ */
+static char *
+dup_name (const char *name)
+{
+  char *s = strdup (name);
+  if (s == NULL) {
+    fprintf (stderr, "crashsim: out of memory for a name\n");
+    abort ();
+  }
+  return s;
+}
+
+static void
+note_name (enum crash_op_kind kind, const char *name, const char *old_name)
+{
+  struct crash_op op = { .kind = kind, .name = dup_name (name) };
+  if (old_name)
+    op.old_name = dup_name (old_name);
+  append (&op);
+}
+
+/* Is name in the folder dirfd the tracked file? */
+static bool
+names_tracked (int dirfd, const char *name)
+{
+  struct stat st;
+
+  return recording && is_tracked_dir (dirfd) &&
+         fstatat (dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+         st.st_dev == tracked.dev && st.st_ino == tracked.ino;
+}
+
+static bool
+dir_is_armed (int dirfd)
+{
+  struct stat st;
+
+  return create_armed && fstat (dirfd, &st) == 0 &&
+         st.st_dev == tracked_dir.dev && st.st_ino == tracked_dir.ino;
+}
+
+/* The armed folder's first new file: recording starts, from empty. */
+static void
+start_tracking_new (int fd, int dirfd, const char *path, int flags)
+{
+  struct stat st;
+
+  if (fstat (fd, &st) == -1)
+    return;
+  create_armed = false;
+  tracked.dev = st.st_dev;
+  tracked.ino = st.st_ino;
+  recording = true;
+  if ((flags & O_TMPFILE) != O_TMPFILE && names_tracked (dirfd, path))
+    note_name (CRASH_OP_NAME_ADD, path, NULL);
+}
+
+static int
+wrapped_openat (bool is64, int dirfd, const char *path, int flags,
+                mode_t mode)
+{
+  bool creates = (flags & O_TMPFILE) == O_TMPFILE ||
+                 (flags & (O_CREAT | O_EXCL)) == (O_CREAT | O_EXCL);
+  bool armed = creates && dir_is_armed (dirfd);
+  int fd;
+
+  if (armed && (flags & O_TMPFILE) == O_TMPFILE &&
+      fs_kind != CRASH_FS_TMPFILE) {
+    errno = EOPNOTSUPP;         /* as a file system without it says */
+    return -1;
+  }
+  fd = is64 ? __real_openat64 (dirfd, path, flags, mode)
+            : __real_openat (dirfd, path, flags, mode);
+  if (fd >= 0 && armed)
+    start_tracking_new (fd, dirfd, path, flags);
+  return fd;
+}
+
+int
+__wrap_openat (int dirfd, const char *path, int flags, ...)
+{
+  mode_t mode = 0;
+  if ((flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE) {
+    va_list ap;
+    va_start (ap, flags);
+    mode = va_arg (ap, mode_t);
+    va_end (ap);
+  }
+  return wrapped_openat (false, dirfd, path, flags, mode);
+}
+
+int
+__wrap_openat64 (int dirfd, const char *path, int flags, ...)
+{
+  mode_t mode = 0;
+  if ((flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE) {
+    va_list ap;
+    va_start (ap, flags);
+    mode = va_arg (ap, mode_t);
+    va_end (ap);
+  }
+  return wrapped_openat (true, dirfd, path, flags, mode);
+}
+
+int
+__wrap_linkat (int olddirfd, const char *oldpath, int newdirfd,
+               const char *newpath, int flags)
+{
+  int r;
+
+  /* vfat: no hard links, between names or from /proc. */
+  if (fs_kind == CRASH_FS_NO_LINKS && is_tracked_dir (newdirfd)) {
+    errno = EPERM;
+    return -1;
+  }
+  r = __real_linkat (olddirfd, oldpath, newdirfd, newpath, flags);
+  if (r == 0 && names_tracked (newdirfd, newpath))
+    note_name (CRASH_OP_NAME_ADD, newpath, NULL);
+  return r;
+}
+
+int
+__wrap_unlinkat (int dirfd, const char *path, int flags)
+{
+  bool tracked_name = names_tracked (dirfd, path);
+  int r = __real_unlinkat (dirfd, path, flags);
+
+  if (r == 0 && tracked_name)
+    note_name (CRASH_OP_NAME_REMOVE, path, NULL);
+  return r;
+}
+
+int
+__wrap_renameat2 (int olddirfd, const char *oldpath, int newdirfd,
+                  const char *newpath, unsigned flags)
+{
+  bool tracked_name = names_tracked (olddirfd, oldpath);
+  int r = __real_renameat2 (olddirfd, oldpath, newdirfd, newpath, flags);
+
+  if (r == 0 && tracked_name) {
+    if (is_tracked_dir (newdirfd))
+      note_name (CRASH_OP_NAME_MOVE, newpath, oldpath);
+    else
+      note_name (CRASH_OP_NAME_REMOVE, oldpath, NULL);
+  }
+  return r;
+}
+
+void
+crash_set_fs_kind (enum crash_fs_kind kind)
+{
+  fs_kind = kind;
 }
 
 static int
@@ -537,7 +735,22 @@ crash_record_start (const char *path)
   close (fd);
   tracked.dev = st.st_dev;
   tracked.ino = st.st_ino;
+  dir_tracked = false;
   recording = true;
+  return 0;
+}
+
+int
+crash_record_create (const char *dir)
+{
+  int r;
+
+  crash_record_free ();
+  r = file_id_of (dir, &tracked_dir);
+  if (r < 0)
+    return r;
+  dir_tracked = true;
+  create_armed = true;
   return 0;
 }
 
@@ -551,8 +764,12 @@ void
 crash_record_free (void)
 {
   recording = false;
-  for (size_t i = 0; i < n_ops; i++)
+  create_armed = dir_tracked = false;
+  for (size_t i = 0; i < n_ops; i++) {
     free (ops[i].data);
+    free (ops[i].name);
+    free (ops[i].old_name);
+  }
   free (ops);
   ops = NULL;
   n_ops = cap_ops = 0;
@@ -606,14 +823,80 @@ crash_get_op (size_t i)
   return i < n_ops ? &ops[i] : NULL;
 }
 
-size_t
-crash_durable_prefix (size_t k)
+static size_t
+prefix_to_last (size_t k, enum crash_op_kind kind)
 {
   if (k > n_ops)
     k = n_ops;
-  while (k > 0 && ops[k - 1].kind != CRASH_OP_SYNC)
+  while (k > 0 && ops[k - 1].kind != kind)
     k--;
   return k;
+}
+
+size_t
+crash_durable_prefix (size_t k)
+{
+  return prefix_to_last (k, CRASH_OP_SYNC);
+}
+
+size_t
+crash_names_durable_prefix (size_t k)
+{
+  return prefix_to_last (k, CRASH_OP_DIR_SYNC);
+}
+
+#define TORN_PIECE 512u
+
+static void
+shuffle (struct crash_piece *p, size_t n, struct rng *r)
+{
+  for (size_t i = n; i > 1; i--) {
+    size_t j = (size_t) rng_below (r, i);
+    struct crash_piece t = p[i - 1];
+    p[i - 1] = p[j];
+    p[j] = t;
+  }
+}
+
+size_t
+crash_random_pieces (size_t from, size_t k, bool torn, struct rng *r,
+                     struct crash_piece *out)
+{
+  uint64_t p8 = 1 + rng_below (r, 7);
+  size_t n = 0;
+
+  for (size_t i = from; i < k; i++) {
+    const struct crash_op *op = &ops[i];
+    uint64_t at = 0;
+    bool splits = torn && (op->kind == CRASH_OP_WRITE ||
+                           op->kind == CRASH_OP_ZERO ||
+                           op->kind == CRASH_OP_PUNCH);
+    if (op->kind > CRASH_OP_SYNC)
+      continue;
+    do {
+      uint64_t len = op->length - at;
+      if (splits) {
+        uint64_t next = (op->offset + at) / TORN_PIECE * TORN_PIECE
+                        + TORN_PIECE;
+        if (next - (op->offset + at) < len)
+          len = next - (op->offset + at);
+      }
+      if (rng_below (r, 8) < p8)
+        out[n++] = (struct crash_piece) { i, at, len };
+      at += len;
+    } while (at < op->length);
+  }
+  shuffle (out, n, r);
+  return n;
+}
+
+size_t
+crash_count_pieces (size_t from, size_t k)
+{
+  size_t n = 0;
+  for (size_t i = from; i < k; i++)
+    n += 2 + ops[i].length / TORN_PIECE;
+  return n;
 }
 
 /* Grow the buffer to hold size bytes; bytes past f->size are kept zero. */
@@ -723,7 +1006,11 @@ crash_file_apply (struct crash_file *f, const struct crash_op *op,
     f->size = op->offset;
     break;
   case CRASH_OP_SYNC:
-    break;
+  case CRASH_OP_NAME_ADD:
+  case CRASH_OP_NAME_REMOVE:
+  case CRASH_OP_NAME_MOVE:
+  case CRASH_OP_DIR_SYNC:
+    break;                      /* no byte of the file changes */
   }
   return 0;
 }

@@ -31,6 +31,16 @@ enum crash_op_kind {
   CRASH_OP_EXTEND,              /* plain fallocate: size grows, data kept */
   CRASH_OP_TRUNCATE,            /* ftruncate: size set to offset */
   CRASH_OP_SYNC,                /* fdatasync or fsync returned */
+  /* The folder's names for the file (recording that crash_record_create
+   * started): a name made (openat O_CREAT, linkat), removed (unlinkat)
+   * or moved (renameat2: old_name to name, atomically), and an fsync of
+   * the folder, which makes the names before it durable.  They change
+   * no byte of the file.
+   */
+  CRASH_OP_NAME_ADD,
+  CRASH_OP_NAME_REMOVE,
+  CRASH_OP_NAME_MOVE,
+  CRASH_OP_DIR_SYNC,
 };
 
 struct crash_op {
@@ -39,6 +49,7 @@ struct crash_op {
   bool ring;                    /* WRITE submitted through io_uring */
   uint64_t offset, length;
   uint8_t *data;                /* WRITE only; NULL when the data was zeros */
+  char *name, *old_name;        /* NAME_* only */
 };
 
 /* Start logging the changes to the file at path (found by device and
@@ -46,6 +57,22 @@ struct crash_op {
  * the log's starting point.  Returns 0 or -errno.
  */
 int crash_record_start (const char *path);
+/* Start logging a file that does not exist yet: the first file that
+ * the engine creates in the folder dir (openat with O_TMPFILE, or with
+ * O_CREAT under a temporary name), from empty, and what happens to its
+ * names in that folder (link, unlink, rename, the folder's fsync), so
+ * that a crash can also lose the names made after the folder's last
+ * fsync.  Returns 0 or -errno.
+ */
+int crash_record_create (const char *dir);
+/* How the file system under a recorded create behaves, to reach each of
+ * create.c's layouts: with O_TMPFILE (unnamed, then linkat), without it
+ * (a temporary name, linkat, unlinkat), and without hard links too
+ * (a temporary name, renameat2).
+ */
+enum crash_fs_kind { CRASH_FS_TMPFILE, CRASH_FS_NO_TMPFILE,
+                     CRASH_FS_NO_LINKS };
+void crash_set_fs_kind (enum crash_fs_kind kind);
 /* Stop logging (the log is kept until crash_record_free). */
 void crash_record_stop (void);
 void crash_record_free (void);
@@ -74,6 +101,47 @@ const struct crash_op *crash_get_op (size_t i);
  * past the last sync among ops [0, k), or 0 if there is none.
  */
 size_t crash_durable_prefix (size_t k);
+/* The same for names: one past the last DIR_SYNC among ops [0, k). */
+size_t crash_names_durable_prefix (size_t k);
+
+/* splitmix64: small, seedable, good enough to pick offsets and bytes. */
+struct rng {
+  uint64_t s;
+};
+
+static inline uint64_t
+rng_next (struct rng *r)
+{
+  uint64_t z = (r->s += 0x9e3779b97f4a7c15ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+static inline uint64_t
+rng_below (struct rng *r, uint64_t n)
+{
+  return n ? rng_next (r) % n : 0;
+}
+
+/* A piece of a pending op that reaches the file: [offset, offset+length)
+ * of op number op.
+ */
+struct crash_piece {
+  size_t op;
+  uint64_t offset, length;
+};
+
+/* The pending ops [from, k) that reach the file after a crash at k (from
+ * is the durable prefix): each with a probability of 1/8 to 7/8, drawn
+ * once from r, in a random order; torn, each write, zero and punch is
+ * split on 512-byte sectors first, a disk's atomic unit.  Ops that change
+ * no byte (syncs, names) are left out.  out must hold
+ * crash_count_pieces (from, k) pieces.
+ */
+size_t crash_random_pieces (size_t from, size_t k, bool torn, struct rng *r,
+                            struct crash_piece *out);
+size_t crash_count_pieces (size_t from, size_t k);
 
 /* An image file rebuilt in memory. */
 struct crash_file {
