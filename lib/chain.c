@@ -32,8 +32,6 @@
 #include "format.h"
 #include "image.h"
 
-#define DEFAULT_MAX_CHAIN_DEPTH 32
-#define MAX_CHAIN_DEPTH 256
 #define MAX_LOCATOR_BYTES 65536
 #define MAX_CANDIDATES 64
 
@@ -47,7 +45,7 @@ struct search {
   const struct vhd_disk *child;
   char child_dir[PATH_MAX];
   /* Allowed folders, resolved; [0] is the top image's folder. */
-  char *allowed[33];
+  char *allowed[VHD_MAX_PARENT_DIRS + 1];
   size_t n_allowed;
   struct candidate cand[MAX_CANDIDATES];
   size_t n_cand;
@@ -328,8 +326,8 @@ set_up_search (struct search *s, const struct vhd_chain_context *ctx)
                                                     : s->child_dir);
   for (; dirs && *dirs; dirs++) {
     if (s->n_allowed == sizeof s->allowed / sizeof s->allowed[0])
-      return vhd_error (EINVAL, "too many parent folders (at most %zu)",
-                        sizeof s->allowed / sizeof s->allowed[0] - 1);
+      return vhd_error (EINVAL, "too many parent folders (at most %d,"
+                        " VHD_MAX_PARENT_DIRS)", VHD_MAX_PARENT_DIRS);
     s->allowed[s->n_allowed] = realpath (*dirs, NULL);
     if (s->allowed[s->n_allowed] == NULL)
       return vhd_error (errno, "parent folder %s: %m", *dirs);
@@ -533,17 +531,17 @@ vhd_chain_open_parent (struct vhd_disk *child,
   __attribute__ ((cleanup (cleanup_search))) struct search *s = NULL;
   unsigned max_depth = ctx->options->max_chain_depth
                        ? ctx->options->max_chain_depth
-                       : DEFAULT_MAX_CHAIN_DEPTH;
+                       : VHD_DEFAULT_MAX_CHAIN_DEPTH;
   struct vhd_chain_link link;
   char name[1024] = "";
   char uuid[37];
   struct stat st;
   int r;
 
-  if (max_depth > MAX_CHAIN_DEPTH)
+  if (max_depth > VHD_MAX_CHAIN_DEPTH)
     return vhd_error (EINVAL, "%s: max_chain_depth %u is above the limit of"
                       " %d images (each level of a chain costs stack and an"
-                      " open file)", child->path, max_depth, MAX_CHAIN_DEPTH);
+                      " open file)", child->path, max_depth, VHD_MAX_CHAIN_DEPTH);
   /* The child is image depth + 1 of the chain; its parent would be the
    * next one.
    */

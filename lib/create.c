@@ -39,7 +39,6 @@
 #include "source.h"
 
 #define FN "vhd_create_virtual_disk"
-#define MAX_PARENT_DIRS 32
 
 
 /* The parameters of either version, in one shape. */
@@ -300,7 +299,7 @@ open_parent (const char *parent_path, vhd_disk **parent)
  * new child's own open to be allowed to reach them.
  */
 struct folder_list {
-  char *dirs[MAX_PARENT_DIRS + 1];      /* NULL-terminated */
+  char *dirs[VHD_MAX_PARENT_DIRS + 1];      /* NULL-terminated */
   size_t n;
 };
 
@@ -314,7 +313,7 @@ cleanup_folder_list (struct folder_list *l)
 static int
 collect_chain_folders (const vhd_disk *parent, struct folder_list *l)
 {
-  for (const vhd_disk *p = parent; p && l->n < MAX_PARENT_DIRS;
+  for (const vhd_disk *p = parent; p && l->n < VHD_MAX_PARENT_DIRS;
        p = p->parent) {
     char copy[PATH_MAX], *dir;
 

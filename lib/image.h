@@ -10,11 +10,10 @@
 
 #include "format.h"
 
-/* The in-memory metadata that open may allocate for one image unless the
- * caller sets vhd_open_options.max_metadata_bytes (see vhdkit.h for why
- * 1 GiB), and the byte budget of one image's sector bitmap cache.
+/* The byte budget of one image's sector bitmap cache.  (The cap on the
+ * rest of the in-memory metadata, VHD_DEFAULT_MAX_METADATA_BYTES, is
+ * public: vhdkit.h.)
  */
-#define VHD_DEFAULT_MAX_METADATA_BYTES (UINT64_C (1) << 30)
 #define VHD_BITMAP_CACHE_BYTES (UINT64_C (8) << 20)
 
 /* One cached sector bitmap (map.c). */

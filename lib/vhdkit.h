@@ -23,6 +23,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "vhdkit-version.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -289,20 +291,37 @@ int vhd_create_virtual_disk (const struct vhd_storage_type *storage_type,
                              struct vhd_overlapped *overlapped,
                              vhd_disk **handle);
 
+/* Limits of vhd_open_options, defined here once for the library and its
+ * callers (the plugin's parent-dir= and max-chain-depth=, vhdtool's
+ * --parent-dir).
+ *
+ * VHD_MAX_PARENT_DIRS: the most parent_dirs entries (besides the child's
+ * own folder, always allowed); more is -EINVAL.
+ * VHD_DEFAULT_MAX_CHAIN_DEPTH: images in a chain, the top one included,
+ * when max_chain_depth is 0; VHD_MAX_CHAIN_DEPTH: the largest
+ * max_chain_depth accepted (each level costs stack and an open file).
+ * VHD_DEFAULT_MAX_METADATA_BYTES: max_metadata_bytes when it is 0.
+ */
+#define VHD_MAX_PARENT_DIRS             32
+#define VHD_DEFAULT_MAX_CHAIN_DEPTH     32
+#define VHD_MAX_CHAIN_DEPTH             256
+#define VHD_DEFAULT_MAX_METADATA_BYTES  (UINT64_C (1) << 30)  /* 1 GiB */
+
 /* Options for vhd_open(); NULL means all defaults. */
 struct vhd_open_options {
   bool readonly;                /* parents are always opened read-only */
   uint32_t flags;               /* VHD_OPEN_FLAG_* */
   /* Folders (besides the child's own) where parents may be opened; a
-   * NULL-terminated array, or NULL for none.
+   * NULL-terminated array of at most VHD_MAX_PARENT_DIRS, or NULL for none.
    */
   const char *const *parent_dirs;
-  unsigned max_chain_depth;     /* 0 means the default, 32 */
+  unsigned max_chain_depth;     /* 0 means VHD_DEFAULT_MAX_CHAIN_DEPTH;
+                                 * at most VHD_MAX_CHAIN_DEPTH */
   bool ignore_parent_id_mismatch;
   /* The most memory that one image's block table and per-block state may
    * take (each image of a chain is held to it); an image that needs more
    * is refused with -EFBIG before anything is allocated.  0 means the
-   * default, 1 GiB: a 2040 GiB VHD in 512 KiB blocks (what Windows
+   * default, VHD_DEFAULT_MAX_METADATA_BYTES (1 GiB): a 2040 GiB VHD in 512 KiB blocks (what Windows
    * creates) needs about 55 MiB, and a 64 TiB VHDX in 1 MiB blocks about
    * 600 MiB (512 MiB of BAT), while a 2040 GiB VHD in 4 KiB blocks would
    * need 7 GiB.  Sector bitmaps are cached apart, within a fixed 8 MiB
@@ -452,6 +471,11 @@ void vhd_guid_to_string (const struct vhd_guid *guid, char buf[37]);
 
 /* The message for the last failure in this thread ("" if none). */
 const char *vhd_last_error (void);
+
+/* The version of the library in use, "MAJOR.MINOR.MICRO" (static; the
+ * headers' own is VHDKIT_VERSION_STRING).
+ */
+const char *vhd_get_version (void);
 
 #ifdef __cplusplus
 }

@@ -53,6 +53,14 @@ add_parent_dir (const char *value)
 {
   char *dir, **dirs;
 
+  /* The engine would refuse the list only when it looks for a parent,
+   * and only for a differencing image: refuse it now, whatever the image.
+   */
+  if (nr_parent_dirs == VHD_MAX_PARENT_DIRS) {
+    nbdkit_error ("parent-dir: too many parent folders (at most %d)",
+                  VHD_MAX_PARENT_DIRS);
+    return -1;
+  }
   dir = nbdkit_realpath (value);
   if (dir == NULL)
     return -1;
@@ -99,8 +107,9 @@ vhd_config (const char *key, const char *value)
     if (nbdkit_parse_unsigned ("max-chain-depth", value,
                                &max_chain_depth) == -1)
       return -1;
-    if (max_chain_depth == 0) {
-      nbdkit_error ("max-chain-depth must be at least 1");
+    if (max_chain_depth == 0 || max_chain_depth > VHD_MAX_CHAIN_DEPTH) {
+      nbdkit_error ("max-chain-depth must be from 1 to %d",
+                    VHD_MAX_CHAIN_DEPTH);
       return -1;
     }
   }
@@ -133,12 +142,19 @@ vhd_config_complete (void)
   return 0;
 }
 
+/* The public limits, spelled into the help text. */
+#define VHD_STR_(x) #x
+#define VHD_STR(x) VHD_STR_(x)
+
 #define vhd_config_help \
   "[file=]<DISK.vhd>      (required) The VHD image to serve.\n" \
   "readonly=true          Open the image read-only (shared with other readers).\n" \
   "force-share=true       With readonly=true: take no lock (as qemu-img -U).\n" \
-  "parent-dir=<DIR>       Also look for parent images in DIR (repeatable).\n" \
-  "max-chain-depth=<N>    Refuse differencing chains deeper than N (default 32).\n" \
+  "parent-dir=<DIR>       Also look for parent images in DIR (repeatable,\n" \
+  "                       up to " VHD_STR (VHD_MAX_PARENT_DIRS) " times).\n" \
+  "max-chain-depth=<N>    Refuse differencing chains deeper than N (default\n" \
+  "                       " VHD_STR (VHD_DEFAULT_MAX_CHAIN_DEPTH) \
+  ", at most " VHD_STR (VHD_MAX_CHAIN_DEPTH) ").\n" \
   "ignore-parent-id-mismatch=true\n" \
   "                       Open a parent whose unique ID does not match.\n" \
   "max-metadata=<SIZE>    Memory an image's block table may take (default 1G)."
@@ -146,7 +162,7 @@ vhd_config_complete (void)
 static void
 vhd_dump_plugin (void)
 {
-  printf ("vhd_version=%s\n", PACKAGE_VERSION);
+  printf ("vhd_version=%s\n", vhd_get_version ());
   printf ("vhd_io_uring=%s\n",
           strcmp (vhd_io_backend (), "io_uring") == 0 ? "yes" : "no");
 }

@@ -23,8 +23,6 @@
 #include "vhdkit.h"
 #include "vhdtool.h"
 
-#define MAX_PARENT_DIRS 32
-
 const char *program = "vhdtool";
 
 void
@@ -415,13 +413,14 @@ print_info_json (const vhd_disk *disk, const char *parent_error, int indent)
 }
 
 /* --parent-dir DIR, for info and check: dirs holds up to
- * MAX_PARENT_DIRS folders and a NULL after them.
+ * VHD_MAX_PARENT_DIRS folders and a NULL after them.
  */
 static bool
 add_parent_dir (const char **dirs, size_t *n, const char *dir)
 {
-  if (*n == MAX_PARENT_DIRS) {
-    usage_error ("%s", "too many --parent-dir options");
+  if (*n == VHD_MAX_PARENT_DIRS) {
+    usage_error ("too many --parent-dir options (at most %d)",
+                 VHD_MAX_PARENT_DIRS);
     return false;
   }
   dirs[(*n)++] = dir;
@@ -439,7 +438,7 @@ cmd_info (int argc, char **argv)
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 }
   };
-  const char *parent_dirs[MAX_PARENT_DIRS + 1] = { NULL };
+  const char *parent_dirs[VHD_MAX_PARENT_DIRS + 1] = { NULL };
   size_t n_dirs = 0;
   struct vhd_open_options opts = { .readonly = true,
                                    .parent_dirs = parent_dirs };
@@ -525,7 +524,7 @@ cmd_check (int argc, char **argv)
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 }
   };
-  const char *parent_dirs[MAX_PARENT_DIRS + 1] = { NULL };
+  const char *parent_dirs[VHD_MAX_PARENT_DIRS + 1] = { NULL };
   size_t n_dirs = 0;
   struct vhd_open_options opts = { .readonly = true,
                                    .parent_dirs = parent_dirs };
@@ -594,7 +593,7 @@ main (int argc, char **argv)
     return EXIT_SUCCESS;
   }
   if (strcmp (verb, "--version") == 0) {
-    printf ("%s %s\n", program, PACKAGE_VERSION);
+    printf ("%s %s\n", program, vhd_get_version ());
     return EXIT_SUCCESS;
   }
   /* Each verb parses its own options, from argv[1] on. */
