@@ -28,7 +28,7 @@
 
 #include "chain.h"
 #include "cleanup.h"
-#include "file.h"
+#include "backend/file.h"
 #include "format.h"
 #include "image.h"
 
@@ -232,7 +232,7 @@ vhd_locator_read_path (const struct vhd_disk *disk, unsigned i,
   buf = malloc (loc->platform_data_length);
   if (buf == NULL)
     return vhd_error (ENOMEM, "%s: out of memory", disk->path);
-  r = vhd_pread_exact (disk->fd, buf, loc->platform_data_length,
+  r = vhd_file_pread_exact (disk->fd, buf, loc->platform_data_length,
                        loc->platform_data_offset, disk->path,
                        "parent locator data");
   if (r == 0) {

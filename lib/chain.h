@@ -41,12 +41,4 @@ int vhd_chain_open_parent (struct vhd_disk *child,
 int vhd_locator_read_path (const struct vhd_disk *disk, unsigned i,
                            char *out, size_t out_size);
 
-/* Read exactly count bytes at offset; a short read is an error.  Write
- * exactly count bytes, finishing short writes.  (open.c)
- */
-int vhd_pread_exact (int fd, void *buf, size_t count, uint64_t offset,
-                     const char *file, const char *what);
-int vhd_pwrite_exact (int fd, const void *buf, size_t count,
-                      uint64_t offset, const char *file, const char *what);
-
 #endif /* VHDKIT_CHAIN_H */

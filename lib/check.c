@@ -19,7 +19,7 @@
 #include <unistd.h>
 #include <linux/falloc.h>
 
-#include "file.h"
+#include "backend/file.h"
 #include "chain.h"
 #include "format.h"
 #include "image.h"
@@ -141,13 +141,13 @@ read_footers (struct checker *c)
 
   if (c->file_size >= VHD_FOOTER_SIZE) {
     c->trailing_at = c->file_size - VHD_FOOTER_SIZE;
-    if (vhd_pread_exact (c->fd, c->trailing_raw, VHD_FOOTER_SIZE,
+    if (vhd_file_pread_exact (c->fd, c->trailing_raw, VHD_FOOTER_SIZE,
                          c->trailing_at, c->path, "footer") == 0) {
       if (memcmp (c->trailing_raw, "conectix", 8) != 0) {
         /* An old writer's 511-byte footer. */
         memset (c->trailing_raw, 0, VHD_FOOTER_SIZE);
         c->trailing_at = c->file_size - (VHD_FOOTER_SIZE - 1);
-        vhd_pread_exact (c->fd, c->trailing_raw, VHD_FOOTER_SIZE - 1,
+        vhd_file_pread_exact (c->fd, c->trailing_raw, VHD_FOOTER_SIZE - 1,
                          c->trailing_at, c->path, "footer");
       }
       c->trailing_ok = vhd_footer_decode (c->trailing_raw, &c->footer,
@@ -161,7 +161,7 @@ read_footers (struct checker *c)
               c->path, c->file_size);
 
   if (c->file_size >= VHD_FOOTER_SIZE &&
-      vhd_pread_exact (c->fd, c->copy_raw, VHD_FOOTER_SIZE, 0, c->path,
+      vhd_file_pread_exact (c->fd, c->copy_raw, VHD_FOOTER_SIZE, 0, c->path,
                        "footer copy") == 0 &&
       memcmp (c->copy_raw, "conectix", 8) == 0)
     c->copy_ok = vhd_footer_decode (c->copy_raw, &f, c->path, 0) == 0 &&
@@ -194,7 +194,7 @@ check_bat (struct checker *c, uint64_t data_end)
   size_t n = 0;
 
   if (!ext || !raw ||
-      vhd_pread_exact (c->fd, raw, bat_bytes, h->table_offset, c->path,
+      vhd_file_pread_exact (c->fd, raw, bat_bytes, h->table_offset, c->path,
                        "BAT") < 0) {
     report (c, VHD_CHECK_CORRUPT, "BAT at offset %" PRIu64 ": %s",
             h->table_offset, ext && raw ? vhd_last_error ()
@@ -255,7 +255,7 @@ check_dynamic (struct checker *c)
             " point at a dynamic header inside the file", at);
     return;
   }
-  if (vhd_pread_exact (c->fd, buf, sizeof buf, at, c->path,
+  if (vhd_file_pread_exact (c->fd, buf, sizeof buf, at, c->path,
                        "dynamic header") < 0 ||
       vhd_dyn_header_decode (buf, h, c->path, at) < 0) {
     report (c, VHD_CHECK_CORRUPT, "%s", vhd_last_error ());
@@ -368,11 +368,11 @@ vhd_check (const char *path, const struct vhd_open_options *options,
   if (c.fd < 0)
     return c.fd;
   if (c.repair)
-    r = vhd_lock_for_writing (c.fd, path);
+    r = vhd_file_lock (c.fd, path, true);
   else if (options && (options->flags & VHD_OPEN_FLAG_FORCE_SHARE))
     r = 0;
   else
-    r = vhd_lock_for_reading (c.fd, path);
+    r = vhd_file_lock (c.fd, path, false);
   if (r < 0) {
     close (c.fd);
     return r;

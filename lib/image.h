@@ -165,8 +165,6 @@ int vhd_io_init (struct vhd_disk *disk);
 void vhd_io_fini (struct vhd_disk *disk);
 
 /* io.c helpers shared with discard.c and check.c. */
-int vhd_lock_for_writing (int fd, const char *path);
-int vhd_lock_for_reading (int fd, const char *path);
 int vhd_check_range (const struct vhd_disk *disk, uint64_t count,
                      uint64_t offset, const char *what);
 int vhd_zero_file_range (struct vhd_disk *disk, uint64_t offset,

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "chain.h"
+#include "backend/file.h"
 #include "format.h"
 #include "image.h"
 
@@ -264,7 +265,7 @@ read_bitmap (struct vhd_disk *disk, uint32_t block, uint8_t **out)
   if (bits == NULL)
     return vhd_error (ENOMEM, "%s: out of memory for a sector bitmap",
                       disk->path);
-  r = vhd_pread_exact (disk->fd, bits, disk->bitmap_size,
+  r = vhd_file_pread_exact (disk->fd, bits, disk->bitmap_size,
                        (uint64_t) vhd_bat_load (disk, block)
                        * VHD_SECTOR_SIZE, disk->path, "sector bitmap");
   if (r < 0) {

@@ -20,58 +20,9 @@
 #include <linux/fs.h>
 
 #include "chain.h"
-#include "file.h"
+#include "backend/file.h"
 #include "format.h"
 #include "image.h"
-
-/* Read exactly count bytes at offset, treating a short read (the file
- * ended) as an error.  Returns 0 or -errno with a message naming what.
- */
-int
-vhd_pread_exact (int fd, void *buf, size_t count, uint64_t offset,
-                 const char *file, const char *what)
-{
-  uint8_t *p = buf;
-
-  while (count > 0) {
-    ssize_t r = pread (fd, p, count, (off_t) offset);
-    if (r < 0) {
-      if (errno == EINTR)
-        continue;
-      return vhd_error (errno, "%s: reading %s at offset %" PRIu64 ": %m",
-                        file, what, offset);
-    }
-    if (r == 0)
-      return vhd_error (EIO, "%s: %s at offset %" PRIu64
-                        " is past the end of the file", file, what, offset);
-    p += r;
-    count -= (size_t) r;
-    offset += (uint64_t) r;
-  }
-  return 0;
-}
-
-/* Write exactly count bytes at offset, finishing short writes. */
-int
-vhd_pwrite_exact (int fd, const void *buf, size_t count, uint64_t offset,
-                  const char *file, const char *what)
-{
-  const uint8_t *p = buf;
-
-  while (count > 0) {
-    ssize_t w = pwrite (fd, p, count, (off_t) offset);
-    if (w < 0) {
-      if (errno == EINTR)
-        continue;
-      return vhd_error (errno, "%s: writing the %s at offset %" PRIu64
-                        ": %m", file, what, offset);
-    }
-    p += w;
-    count -= (size_t) w;
-    offset += (uint64_t) w;
-  }
-  return 0;
-}
 
 static int
 file_size_of_fd (int fd, const char *file, uint64_t *size)
@@ -102,7 +53,7 @@ try_trailing_footer_at (struct vhd_disk *disk, uint64_t at, size_t len,
                         char *why, size_t why_size)
 {
   uint8_t buf[VHD_FOOTER_SIZE] = { 0 };
-  int r = vhd_pread_exact (disk->fd, buf, len, at, disk->path, "footer");
+  int r = vhd_file_pread_exact (disk->fd, buf, len, at, disk->path, "footer");
 
   if (r < 0) {
     snprintf (why, why_size, "%s", vhd_last_error ());
@@ -201,7 +152,7 @@ compare_footer_copy (struct vhd_disk *disk)
   if (disk->footer.disk_type == VHD_TYPE_FIXED ||
       disk->footer_offset < VHD_FOOTER_SIZE)
     return 0;
-  if (vhd_pread_exact (disk->fd, buf, sizeof buf, 0, disk->path,
+  if (vhd_file_pread_exact (disk->fd, buf, sizeof buf, 0, disk->path,
                        "footer copy") < 0 ||
       memcmp (buf, "conectix", 8) != 0 ||
       vhd_footer_decode (buf, &copy, disk->path, 0) < 0) {
@@ -230,7 +181,7 @@ choose_footer (struct vhd_disk *disk)
     return vhd_error (EINVAL, "%s: not a VHD image: %s", disk->path,
                       trailing_why);
 
-  r = vhd_pread_exact (disk->fd, buf, sizeof buf, 0, disk->path,
+  r = vhd_file_pread_exact (disk->fd, buf, sizeof buf, 0, disk->path,
                        "footer copy");
   if (r == 0)
     r = vhd_footer_decode (buf, &copy, disk->path, 0);
@@ -518,7 +469,7 @@ check_copy_covers_bat (struct vhd_disk *disk)
 
     if (n > sizeof buf / 4)
       n = sizeof buf / 4;
-    r = vhd_pread_exact (disk->fd, buf, n * 4, h->table_offset + 4 * i,
+    r = vhd_file_pread_exact (disk->fd, buf, n * 4, h->table_offset + 4 * i,
                          disk->path, "BAT");
     if (r < 0)
       return r;
@@ -552,7 +503,7 @@ load_dynamic_header (struct vhd_disk *disk)
     return vhd_error (EINVAL, "%s: footer: data_offset %" PRIu64
                       " overlaps the footer copy at offset 0",
                       disk->path, at);
-  r = vhd_pread_exact (disk->fd, buf, sizeof buf, at, disk->path,
+  r = vhd_file_pread_exact (disk->fd, buf, sizeof buf, at, disk->path,
                        "dynamic header");
   if (r < 0)
     return r;
@@ -729,7 +680,7 @@ load_bat (struct vhd_disk *disk)
        at += BAT_CHUNK_BYTES) {
     size_t len = bat_bytes - at < BAT_CHUNK_BYTES ? (size_t) (bat_bytes - at)
                                                   : BAT_CHUNK_BYTES;
-    r = vhd_pread_exact (disk->fd, raw, len, h->table_offset + at,
+    r = vhd_file_pread_exact (disk->fd, raw, len, h->table_offset + at,
                          disk->path, "BAT");
     if (r == 0)
       r = grow_bat (disk, &bat_cap, i + len / 4);

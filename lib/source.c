@@ -35,7 +35,7 @@
 #include <linux/fs.h>
 
 #include "chain.h"
-#include "file.h"
+#include "backend/file.h"
 #include "format.h"
 #include "image.h"
 #include "source.h"
@@ -107,7 +107,7 @@ probe_vhd (int fd, uint64_t size, const char *path)
 
   if (size < VHD_FOOTER_SIZE)
     return 0;
-  r = vhd_pread_exact (fd, buf, sizeof buf, size - VHD_FOOTER_SIZE, path,
+  r = vhd_file_pread_exact (fd, buf, sizeof buf, size - VHD_FOOTER_SIZE, path,
                        "the last sector");
   if (r < 0)
     return r;
@@ -116,7 +116,7 @@ probe_vhd (int fd, uint64_t size, const char *path)
     return 1;
 
   memset (buf, 0, sizeof buf);
-  r = vhd_pread_exact (fd, buf, VHD_FOOTER_SIZE - 1,
+  r = vhd_file_pread_exact (fd, buf, VHD_FOOTER_SIZE - 1,
                        size - (VHD_FOOTER_SIZE - 1), path, "the last sector");
   if (r < 0)
     return r;
@@ -124,7 +124,7 @@ probe_vhd (int fd, uint64_t size, const char *path)
                     why, sizeof why))
     return 1;
 
-  r = vhd_pread_exact (fd, buf, sizeof buf, 0, path, "the first sector");
+  r = vhd_file_pread_exact (fd, buf, sizeof buf, 0, path, "the first sector");
   if (r < 0)
     return r;
   if (valid_footer (buf, path, 0, true, &cookie, why, sizeof why))
