@@ -26,7 +26,13 @@ struct vhd_chain_context {
                                          * folder; NULL at depth 0 */
 };
 
-/* Open an image from an fd it owns (closed on failure too). */
+/* Open an image from a backend it owns (closed on failure too). */
+int vhd_open_backend (struct vhd_backend *be, bool readonly, uint32_t flags,
+                      const struct vhd_chain_context *chain,
+                      struct vhd_disk **out);
+/* Open an image from an fd it owns (closed on failure too), through a
+ * file backend.
+ */
 int vhd_open_fd (int fd, const char *path, bool readonly, uint32_t flags,
                  const struct vhd_chain_context *chain,
                  struct vhd_disk **out);

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend/backend.h"
 #include "format.h"
 
 /* The in-memory metadata that open may allocate for one image unless the
@@ -39,8 +40,9 @@ struct vhd_bitmap_cache {
 };
 
 struct vhd_disk {
-  char *path;                   /* as given to vhd_open */
-  int fd;
+  char *path;                   /* as given to vhd_open (a callback
+                                 * backend's name) */
+  struct vhd_backend *be;       /* the storage; the disk owns it */
   bool readonly;
   bool force_share;             /* read-only, and takes no lock (io.c) */
   uint64_t file_size;           /* at open */
@@ -176,15 +178,7 @@ int vhd_set_bits (struct vhd_disk *disk, uint32_t block, uint64_t in_block,
 /* What open would allocate for a BAT of that many entries (open.c). */
 uint64_t vhd_metadata_bytes (uint32_t max_table_entries);
 
-/* One piece of I/O: fd == -1 means "zero-fill buf" (reads only). */
-struct vhd_segment {
-  int fd;
-  const char *path;             /* for error messages */
-  uint64_t file_offset;
-  uint64_t length;
-  uint8_t *buf;
-};
-
+/* Segments (struct vhd_segment: backend/backend.h), collected. */
 struct vhd_segment_list {
   struct vhd_segment *segs;
   size_t n, capacity;
@@ -193,7 +187,8 @@ struct vhd_segment_list {
 
 void vhd_segments_init (struct vhd_segment_list *l);
 void vhd_segments_free (struct vhd_segment_list *l);
-int vhd_segments_add (struct vhd_segment_list *l, int fd, const char *path,
+/* be == NULL: zero fill (reads only). */
+int vhd_segments_add (struct vhd_segment_list *l, struct vhd_backend *be,
                       uint64_t file_offset, uint64_t length, uint8_t *buf);
 
 /* map.c: the segments that read [offset, offset+count) of disk into buf,
@@ -225,11 +220,5 @@ typedef int (*vhd_bitmap_write_fn) (struct vhd_disk *disk, uint32_t block,
                                     const uint8_t *bits);
 int vhd_bitmap_write_dirty_locked (struct vhd_disk *disk,
                                    vhd_bitmap_write_fn fn);
-
-/* uring.c: run every segment (all reads or all writes) as one batch and
- * wait once; short transfers are finished, not errors.
- */
-int vhd_io_run (struct vhd_segment *segs, size_t n, bool write);
-
 
 #endif /* VHDKIT_IMAGE_H */

@@ -20,10 +20,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <linux/falloc.h>
 
 #include "chain.h"
-#include "backend/file.h"
+#include "backend/backend.h"
 #include "format.h"
 #include "image.h"
 
@@ -68,21 +67,24 @@ check_clear_of_metadata (struct vhd_disk *disk, uint64_t offset,
 static int
 restore_trailing_footer (struct vhd_disk *disk)
 {
-  ssize_t n;
   int r = check_clear_of_metadata (disk, disk->footer_offset,
                                    "restored trailing footer");
 
   if (r < 0)
     return r;
-  n = pwrite (disk->fd, disk->encoded_footer, VHD_FOOTER_SIZE,
-              (off_t) disk->footer_offset);
-  if (n != VHD_FOOTER_SIZE)
-    return vhd_error (n < 0 ? errno : EIO, "%s: restoring the trailing"
-                      " footer at offset %" PRIu64 ": %s", disk->path,
-                      disk->footer_offset,
-                      n < 0 ? strerror (errno) : "short write");
-  if (fdatasync (disk->fd) == -1)
-    return vhd_error (errno, "%s: fdatasync: %m", disk->path);
+  if (!disk->be->can_grow &&
+      disk->footer_offset + VHD_FOOTER_SIZE > disk->file_size)
+    return vhd_error (ENOSPC, "%s: the trailing footer is missing and the"
+                      " storage cannot grow to restore it (open the image"
+                      " read-only)", disk->path);
+  r = vhd_backend_pwrite_exact (disk->be, disk->encoded_footer,
+                                VHD_FOOTER_SIZE, disk->footer_offset,
+                                "restored trailing footer");
+  if (r < 0)
+    return r;
+  r = vhd_backend_flush (disk->be, false);
+  if (r < 0)
+    return r;
   if (disk->footer_offset + VHD_FOOTER_SIZE > disk->file_end)
     disk->file_end = disk->footer_offset + VHD_FOOTER_SIZE;
   disk->footer_from_copy = false;
@@ -110,8 +112,7 @@ vhd_io_init (struct vhd_disk *disk)
       disk->footer.disk_type != VHD_TYPE_DIFFERENCING)
     return vhd_error (EINVAL, "%s: unknown disk type", disk->path);
   if (!disk->readonly || !disk->force_share) {
-    int r = disk->readonly ? vhd_file_lock (disk->fd, disk->path, false)
-                           : vhd_file_lock (disk->fd, disk->path, true);
+    int r = vhd_backend_lock (disk->be, !disk->readonly);
     if (r < 0)
       return r;
   }
@@ -196,7 +197,7 @@ write_exact (struct vhd_disk *disk, const void *buf, size_t len,
              uint64_t offset, const char *what)
 {
   struct vhd_segment s = {
-    .fd = disk->fd, .path = disk->path, .file_offset = offset,
+    .be = disk->be, .file_offset = offset,
     .length = len, .buf = (uint8_t *) buf,
   };
   int r = vhd_io_run (&s, 1, true);
@@ -214,20 +215,17 @@ vhd_zero_file_range (struct vhd_disk *disk, uint64_t offset, uint64_t len,
                      bool fast_only)
 {
   static const uint8_t zeros[65536];
+  int r = vhd_backend_zero (disk->be, offset, len);
 
-  if (fallocate (disk->fd, FALLOC_FL_ZERO_RANGE, (off_t) offset,
-                 (off_t) len) == 0)
-    return 0;
-  if (errno != EOPNOTSUPP && errno != ENOSYS && errno != EINVAL)
-    return vhd_error (errno, "%s: zeroing %" PRIu64 " bytes at %" PRIu64
-                      ": %m", disk->path, len, offset);
+  if (r != -EOPNOTSUPP)
+    return r;
   if (fast_only)
     return vhd_error (ENOTSUP, "%s: the file system cannot zero a range"
                       " quickly", disk->path);
-  /* No ZERO_RANGE here (tmpfs, old kernels): write zeros. */
+  /* The storage cannot zero a range (tmpfs, old kernels): write zeros. */
   while (len > 0) {
     size_t n = len < sizeof zeros ? (size_t) len : sizeof zeros;
-    int r = write_exact (disk, zeros, n, offset, "zeroed range");
+    r = write_exact (disk, zeros, n, offset, "zeroed range");
     if (r < 0)
       return r;
     offset += n;
@@ -264,6 +262,14 @@ allocate_block_locked (struct vhd_disk *disk, uint32_t block)
   uint8_t *bitmap;
   int r = 0;
 
+  /* The storage under a callback backend (an nbdkit plugin) has the
+   * size it has: only blocks already in the image can be written.
+   */
+  if (!disk->be->can_grow)
+    return vhd_error (ENOSPC, "%s: writing block %" PRIu32 " needs a new"
+                      " block in the image, and its storage cannot grow"
+                      " (only blocks already allocated are writable)",
+                      disk->path, block);
   if (start / VHD_SECTOR_SIZE >= VHD_BAT_UNUSED)
     return vhd_error (ENOSPC, "%s: the image file cannot grow past 2 TiB of"
                       " sectors that a BAT entry can address", disk->path);
@@ -388,7 +394,7 @@ write_aligned (struct vhd_disk *disk, const uint8_t *buf, uint64_t count,
 
   vhd_segments_init (&segs);
   if (!is_dynamic_like (disk)) {
-    r = vhd_segments_add (&segs, disk->fd, disk->path, offset, count,
+    r = vhd_segments_add (&segs, disk->be, offset, count,
                           (uint8_t *) buf);
     goto run;
   }
@@ -418,7 +424,7 @@ write_aligned (struct vhd_disk *disk, const uint8_t *buf, uint64_t count,
       r = state;
       break;
     }
-    r = vhd_segments_add (&segs, disk->fd, disk->path,
+    r = vhd_segments_add (&segs, disk->be,
                           vhd_block_data_offset (disk, sector) + in_block,
                           len, (uint8_t *) buf);
     if (r == 0 && state == BLOCK_PARTIAL) {
@@ -517,9 +523,7 @@ vhd_pwrite (vhd_disk *disk, const void *buf, size_t count, uint64_t offset,
 static int
 sync_file (struct vhd_disk *disk)
 {
-  if (fdatasync (disk->fd) == -1)
-    return vhd_error (errno, "%s: fdatasync: %m", disk->path);
-  return 0;
+  return vhd_backend_flush (disk->be, false);
 }
 
 static int

@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend.h"
+
 /* Open path (O_RDONLY or O_RDWR in flags) so that a FIFO or a device
  * cannot block the open, and accept only a regular file or a block
  * device.  Returns the fd (blocking again, close-on-exec), or -errno with
@@ -36,5 +38,17 @@ int vhd_file_pwrite_exact (int fd, const void *buf, size_t count,
  * -errno.  Closing fd drops them.
  */
 int vhd_file_lock (int fd, const char *path, bool writer);
+
+/* The fd of a file backend (file.c keeps it in opaque). */
+static inline int
+vhd_file_fd_of (const struct vhd_backend *be)
+{
+  return (int) (intptr_t) be->opaque;
+}
+
+/* Run a batch of segments of file backends (file-uring.c): on the
+ * thread's io_uring ring, or with pread/pwrite.
+ */
+int vhd_file_run (struct vhd_segment *segs, size_t n, bool write);
 
 #endif /* VHDKIT_FILE_H */
