@@ -28,7 +28,8 @@
 
 #include "chain.h"
 #include "cleanup.h"
-#include "file.h"
+#include "backend/backend.h"
+#include "backend/file.h"
 #include "format.h"
 #include "image.h"
 
@@ -230,9 +231,9 @@ vhd_locator_read_path (const struct vhd_disk *disk, unsigned i,
   buf = malloc (loc->platform_data_length);
   if (buf == NULL)
     return vhd_error (ENOMEM, "%s: out of memory", disk->path);
-  r = vhd_pread_exact (disk->fd, buf, loc->platform_data_length,
-                       loc->platform_data_offset, disk->path,
-                       "parent locator data");
+  r = vhd_backend_pread_exact (disk->be, buf, loc->platform_data_length,
+                               loc->platform_data_offset,
+                               "parent locator data");
   if (r == 0) {
     if (loc->platform_code == VHD_PLATFORM_MACX)
       r = copy_utf8 (buf, loc->platform_data_length,
@@ -317,10 +318,25 @@ set_up_search (struct search *s, const struct vhd_chain_context *ctx)
   char tmp[PATH_MAX];
   const char *const *dirs = ctx->options->parent_dirs;
 
-  if (snprintf (tmp, sizeof tmp, "%s", s->child->path) >= (int) sizeof tmp)
-    return vhd_error (ENAMETOOLONG, "%s: path too long", s->child->path);
-  if (realpath (dirname (tmp), s->child_dir) == NULL)
-    return vhd_error (errno, "%s: resolving its folder: %m", s->child->path);
+  if (vhd_backend_file_fd (s->child->be) < 0 && ctx->top_dir == NULL) {
+    /* The image asked for lives behind callbacks: it has no folder of
+     * its own, so the first parent folder stands in for it.
+     */
+    if (dirs == NULL || *dirs == NULL)
+      return vhd_error (ENOENT, "%s: a differencing image opened through"
+                        " a backend finds its parent only in the parent"
+                        " folders given (parent_dirs, parent-dir=), and"
+                        " none were given", s->child->path);
+    if (realpath (*dirs, s->child_dir) == NULL)
+      return vhd_error (errno, "parent folder %s: %m", *dirs);
+  }
+  else {
+    if (snprintf (tmp, sizeof tmp, "%s", s->child->path) >= (int) sizeof tmp)
+      return vhd_error (ENAMETOOLONG, "%s: path too long", s->child->path);
+    if (realpath (dirname (tmp), s->child_dir) == NULL)
+      return vhd_error (errno, "%s: resolving its folder: %m",
+                        s->child->path);
+  }
 
   s->allowed[s->n_allowed++] = strdup (ctx->top_dir ? ctx->top_dir
                                                     : s->child_dir);
@@ -549,7 +565,12 @@ vhd_chain_open_parent (struct vhd_disk *child,
     return vhd_error (ELOOP, "%s: the parent chain is deeper than %u images"
                       " (the limit; raise max_chain_depth)", child->path,
                       max_depth);
-  if (fstat (child->fd, &st) == -1)
+  /* A child on callback storage is no file that a locator could name
+   * again: it has no identity to compare (inode 0 is no file's).
+   */
+  memset (&st, 0, sizeof st);
+  if (vhd_backend_file_fd (child->be) >= 0 &&
+      fstat (vhd_backend_file_fd (child->be), &st) == -1)
     return vhd_error (errno, "%s: fstat: %m", child->path);
   link = (struct vhd_chain_link) {
     .dev = st.st_dev, .ino = st.st_ino, .path = child->path,

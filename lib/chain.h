@@ -26,7 +26,13 @@ struct vhd_chain_context {
                                          * folder; NULL at depth 0 */
 };
 
-/* Open an image from an fd it owns (closed on failure too). */
+/* Open an image from a backend it owns (closed on failure too). */
+int vhd_open_backend (struct vhd_backend *be, bool readonly, uint32_t flags,
+                      const struct vhd_chain_context *chain,
+                      struct vhd_disk **out);
+/* Open an image from an fd it owns (closed on failure too), through a
+ * file backend.
+ */
 int vhd_open_fd (int fd, const char *path, bool readonly, uint32_t flags,
                  const struct vhd_chain_context *chain,
                  struct vhd_disk **out);
@@ -40,13 +46,5 @@ int vhd_chain_open_parent (struct vhd_disk *child,
  */
 int vhd_locator_read_path (const struct vhd_disk *disk, unsigned i,
                            char *out, size_t out_size);
-
-/* Read exactly count bytes at offset; a short read is an error.  Write
- * exactly count bytes, finishing short writes.  (open.c)
- */
-int vhd_pread_exact (int fd, void *buf, size_t count, uint64_t offset,
-                     const char *file, const char *what);
-int vhd_pwrite_exact (int fd, const void *buf, size_t count,
-                      uint64_t offset, const char *file, const char *what);
 
 #endif /* VHDKIT_CHAIN_H */

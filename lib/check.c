@@ -19,7 +19,8 @@
 #include <unistd.h>
 #include <linux/falloc.h>
 
-#include "file.h"
+#include "backend/backend.h"
+#include "backend/file.h"
 #include "chain.h"
 #include "format.h"
 #include "image.h"
@@ -43,7 +44,7 @@ static const char *const class_names[N_CLASSES] = {
 
 struct checker {
   const char *path;
-  int fd;
+  struct vhd_backend *be;
   uint64_t file_size;
   bool repair;
   vhd_check_fn fn;
@@ -141,14 +142,15 @@ read_footers (struct checker *c)
 
   if (c->file_size >= VHD_FOOTER_SIZE) {
     c->trailing_at = c->file_size - VHD_FOOTER_SIZE;
-    if (vhd_pread_exact (c->fd, c->trailing_raw, VHD_FOOTER_SIZE,
-                         c->trailing_at, c->path, "footer") == 0) {
+    if (vhd_backend_pread_exact (c->be, c->trailing_raw, VHD_FOOTER_SIZE,
+                                 c->trailing_at, "footer") == 0) {
       if (memcmp (c->trailing_raw, "conectix", 8) != 0) {
         /* An old writer's 511-byte footer. */
         memset (c->trailing_raw, 0, VHD_FOOTER_SIZE);
         c->trailing_at = c->file_size - (VHD_FOOTER_SIZE - 1);
-        vhd_pread_exact (c->fd, c->trailing_raw, VHD_FOOTER_SIZE - 1,
-                         c->trailing_at, c->path, "footer");
+        vhd_backend_pread_exact (c->be, c->trailing_raw,
+                                 VHD_FOOTER_SIZE - 1, c->trailing_at,
+                                 "footer");
       }
       c->trailing_ok = vhd_footer_decode (c->trailing_raw, &c->footer,
                                           c->path, c->trailing_at) == 0;
@@ -161,8 +163,8 @@ read_footers (struct checker *c)
               c->path, c->file_size);
 
   if (c->file_size >= VHD_FOOTER_SIZE &&
-      vhd_pread_exact (c->fd, c->copy_raw, VHD_FOOTER_SIZE, 0, c->path,
-                       "footer copy") == 0 &&
+      vhd_backend_pread_exact (c->be, c->copy_raw, VHD_FOOTER_SIZE, 0,
+                               "footer copy") == 0 &&
       memcmp (c->copy_raw, "conectix", 8) == 0)
     c->copy_ok = vhd_footer_decode (c->copy_raw, &f, c->path, 0) == 0 &&
                  f.disk_type != VHD_TYPE_FIXED;
@@ -194,8 +196,8 @@ check_bat (struct checker *c, uint64_t data_end)
   size_t n = 0;
 
   if (!ext || !raw ||
-      vhd_pread_exact (c->fd, raw, bat_bytes, h->table_offset, c->path,
-                       "BAT") < 0) {
+      vhd_backend_pread_exact (c->be, raw, bat_bytes, h->table_offset,
+                               "BAT") < 0) {
     report (c, VHD_CHECK_CORRUPT, "BAT at offset %" PRIu64 ": %s",
             h->table_offset, ext && raw ? vhd_last_error ()
                                         : "out of memory");
@@ -255,8 +257,8 @@ check_dynamic (struct checker *c)
             " point at a dynamic header inside the file", at);
     return;
   }
-  if (vhd_pread_exact (c->fd, buf, sizeof buf, at, c->path,
-                       "dynamic header") < 0 ||
+  if (vhd_backend_pread_exact (c->be, buf, sizeof buf, at,
+                               "dynamic header") < 0 ||
       vhd_dyn_header_decode (buf, h, c->path, at) < 0) {
     report (c, VHD_CHECK_CORRUPT, "%s", vhd_last_error ());
     return;
@@ -331,11 +333,12 @@ repair (struct checker *c)
     return;   /* nothing is repaired while anything is corrupt */
 
   memcpy (good, c->trailing_ok ? c->trailing_raw : c->copy_raw, sizeof good);
-  if (pwrite (c->fd, good, sizeof good, (off_t) end) != sizeof good ||
-      ftruncate (c->fd, (off_t) (end + VHD_FOOTER_SIZE)) == -1 ||
-      fsync (c->fd) == -1) {
+  if (vhd_backend_pwrite_exact (c->be, good, sizeof good, end,
+                                "footer") < 0 ||
+      vhd_backend_truncate (c->be, end + VHD_FOOTER_SIZE) < 0 ||
+      vhd_backend_flush (c->be, true) < 0) {
     report (c, VHD_CHECK_CORRUPT, "repair: writing the footer at offset %"
-            PRIu64 ": %s", end, strerror (errno));
+            PRIu64 ": %s", end, vhd_last_error ());
     return;
   }
   if (!c->trailing_ok)
@@ -348,6 +351,12 @@ repair (struct checker *c)
   c->result->leaks = 0;
 }
 
+static void
+close_backend (struct vhd_backend **be)
+{
+  vhd_backend_close (*be);
+}
+
 int
 vhd_check (const char *path, const struct vhd_open_options *options,
            uint32_t flags, vhd_check_fn fn, void *opaque,
@@ -357,38 +366,35 @@ vhd_check (const char *path, const struct vhd_open_options *options,
     .path = path, .repair = flags & VHD_CHECK_REPAIR, .fn = fn,
     .opaque = opaque, .result = result,
   };
-  struct stat st;
-  int r;
+  __attribute__ ((cleanup (close_backend))) struct vhd_backend *be = NULL;
+  int fd, r;
 
   memset (result, 0, sizeof *result);
-  /* No FIFO or device blocks the open (file.c); locked as any reader
-   * or writer is (io.c), unless force-share.
+  /* No FIFO or device blocks the open (backend/file-open.c); locked as
+   * any reader or writer is, unless force-share.
    */
-  c.fd = vhd_file_open (path, c.repair ? O_RDWR : O_RDONLY);
-  if (c.fd < 0)
-    return c.fd;
+  fd = vhd_file_open (path, c.repair ? O_RDWR : O_RDONLY);
+  if (fd < 0)
+    return fd;
+  c.be = be = vhd_backend_file_new (fd, path);
+  if (be == NULL)
+    return -ENOMEM;
   if (c.repair)
-    r = vhd_lock_for_writing (c.fd, path);
+    r = vhd_backend_lock (be, true);
   else if (options && (options->flags & VHD_OPEN_FLAG_FORCE_SHARE))
     r = 0;
   else
-    r = vhd_lock_for_reading (c.fd, path);
-  if (r < 0) {
-    close (c.fd);
+    r = vhd_backend_lock (be, false);
+  if (r < 0)
     return r;
-  }
-  if (fstat (c.fd, &st) == -1) {
-    r = vhd_error (errno, "%s: fstat: %m", path);
-    close (c.fd);
+  r = vhd_backend_get_size (be, &c.file_size);
+  if (r < 0)
     return r;
-  }
-  c.file_size = (uint64_t) st.st_size;
 
   read_footers (&c);
   if (!c.trailing_ok && !c.copy_ok) {
     report (&c, VHD_CHECK_CORRUPT, "no valid footer: nothing else can be"
             " checked");
-    close (c.fd);
     return 0;
   }
   result->disk_type = c.footer.disk_type;
@@ -397,7 +403,6 @@ vhd_check (const char *path, const struct vhd_open_options *options,
       report (&c, VHD_CHECK_CORRUPT, "footer: current_size %" PRIu64
               " is larger than the %" PRIu64 " bytes of data in the file",
               c.footer.current_size, c.trailing_at);
-    close (c.fd);
     return 0;
   }
 
@@ -422,6 +427,5 @@ vhd_check (const char *path, const struct vhd_open_options *options,
   if (c.repair && (result->corruptions || result->leaks ||
                    result->recoverable))
     repair (&c);
-  close (c.fd);
   return 0;
 }

@@ -246,7 +246,7 @@ write_chunks (struct copier *cp)
     since_writeback += c->length;
     if (since_writeback >= WRITEBACK_EVERY) {
       /* A hint: start writing back now, without waiting for it. */
-      sync_file_range (cp->target->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+      vhd_backend_writeback (cp->target->be);
       since_writeback = 0;
     }
 

@@ -629,7 +629,8 @@ build_disk (void *opaque, struct vhd_operation *op)
     r = vhd_error (ECANCELED, "%s: the create was cancelled; nothing was"
                    " left behind", job->path);
   if (r == 0)
-    r = link_new_file (&job->nf, disk->fd, job->path);
+    r = link_new_file (&job->nf, vhd_backend_file_fd (disk->be),
+                       job->path);
   if (r < 0) {
     discard_unlinked_disk (disk);
     return r;

@@ -15,7 +15,6 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
-#include <linux/falloc.h>
 
 #include "format.h"
 #include "image.h"
@@ -24,12 +23,10 @@ static int
 punch_file_range (struct vhd_disk *disk, uint64_t offset, uint64_t len,
                   bool fast_only)
 {
-  if (fallocate (disk->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                 (off_t) offset, (off_t) len) == 0)
-    return 0;
-  if (errno != EOPNOTSUPP && errno != ENOSYS)
-    return vhd_error (errno, "%s: punching %" PRIu64 " bytes at %" PRIu64
-                      ": %m", disk->path, len, offset);
+  int r = vhd_backend_punch (disk->be, offset, len);
+
+  if (r != -EOPNOTSUPP)
+    return r;
   return vhd_zero_file_range (disk, offset, len, fast_only);
 }
 

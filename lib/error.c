@@ -6,8 +6,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 
-#include "file.h"
-#include "format.h"
+#include "error.h"
+#include "vhdkit.h"
 
 /* Long enough for two paths and a sentence; vsnprintf truncates safely. */
 static _Thread_local char last_error[4096];

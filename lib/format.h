@@ -19,6 +19,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "error.h"
 #include "vhdkit.h"
 
 #define VHD_SECTOR_SIZE         512u
@@ -101,13 +102,6 @@ struct vhd_dyn_header {
   struct vhd_parent_locator locators[VHD_LOCATOR_COUNT];
 };
 
-/* Error reporting, shared by every file of the library: sets the calling
- * thread's message (printf format) and returns -err, so that a failure is
- * one line: `return vhd_error (EINVAL, "%s: footer: bad cookie", file);`.
- */
-int vhd_error (int err, const char *fmt, ...)
-  __attribute__ ((format (printf, 2, 3)));
-void vhd_clear_error (void);
 
 /* Big-endian codec. */
 uint16_t vhd_get_be16 (const uint8_t *p);

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend/backend.h"
 #include "format.h"
 
 /* The byte budget of one image's sector bitmap cache.  (The cap on the
@@ -38,8 +39,9 @@ struct vhd_bitmap_cache {
 };
 
 struct vhd_disk {
-  char *path;                   /* as given to vhd_open */
-  int fd;
+  char *path;                   /* as given to vhd_open (a callback
+                                 * backend's name) */
+  struct vhd_backend *be;       /* the storage; the disk owns it */
   bool readonly;
   bool force_share;             /* read-only, and takes no lock (io.c) */
   uint64_t file_size;           /* at open */
@@ -164,8 +166,6 @@ int vhd_io_init (struct vhd_disk *disk);
 void vhd_io_fini (struct vhd_disk *disk);
 
 /* io.c helpers shared with discard.c and check.c. */
-int vhd_lock_for_writing (int fd, const char *path);
-int vhd_lock_for_reading (int fd, const char *path);
 int vhd_check_range (const struct vhd_disk *disk, uint64_t count,
                      uint64_t offset, const char *what);
 int vhd_zero_file_range (struct vhd_disk *disk, uint64_t offset,
@@ -177,15 +177,7 @@ int vhd_set_bits (struct vhd_disk *disk, uint32_t block, uint64_t in_block,
 /* What open would allocate for a BAT of that many entries (open.c). */
 uint64_t vhd_metadata_bytes (uint32_t max_table_entries);
 
-/* One piece of I/O: fd == -1 means "zero-fill buf" (reads only). */
-struct vhd_segment {
-  int fd;
-  const char *path;             /* for error messages */
-  uint64_t file_offset;
-  uint64_t length;
-  uint8_t *buf;
-};
-
+/* Segments (struct vhd_segment: backend/backend.h), collected. */
 struct vhd_segment_list {
   struct vhd_segment *segs;
   size_t n, capacity;
@@ -194,7 +186,8 @@ struct vhd_segment_list {
 
 void vhd_segments_init (struct vhd_segment_list *l);
 void vhd_segments_free (struct vhd_segment_list *l);
-int vhd_segments_add (struct vhd_segment_list *l, int fd, const char *path,
+/* be == NULL: zero fill (reads only). */
+int vhd_segments_add (struct vhd_segment_list *l, struct vhd_backend *be,
                       uint64_t file_offset, uint64_t length, uint8_t *buf);
 
 /* map.c: the segments that read [offset, offset+count) of disk into buf,
@@ -226,11 +219,5 @@ typedef int (*vhd_bitmap_write_fn) (struct vhd_disk *disk, uint32_t block,
                                     const uint8_t *bits);
 int vhd_bitmap_write_dirty_locked (struct vhd_disk *disk,
                                    vhd_bitmap_write_fn fn);
-
-/* uring.c: run every segment (all reads or all writes) as one batch and
- * wait once; short transfers are finished, not errors.
- */
-int vhd_io_run (struct vhd_segment *segs, size_t n, bool write);
-
 
 #endif /* VHDKIT_IMAGE_H */

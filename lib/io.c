@@ -20,9 +20,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <linux/falloc.h>
 
 #include "chain.h"
+#include "backend/backend.h"
 #include "format.h"
 #include "image.h"
 
@@ -38,114 +38,6 @@ static bool
 is_differencing (const struct vhd_disk *disk)
 {
   return disk->footer.disk_type == VHD_TYPE_DIFFERENCING;
-}
-
-/* Image locking, on the bytes and with the rules of qemu's protocol so
- * that vhdkit and qemu keep each other out.  A permission p (bit 0:
- * consistent read, bit 1: write) has two bytes: 100 + p, locked (shared)
- * by whoever holds p, and 200 + p, locked by whoever does not share p
- * with others.  Open file description locks, so that two opens in one
- * process are two users, as they are to qemu.
- *
- *  - A writer holds consistent read and write, and does not share write:
- *    bytes 100, 101 and 201.  It opens only if nobody holds write (101:
- *    another writer) and nobody refuses to share what it holds (200, 201:
- *    a reader that shares no writer).
- *  - A reader (every parent of a chain too) holds consistent read and
- *    does not share write: bytes 100 and 201.  It opens only if nobody
- *    holds write (101) and nobody refuses to share consistent read (200).
- *  - A force-share reader (qemu-img -U) takes no lock at all.
- *
- * So a writer refuses other writers and plain readers, and a reader
- * admits readers and refuses writers, whichever of vhdkit and qemu each
- * is.  (Byte 200 stays unlocked, as qemu's writers leave it, so that a
- * qemu -U reader, which holds consistent read, still gets in.)
- */
-#define LOCK_PERM_BASE 100
-#define LOCK_SHARED_BASE 200
-#define PERM_CONSISTENT_READ 0
-#define PERM_WRITE 1
-
-/* Does another open file description lock byte off?  -errno on error. */
-static int
-lock_byte_taken (int fd, off_t off)
-{
-  struct flock fl = {
-    .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = off, .l_len = 1,
-  };
-
-  if (fcntl (fd, F_OFD_GETLK, &fl) == -1)
-    return -errno;
-  return fl.l_type != F_UNLCK;
-}
-
-/* Take our locks first and test for others' after, as qemu does: two
- * writers that race then both see the other and both fail, where testing
- * first could let both in.  On failure the caller closes fd, which drops
- * what was taken.
- */
-static int
-lock_image (int fd, const char *path, bool writer)
-{
-  const off_t held[] = {
-    LOCK_PERM_BASE + PERM_CONSISTENT_READ,
-    LOCK_SHARED_BASE + PERM_WRITE,
-    LOCK_PERM_BASE + PERM_WRITE,        /* writers only */
-  };
-  int r;
-
-  for (size_t i = 0; i < (writer ? 3 : 2); i++) {
-    struct flock fl = {
-      .l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = held[i],
-      .l_len = 1,
-    };
-    if (fcntl (fd, F_OFD_SETLK, &fl) == -1) {
-      /* Only an exclusive lock on the byte (neither vhdkit nor qemu
-       * takes one) can be in the way of a shared one.
-       */
-      if (errno == EAGAIN || errno == EACCES)
-        return vhd_error (EBUSY, "%s: the image is locked by another"
-                          " process", path);
-      return vhd_error (errno, "%s: locking the image: %m", path);
-    }
-  }
-
-  /* Somebody writes it: neither a reader nor a writer may come in. */
-  r = lock_byte_taken (fd, LOCK_PERM_BASE + PERM_WRITE);
-  if (r == 1)
-    return vhd_error (EBUSY, "%s: the image is in use: open for writing by"
-                      " another process (vhdkit or qemu); stop it first, or read it"
-                      " anyway with force-share (-U), at your own risk",
-                      path);
-  /* Somebody reads it and shares it with no writer. */
-  if (r == 0 && writer)
-    r = lock_byte_taken (fd, LOCK_SHARED_BASE + PERM_WRITE);
-  if (r == 1)
-    return vhd_error (EBUSY, "%s: the image is in use: open read-only by"
-                      " another process (vhdkit or qemu, perhaps as the parent of a"
-                      " chain); a writer cannot share it", path);
-  /* Somebody refuses to share even consistent reads. */
-  if (r == 0)
-    r = lock_byte_taken (fd, LOCK_SHARED_BASE + PERM_CONSISTENT_READ);
-  if (r == 1)
-    return vhd_error (EBUSY, "%s: the image is in use by another process"
-                      " (vhdkit or qemu) that shares it with nobody", path);
-  if (r < 0)
-    return vhd_error (-r, "%s: testing the image's locks: %s", path,
-                      strerror (-r));
-  return 0;
-}
-
-int
-vhd_lock_for_writing (int fd, const char *path)
-{
-  return lock_image (fd, path, true);
-}
-
-int
-vhd_lock_for_reading (int fd, const char *path)
-{
-  return lock_image (fd, path, false);
 }
 
 /* Where the metadata structures end (footer copy, dynamic header, BAT
@@ -175,21 +67,24 @@ check_clear_of_metadata (struct vhd_disk *disk, uint64_t offset,
 static int
 restore_trailing_footer (struct vhd_disk *disk)
 {
-  ssize_t n;
   int r = check_clear_of_metadata (disk, disk->footer_offset,
                                    "restored trailing footer");
 
   if (r < 0)
     return r;
-  n = pwrite (disk->fd, disk->encoded_footer, VHD_FOOTER_SIZE,
-              (off_t) disk->footer_offset);
-  if (n != VHD_FOOTER_SIZE)
-    return vhd_error (n < 0 ? errno : EIO, "%s: restoring the trailing"
-                      " footer at offset %" PRIu64 ": %s", disk->path,
-                      disk->footer_offset,
-                      n < 0 ? strerror (errno) : "short write");
-  if (fdatasync (disk->fd) == -1)
-    return vhd_error (errno, "%s: fdatasync: %m", disk->path);
+  if (!disk->be->can_grow &&
+      disk->footer_offset + VHD_FOOTER_SIZE > disk->file_size)
+    return vhd_error (ENOSPC, "%s: the trailing footer is missing and the"
+                      " storage cannot grow to restore it (open the image"
+                      " read-only)", disk->path);
+  r = vhd_backend_pwrite_exact (disk->be, disk->encoded_footer,
+                                VHD_FOOTER_SIZE, disk->footer_offset,
+                                "restored trailing footer");
+  if (r < 0)
+    return r;
+  r = vhd_backend_flush (disk->be, false);
+  if (r < 0)
+    return r;
   if (disk->footer_offset + VHD_FOOTER_SIZE > disk->file_end)
     disk->file_end = disk->footer_offset + VHD_FOOTER_SIZE;
   disk->footer_from_copy = false;
@@ -217,8 +112,7 @@ vhd_io_init (struct vhd_disk *disk)
       disk->footer.disk_type != VHD_TYPE_DIFFERENCING)
     return vhd_error (EINVAL, "%s: unknown disk type", disk->path);
   if (!disk->readonly || !disk->force_share) {
-    int r = disk->readonly ? vhd_lock_for_reading (disk->fd, disk->path)
-                           : vhd_lock_for_writing (disk->fd, disk->path);
+    int r = vhd_backend_lock (disk->be, !disk->readonly);
     if (r < 0)
       return r;
   }
@@ -303,7 +197,7 @@ write_exact (struct vhd_disk *disk, const void *buf, size_t len,
              uint64_t offset, const char *what)
 {
   struct vhd_segment s = {
-    .fd = disk->fd, .path = disk->path, .file_offset = offset,
+    .be = disk->be, .file_offset = offset,
     .length = len, .buf = (uint8_t *) buf,
   };
   int r = vhd_io_run (&s, 1, true);
@@ -321,20 +215,17 @@ vhd_zero_file_range (struct vhd_disk *disk, uint64_t offset, uint64_t len,
                      bool fast_only)
 {
   static const uint8_t zeros[65536];
+  int r = vhd_backend_zero (disk->be, offset, len);
 
-  if (fallocate (disk->fd, FALLOC_FL_ZERO_RANGE, (off_t) offset,
-                 (off_t) len) == 0)
-    return 0;
-  if (errno != EOPNOTSUPP && errno != ENOSYS && errno != EINVAL)
-    return vhd_error (errno, "%s: zeroing %" PRIu64 " bytes at %" PRIu64
-                      ": %m", disk->path, len, offset);
+  if (r != -EOPNOTSUPP)
+    return r;
   if (fast_only)
     return vhd_error (ENOTSUP, "%s: the file system cannot zero a range"
                       " quickly", disk->path);
-  /* No ZERO_RANGE here (tmpfs, old kernels): write zeros. */
+  /* The storage cannot zero a range (tmpfs, old kernels): write zeros. */
   while (len > 0) {
     size_t n = len < sizeof zeros ? (size_t) len : sizeof zeros;
-    int r = write_exact (disk, zeros, n, offset, "zeroed range");
+    r = write_exact (disk, zeros, n, offset, "zeroed range");
     if (r < 0)
       return r;
     offset += n;
@@ -371,6 +262,14 @@ allocate_block_locked (struct vhd_disk *disk, uint32_t block)
   uint8_t *bitmap;
   int r = 0;
 
+  /* The storage under a callback backend (an nbdkit plugin) has the
+   * size it has: only blocks already in the image can be written.
+   */
+  if (!disk->be->can_grow)
+    return vhd_error (ENOSPC, "%s: writing block %" PRIu32 " needs a new"
+                      " block in the image, and its storage cannot grow"
+                      " (only blocks already allocated are writable)",
+                      disk->path, block);
   if (start / VHD_SECTOR_SIZE >= VHD_BAT_UNUSED)
     return vhd_error (ENOSPC, "%s: the image file cannot grow past 2 TiB of"
                       " sectors that a BAT entry can address", disk->path);
@@ -495,7 +394,7 @@ write_aligned (struct vhd_disk *disk, const uint8_t *buf, uint64_t count,
 
   vhd_segments_init (&segs);
   if (!is_dynamic_like (disk)) {
-    r = vhd_segments_add (&segs, disk->fd, disk->path, offset, count,
+    r = vhd_segments_add (&segs, disk->be, offset, count,
                           (uint8_t *) buf);
     goto run;
   }
@@ -525,7 +424,7 @@ write_aligned (struct vhd_disk *disk, const uint8_t *buf, uint64_t count,
       r = state;
       break;
     }
-    r = vhd_segments_add (&segs, disk->fd, disk->path,
+    r = vhd_segments_add (&segs, disk->be,
                           vhd_block_data_offset (disk, sector) + in_block,
                           len, (uint8_t *) buf);
     if (r == 0 && state == BLOCK_PARTIAL) {
@@ -624,9 +523,7 @@ vhd_pwrite (vhd_disk *disk, const void *buf, size_t count, uint64_t offset,
 static int
 sync_file (struct vhd_disk *disk)
 {
-  if (fdatasync (disk->fd) == -1)
-    return vhd_error (errno, "%s: fdatasync: %m", disk->path);
-  return 0;
+  return vhd_backend_flush (disk->be, false);
 }
 
 static int

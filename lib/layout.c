@@ -33,6 +33,7 @@
 
 #include "chain.h"
 #include "cleanup.h"
+#include "backend/file.h"
 #include "format.h"
 #include "image.h"
 #include "layout.h"
@@ -95,7 +96,7 @@ write_fixed (int fd, const char *path, const struct vhd_footer *footer,
                         " disk: %s", path, size, strerror (r));
   }
   vhd_footer_encode (&f, buf);
-  return vhd_pwrite_exact (fd, buf, sizeof buf, size, path, "footer");
+  return vhd_file_pwrite_exact (fd, buf, sizeof buf, size, path, "footer");
 }
 
 /* One parent locator to write: its platform code and UTF-16LE data. */
@@ -144,8 +145,8 @@ write_dynamic (int fd, const char *path, const struct vhd_footer *footer,
   for (size_t i = 0; i < n_locs; i++)
     memcpy (prefix + header->locators[i].platform_data_offset,
             locs[i].data, locs[i].length);
-  r = vhd_pwrite_exact (fd, prefix, header->table_offset, 0, path,
-                        "metadata");
+  r = vhd_file_pwrite_exact (fd, prefix, header->table_offset, 0, path,
+                             "metadata");
   if (r < 0)
     return r;
 
@@ -157,14 +158,14 @@ write_dynamic (int fd, const char *path, const struct vhd_footer *footer,
   for (uint64_t done = 0; done < bat_space; done += BAT_WRITE_CHUNK) {
     size_t n = bat_space - done < BAT_WRITE_CHUNK
                ? (size_t) (bat_space - done) : BAT_WRITE_CHUNK;
-    r = vhd_pwrite_exact (fd, fill, n, header->table_offset + done, path,
-                          "BAT");
+    r = vhd_file_pwrite_exact (fd, fill, n, header->table_offset + done,
+                               path, "BAT");
     if (r < 0)
       return r;
   }
 
-  return vhd_pwrite_exact (fd, prefix, VHD_FOOTER_SIZE, footer_offset, path,
-                     "footer");
+  return vhd_file_pwrite_exact (fd, prefix, VHD_FOOTER_SIZE, footer_offset,
+                                path, "footer");
 }
 
 static void
@@ -260,7 +261,7 @@ describe_parent (const vhd_disk *parent, const char *child_dir,
   if (realpath (parent->path, real) == NULL)
     return vhd_error (errno, "parent %s: resolving its path: %m",
                       parent->path);
-  if (fstat (parent->fd, &st) == -1)
+  if (fstat (vhd_backend_file_fd (parent->be), &st) == -1)
     return vhd_error (errno, "parent %s: fstat: %m", parent->path);
 
   h->parent_unique_id = parent->footer.unique_id;

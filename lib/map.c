@@ -36,15 +36,15 @@ vhd_segments_free (struct vhd_segment_list *l)
 
 /* Append, merging with the previous segment when it continues it. */
 int
-vhd_segments_add (struct vhd_segment_list *l, int fd, const char *path,
+vhd_segments_add (struct vhd_segment_list *l, struct vhd_backend *be,
                   uint64_t file_offset, uint64_t length, uint8_t *buf)
 {
   if (length == 0)
     return 0;
   if (l->n > 0) {
     struct vhd_segment *last = &l->segs[l->n - 1];
-    if (last->fd == fd && last->buf + last->length == buf &&
-        (fd < 0 || last->file_offset + last->length == file_offset)) {
+    if (last->be == be && last->buf + last->length == buf &&
+        (be == NULL || last->file_offset + last->length == file_offset)) {
       last->length += length;
       return 0;
     }
@@ -65,7 +65,7 @@ vhd_segments_add (struct vhd_segment_list *l, int fd, const char *path,
     l->capacity = cap;
   }
   l->segs[l->n++] = (struct vhd_segment) {
-    .fd = fd, .path = path, .file_offset = file_offset, .length = length,
+    .be = be, .file_offset = file_offset, .length = length,
     .buf = buf,
   };
   return 0;
@@ -264,9 +264,9 @@ read_bitmap (struct vhd_disk *disk, uint32_t block, uint8_t **out)
   if (bits == NULL)
     return vhd_error (ENOMEM, "%s: out of memory for a sector bitmap",
                       disk->path);
-  r = vhd_pread_exact (disk->fd, bits, disk->bitmap_size,
-                       (uint64_t) vhd_bat_load (disk, block)
-                       * VHD_SECTOR_SIZE, disk->path, "sector bitmap");
+  r = vhd_backend_pread_exact (disk->be, bits, disk->bitmap_size,
+                               (uint64_t) vhd_bat_load (disk, block)
+                               * VHD_SECTOR_SIZE, "sector bitmap");
   if (r < 0) {
     free (bits);
     return r;
@@ -389,7 +389,7 @@ map_below (struct vhd_disk *disk, uint64_t offset, uint64_t count,
 {
   if (disk->footer.disk_type == VHD_TYPE_DIFFERENCING && disk->parent)
     return vhd_map_read (disk->parent, offset, count, buf, out);
-  return vhd_segments_add (out, -1, disk->path, 0, count, buf);
+  return vhd_segments_add (out, NULL, 0, count, buf);
 }
 
 /* Call fn for each run of equal bits of a PARTIAL block's bitmap that
@@ -471,7 +471,7 @@ map_run (struct vhd_disk *disk, uint64_t pos, uint64_t len, bool set,
   uint8_t *buf = c->buf + (pos - c->in_block);
 
   if (set)
-    return vhd_segments_add (c->out, disk->fd, disk->path,
+    return vhd_segments_add (c->out, disk->be,
                              vhd_block_data_offset (disk,
                                vhd_bat_load (disk, c->block)) + pos,
                              len, buf);
@@ -487,7 +487,7 @@ vhd_map_read (struct vhd_disk *disk, uint64_t offset, uint64_t count,
   int r = 0;
 
   if (disk->footer.disk_type == VHD_TYPE_FIXED)
-    return vhd_segments_add (out, disk->fd, disk->path, offset, count, buf);
+    return vhd_segments_add (out, disk->be, offset, count, buf);
 
   block_size = disk->header.block_size;
   while (count > 0 && r == 0) {
@@ -506,7 +506,7 @@ vhd_map_read (struct vhd_disk *disk, uint64_t offset, uint64_t count,
       if (state < 0)
         r = state;
       else if (state == BLOCK_FULL)
-        r = vhd_segments_add (out, disk->fd, disk->path,
+        r = vhd_segments_add (out, disk->be,
                               vhd_block_data_offset (disk, sector) + in_block,
                               len, buf);
       else

@@ -20,77 +20,10 @@
 #include <linux/fs.h>
 
 #include "chain.h"
-#include "file.h"
+#include "backend/backend.h"
+#include "backend/file.h"
 #include "format.h"
 #include "image.h"
-
-/* Read exactly count bytes at offset, treating a short read (the file
- * ended) as an error.  Returns 0 or -errno with a message naming what.
- */
-int
-vhd_pread_exact (int fd, void *buf, size_t count, uint64_t offset,
-                 const char *file, const char *what)
-{
-  uint8_t *p = buf;
-
-  while (count > 0) {
-    ssize_t r = pread (fd, p, count, (off_t) offset);
-    if (r < 0) {
-      if (errno == EINTR)
-        continue;
-      return vhd_error (errno, "%s: reading %s at offset %" PRIu64 ": %m",
-                        file, what, offset);
-    }
-    if (r == 0)
-      return vhd_error (EIO, "%s: %s at offset %" PRIu64
-                        " is past the end of the file", file, what, offset);
-    p += r;
-    count -= (size_t) r;
-    offset += (uint64_t) r;
-  }
-  return 0;
-}
-
-/* Write exactly count bytes at offset, finishing short writes. */
-int
-vhd_pwrite_exact (int fd, const void *buf, size_t count, uint64_t offset,
-                  const char *file, const char *what)
-{
-  const uint8_t *p = buf;
-
-  while (count > 0) {
-    ssize_t w = pwrite (fd, p, count, (off_t) offset);
-    if (w < 0) {
-      if (errno == EINTR)
-        continue;
-      return vhd_error (errno, "%s: writing the %s at offset %" PRIu64
-                        ": %m", file, what, offset);
-    }
-    p += w;
-    count -= (size_t) w;
-    offset += (uint64_t) w;
-  }
-  return 0;
-}
-
-static int
-file_size_of_fd (int fd, const char *file, uint64_t *size)
-{
-  struct stat st;
-
-  if (fstat (fd, &st) == -1)
-    return vhd_error (errno, "%s: fstat: %m", file);
-  if (S_ISREG (st.st_mode)) {
-    *size = (uint64_t) st.st_size;
-    return 0;
-  }
-  if (S_ISBLK (st.st_mode)) {
-    if (ioctl (fd, BLKGETSIZE64, size) == -1)
-      return vhd_error (errno, "%s: BLKGETSIZE64: %m", file);
-    return 0;
-  }
-  return vhd_error (EINVAL, "%s: not a regular file or a block device", file);
-}
 
 /* Try a footer of len bytes (512, or 511 with a zero reserved byte
  * after it) at offset at.  Returns 0 when it decodes, -EINVAL with why[]
@@ -102,7 +35,7 @@ try_trailing_footer_at (struct vhd_disk *disk, uint64_t at, size_t len,
                         char *why, size_t why_size)
 {
   uint8_t buf[VHD_FOOTER_SIZE] = { 0 };
-  int r = vhd_pread_exact (disk->fd, buf, len, at, disk->path, "footer");
+  int r = vhd_backend_pread_exact (disk->be, buf, len, at, "footer");
 
   if (r < 0) {
     snprintf (why, why_size, "%s", vhd_last_error ());
@@ -201,8 +134,8 @@ compare_footer_copy (struct vhd_disk *disk)
   if (disk->footer.disk_type == VHD_TYPE_FIXED ||
       disk->footer_offset < VHD_FOOTER_SIZE)
     return 0;
-  if (vhd_pread_exact (disk->fd, buf, sizeof buf, 0, disk->path,
-                       "footer copy") < 0 ||
+  if (vhd_backend_pread_exact (disk->be, buf, sizeof buf, 0,
+                               "footer copy") < 0 ||
       memcmp (buf, "conectix", 8) != 0 ||
       vhd_footer_decode (buf, &copy, disk->path, 0) < 0) {
     vhd_clear_error ();
@@ -230,8 +163,7 @@ choose_footer (struct vhd_disk *disk)
     return vhd_error (EINVAL, "%s: not a VHD image: %s", disk->path,
                       trailing_why);
 
-  r = vhd_pread_exact (disk->fd, buf, sizeof buf, 0, disk->path,
-                       "footer copy");
+  r = vhd_backend_pread_exact (disk->be, buf, sizeof buf, 0, "footer copy");
   if (r == 0)
     r = vhd_footer_decode (buf, &copy, disk->path, 0);
   if (r == 0 && copy.disk_type == VHD_TYPE_FIXED) {
@@ -518,8 +450,8 @@ check_copy_covers_bat (struct vhd_disk *disk)
 
     if (n > sizeof buf / 4)
       n = sizeof buf / 4;
-    r = vhd_pread_exact (disk->fd, buf, n * 4, h->table_offset + 4 * i,
-                         disk->path, "BAT");
+    r = vhd_backend_pread_exact (disk->be, buf, n * 4,
+                                 h->table_offset + 4 * i, "BAT");
     if (r < 0)
       return r;
     for (uint64_t k = 0; k < n; k++)
@@ -552,8 +484,8 @@ load_dynamic_header (struct vhd_disk *disk)
     return vhd_error (EINVAL, "%s: footer: data_offset %" PRIu64
                       " overlaps the footer copy at offset 0",
                       disk->path, at);
-  r = vhd_pread_exact (disk->fd, buf, sizeof buf, at, disk->path,
-                       "dynamic header");
+  r = vhd_backend_pread_exact (disk->be, buf, sizeof buf, at,
+                               "dynamic header");
   if (r < 0)
     return r;
   r = vhd_dyn_header_decode (buf, h, disk->path, at);
@@ -729,8 +661,8 @@ load_bat (struct vhd_disk *disk)
        at += BAT_CHUNK_BYTES) {
     size_t len = bat_bytes - at < BAT_CHUNK_BYTES ? (size_t) (bat_bytes - at)
                                                   : BAT_CHUNK_BYTES;
-    r = vhd_pread_exact (disk->fd, raw, len, h->table_offset + at,
-                         disk->path, "BAT");
+    r = vhd_backend_pread_exact (disk->be, raw, len, h->table_offset + at,
+                                 "BAT");
     if (r == 0)
       r = grow_bat (disk, &bat_cap, i + len / 4);
     for (size_t k = 0; r == 0 && k < len / 4 && i < h->max_table_entries;
@@ -779,26 +711,27 @@ free_disk (struct vhd_disk *disk)
   if (disk->parent)
     vhd_close (disk->parent);
   vhd_io_fini (disk);
-  if (disk->fd >= 0)
-    close (disk->fd);
+  vhd_backend_close (disk->be);
   free (disk->bat);
   free (disk->path);
   free (disk);
 }
 
 int
-vhd_open_fd (int fd, const char *path, bool readonly, uint32_t flags,
-             const struct vhd_chain_context *chain, struct vhd_disk **out)
+vhd_open_backend (struct vhd_backend *be, bool readonly, uint32_t flags,
+                  const struct vhd_chain_context *chain,
+                  struct vhd_disk **out)
 {
+  const char *path = be->name;
   struct vhd_disk *disk;
   int r;
 
   disk = calloc (1, sizeof *disk);
   if (disk == NULL) {
-    close (fd);
+    vhd_backend_close (be);
     return vhd_error (ENOMEM, "%s: out of memory", path);
   }
-  disk->fd = fd;
+  disk->be = be;
   disk->readonly = readonly;
   disk->force_share = chain && chain->options &&
                       (chain->options->flags & VHD_OPEN_FLAG_FORCE_SHARE);
@@ -812,7 +745,7 @@ vhd_open_fd (int fd, const char *path, bool readonly, uint32_t flags,
     goto fail;
   }
 
-  r = file_size_of_fd (fd, path, &disk->file_size);
+  r = vhd_backend_get_size (be, &disk->file_size);
   if (r < 0)
     goto fail;
   r = choose_footer (disk);
@@ -840,6 +773,17 @@ vhd_open_fd (int fd, const char *path, bool readonly, uint32_t flags,
  fail:
   free_disk (disk);
   return r;
+}
+
+int
+vhd_open_fd (int fd, const char *path, bool readonly, uint32_t flags,
+             const struct vhd_chain_context *chain, struct vhd_disk **out)
+{
+  struct vhd_backend *be = vhd_backend_file_new (fd, path);
+
+  if (be == NULL)
+    return -ENOMEM;
+  return vhd_open_backend (be, readonly, flags, chain, out);
 }
 
 int
@@ -872,6 +816,43 @@ vhd_open (const char *path, const struct vhd_open_options *options,
                         .options = options, .depth = 0, .children = NULL,
                       },
                       disk_out);
+}
+
+int
+vhd_open_with_backend (const struct vhd_backend_callbacks *cb, void *opaque,
+                       const char *name,
+                       const struct vhd_open_options *options,
+                       vhd_disk **disk_out)
+{
+  static const struct vhd_open_options defaults;
+  struct vhd_backend *be;
+  int r;
+
+  vhd_clear_error ();
+  if (disk_out == NULL)
+    return vhd_error (EINVAL, "vhd_open_with_backend: disk_out is NULL");
+  *disk_out = NULL;
+  if (name == NULL || *name == '\0')
+    return vhd_error (EINVAL, "vhd_open_with_backend: name is NULL or"
+                      " empty (it names the image in messages)");
+  if (options == NULL)
+    options = &defaults;
+  /* Callback storage has no lock to take or to share: force-share means
+   * nothing more here than it does for a path.
+   */
+  if ((options->flags & VHD_OPEN_FLAG_FORCE_SHARE) && !options->readonly)
+    return vhd_error (EINVAL, "%s: force-share is for read-only opens"
+                      " only (a writer never shares)", name);
+
+  r = vhd_backend_callbacks_new (cb, opaque, name, options->readonly, &be);
+  if (r < 0)
+    return r;
+  return vhd_open_backend (be, options->readonly, options->flags,
+                           &(struct vhd_chain_context) {
+                             .options = options, .depth = 0,
+                             .children = NULL,
+                           },
+                           disk_out);
 }
 
 void

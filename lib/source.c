@@ -35,7 +35,7 @@
 #include <linux/fs.h>
 
 #include "chain.h"
-#include "file.h"
+#include "backend/file.h"
 #include "format.h"
 #include "image.h"
 #include "source.h"
@@ -107,8 +107,8 @@ probe_vhd (int fd, uint64_t size, const char *path)
 
   if (size < VHD_FOOTER_SIZE)
     return 0;
-  r = vhd_pread_exact (fd, buf, sizeof buf, size - VHD_FOOTER_SIZE, path,
-                       "the last sector");
+  r = vhd_file_pread_exact (fd, buf, sizeof buf, size - VHD_FOOTER_SIZE,
+                            path, "the last sector");
   if (r < 0)
     return r;
   if (valid_footer (buf, path, size - VHD_FOOTER_SIZE, false, &cookie,
@@ -116,15 +116,17 @@ probe_vhd (int fd, uint64_t size, const char *path)
     return 1;
 
   memset (buf, 0, sizeof buf);
-  r = vhd_pread_exact (fd, buf, VHD_FOOTER_SIZE - 1,
-                       size - (VHD_FOOTER_SIZE - 1), path, "the last sector");
+  r = vhd_file_pread_exact (fd, buf, VHD_FOOTER_SIZE - 1,
+                            size - (VHD_FOOTER_SIZE - 1), path,
+                            "the last sector");
   if (r < 0)
     return r;
   if (valid_footer (buf, path, size - (VHD_FOOTER_SIZE - 1), false, &cookie,
                     why, sizeof why))
     return 1;
 
-  r = vhd_pread_exact (fd, buf, sizeof buf, 0, path, "the first sector");
+  r = vhd_file_pread_exact (fd, buf, sizeof buf, 0, path,
+                            "the first sector");
   if (r < 0)
     return r;
   if (valid_footer (buf, path, 0, true, &cookie, why, sizeof why))
@@ -222,7 +224,10 @@ setup_source (struct vhd_source *src, int fd, uint32_t device_id,
     return open_vhd_source (src, fd, prevent_writes);
   }
 
-  src->fd = fd;
+  /* The backend owns fd from here; fd stays ours to lock and seek. */
+  src->be = vhd_backend_file_new (fd, src->path);
+  if (src->be == NULL)
+    return -ENOMEM;
   if (prevent_writes && (r = lock_against_writers (fd, src->path)) < 0)
     return r;
   /* A hint: the copy reads the source once, from start to end. */
@@ -243,7 +248,6 @@ vhd_source_open (const char *path, uint32_t device_id, bool prevent_writes,
   src = calloc (1, sizeof *src);
   if (src == NULL)
     return vhd_error (ENOMEM, "%s: out of memory", path);
-  src->fd = -1;
   src->path = strdup (path);
   if (src->path == NULL) {
     free (src);
@@ -281,8 +285,7 @@ vhd_source_close (struct vhd_source *src)
   /* Closing the descriptors drops the locks with them. */
   if (src->disk)
     vhd_close (src->disk);
-  if (src->fd >= 0)
-    close (src->fd);
+  vhd_backend_close (src->be);
   free (src->path);
   free (src);
 }
@@ -309,10 +312,11 @@ file_extents (struct vhd_source *src, uint64_t offset, uint64_t count,
               vhd_extent_fn fn, void *opaque)
 {
   uint64_t end = offset + count, pos = offset;
+  int fd = vhd_backend_file_fd (src->be);
   int r;
 
   while (pos < end) {
-    off_t data = lseek (src->fd, (off_t) pos, SEEK_DATA);
+    off_t data = lseek (fd, (off_t) pos, SEEK_DATA);
     off_t hole;
     uint64_t to;
 
@@ -329,7 +333,7 @@ file_extents (struct vhd_source *src, uint64_t offset, uint64_t count,
       if (pos == end)
         break;
     }
-    hole = lseek (src->fd, (off_t) pos, SEEK_HOLE);
+    hole = lseek (fd, (off_t) pos, SEEK_HOLE);
     if (hole == -1)
       return vhd_error (errno, "%s: lseek SEEK_HOLE at %" PRIu64 ": %m",
                         src->path, pos);
@@ -371,5 +375,5 @@ vhd_source_map (struct vhd_source *src, uint64_t offset, uint64_t count,
                       count, offset, src->size);
   if (src->kind == VHD_SOURCE_VHD)
     return vhd_map_read (src->disk, offset, count, buf, l);
-  return vhd_segments_add (l, src->fd, src->path, offset, count, buf);
+  return vhd_segments_add (l, src->be, offset, count, buf);
 }

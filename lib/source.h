@@ -20,7 +20,7 @@ enum vhd_source_kind {
 struct vhd_source {
   char *path;
   enum vhd_source_kind kind;
-  int fd;                       /* raw file or device; -1 for a VHD */
+  struct vhd_backend *be;       /* raw file or device; NULL for a VHD */
   vhd_disk *disk;               /* a VHD (read-only, with its chain), else NULL */
   uint64_t size;                /* the disk's size in bytes */
   bool seek_data;               /* raw file: SEEK_DATA/SEEK_HOLE work */

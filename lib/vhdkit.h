@@ -334,6 +334,44 @@ int vhd_open (const char *path, const struct vhd_open_options *options,
               vhd_disk **disk_out);
 void vhd_close (vhd_disk *disk);
 
+/* Opening an image whose storage the caller reaches: every byte of I/O
+ * goes through these callbacks (the nbdkit filter passes the plugin
+ * below it).  Each returns 0 or a negative errno.  pread and pwrite move
+ * exactly count bytes; get_size returns the storage's size in bytes or a
+ * negative errno.  zero may be NULL (zeros are then written): it makes
+ * the range read as zeros, with VHD_BACKEND_ZERO_MAY_TRIM allowed to give
+ * the space back, and with VHD_BACKEND_ZERO_FAST returning -ENOTSUP
+ * unless it is cheap.  pwrite and flush may be NULL for a read-only open.
+ * Set size to sizeof (struct vhd_backend_callbacks): the struct grows at
+ * its end, and the library reads only the fields that size covers.
+ */
+struct vhd_backend_callbacks {
+  size_t size;
+  int (*pread) (void *opaque, void *buf, size_t count, uint64_t offset);
+  int (*pwrite) (void *opaque, const void *buf, size_t count,
+                 uint64_t offset);
+  int (*flush) (void *opaque);
+  int (*zero) (void *opaque, size_t count, uint64_t offset, unsigned flags);
+  int64_t (*get_size) (void *opaque);
+};
+#define VHD_BACKEND_ZERO_MAY_TRIM 1
+#define VHD_BACKEND_ZERO_FAST 2
+
+/* Open the image that the callbacks reach, as vhd_open opens a path.
+ * name stands for the path in messages.  The storage cannot grow: a
+ * fixed image is fully writable, a dynamic or differencing one only in
+ * the blocks it has already (a write that needs a new block fails with
+ * -ENOSPC).  No lock is taken: keeping a second writer out is the
+ * caller's.  A differencing image finds its parents only in
+ * options->parent_dirs, the first folder standing in for the image's
+ * own (the same confinement as vhd_open), and is refused when there are
+ * none.  The callbacks and opaque must stay valid until vhd_close.
+ */
+int vhd_open_with_backend (const struct vhd_backend_callbacks *cb,
+                           void *opaque, const char *name,
+                           const struct vhd_open_options *options,
+                           vhd_disk **disk_out);
+
 /* The disk's virtual size in bytes (the footer's current size). */
 uint64_t vhd_get_size (const vhd_disk *disk);
 

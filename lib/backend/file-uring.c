@@ -1,12 +1,12 @@
-/* vhdkit: the I/O backend.  io_uring (liburing) with one ring per thread,
- * created the first time a thread does I/O (so after nbdkit forks), and a
- * pread/pwrite fallback used when io_uring cannot be had (a kernel without
+/* vhdkit: the file backend's batches.  io_uring (liburing) with one ring
+ * per thread, created the first time a thread does I/O (so after nbdkit
+ * forks), and a pread/pwrite fallback used when io_uring cannot be had (a kernel without
  * it, kernel.io_uring_disabled, a seccomp filter) or when VHDKIT_IO=pread.
  *
  * Every segment of a multi-segment request is prepared, submitted once
  * and reaped in one loop that matches completions to segments by
  * user_data; a short transfer is resubmitted for its remainder.  A
- * single segment goes straight to pread/pwrite (see vhd_io_run).
+ * single segment goes straight to pread/pwrite (see vhd_file_run).
  */
 
 #include <config.h>
@@ -22,8 +22,10 @@
 
 #include <liburing.h>
 
-#include "format.h"
-#include "image.h"
+#include "backend.h"
+#include "error.h"
+#include "file.h"
+#include "vhdkit.h"
 
 #define RING_ENTRIES 128
 
@@ -131,11 +133,11 @@ io_error (const struct vhd_segment *s, bool write, int err)
 {
   if (err == 0)
     return vhd_error (EIO, "%s: %s at offset %" PRIu64 ": unexpected end of"
-                      " file", s->path, write ? "write" : "read",
+                      " file", s->be->name, write ? "write" : "read",
                       s->file_offset);
   errno = err;
   return vhd_error (err, "%s: %s of %" PRIu64 " bytes at offset %" PRIu64
-                    ": %m", s->path, write ? "write" : "read", s->length,
+                    ": %m", s->be->name, write ? "write" : "read", s->length,
                     s->file_offset);
 }
 
@@ -146,15 +148,15 @@ run_pread (struct vhd_segment *segs, size_t n, bool write)
     struct vhd_segment *s = &segs[i];
     uint64_t done = 0;
 
-    if (s->fd < 0) {
+    if (s->be == NULL) {
       memset (s->buf, 0, s->length);
       continue;
     }
     while (done < s->length) {
       ssize_t r = write
-        ? pwrite (s->fd, s->buf + done, s->length - done,
+        ? pwrite (vhd_file_fd_of (s->be), s->buf + done, s->length - done,
                   (off_t) (s->file_offset + done))
-        : pread (s->fd, s->buf + done, s->length - done,
+        : pread (vhd_file_fd_of (s->be), s->buf + done, s->length - done,
                  (off_t) (s->file_offset + done));
       if (r < 0 && errno == EINTR)
         continue;
@@ -176,15 +178,16 @@ prep (struct io_uring_sqe *sqe, struct vhd_segment *s, uint64_t done,
       bool write, size_t index)
 {
   size_t len = s->length - done;
+  int fd = vhd_file_fd_of (s->be);
 
   /* One SQE moves at most 2 GiB; the rest is resubmitted. */
   if (len > (1u << 30))
     len = 1u << 30;
   if (write)
-    io_uring_prep_write (sqe, s->fd, s->buf + done, (unsigned) len,
+    io_uring_prep_write (sqe, fd, s->buf + done, (unsigned) len,
                          s->file_offset + done);
   else
-    io_uring_prep_read (sqe, s->fd, s->buf + done, (unsigned) len,
+    io_uring_prep_read (sqe, fd, s->buf + done, (unsigned) len,
                         s->file_offset + done);
   io_uring_sqe_set_data64 (sqe, index);
 }
@@ -231,7 +234,7 @@ run_uring (struct thread_ring *tr, struct vhd_segment *segs, size_t n,
     /* Queue as many segments as the ring has room for. */
     while (next < n && err == 0) {
       struct io_uring_sqe *sqe;
-      if (segs[next].fd < 0) {
+      if (segs[next].be == NULL) {
         memset (segs[next].buf, 0, segs[next].length);
         next++;
         continue;
@@ -294,7 +297,7 @@ run_uring (struct thread_ring *tr, struct vhd_segment *segs, size_t n,
         }
         if (sqe == NULL) {
           err = vhd_error (EIO, "%s: io_uring: no submission slot to finish"
-                           " a short transfer", s->path);
+                           " a short transfer", s->be->name);
           continue;
         }
         prep (sqe, s, st[i].done, write, i);
@@ -309,7 +312,7 @@ run_uring (struct thread_ring *tr, struct vhd_segment *segs, size_t n,
 }
 
 int
-vhd_io_run (struct vhd_segment *segs, size_t n, bool write)
+vhd_file_run (struct vhd_segment *segs, size_t n, bool write)
 {
   struct thread_ring *tr;
 

@@ -1,5 +1,5 @@
-/* vhdkit: opening the files an image lives in, and making text from an
- * image safe to print.
+/* vhdkit: opening the files an image lives in, and reading and writing
+ * exact byte counts on them.
  *
  * An image, a parent or a convert source is named by a user or, worse, by
  * a locator inside another image.  open(2) of a FIFO waits for a writer,
@@ -13,6 +13,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -21,8 +22,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "error.h"
 #include "file.h"
-#include "format.h"
 
 static const char *
 file_kind (mode_t mode)
@@ -83,63 +84,51 @@ vhd_file_open (const char *path, int flags)
   return fd;
 }
 
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 if it is not one. */
-static size_t
-utf8_length (const unsigned char *s)
+/* Read exactly count bytes at offset, treating a short read (the file
+ * ended) as an error.  Returns 0 or -errno with a message naming what.
+ */
+int
+vhd_file_pread_exact (int fd, void *buf, size_t count, uint64_t offset,
+                           const char *file, const char *what)
 {
-  size_t n;
-  uint32_t cp;
+  uint8_t *p = buf;
 
-  if (s[0] < 0x80)
-    return 1;
-  if (s[0] >= 0xc2 && s[0] <= 0xdf) { n = 2; cp = s[0] & 0x1f; }
-  else if (s[0] >= 0xe0 && s[0] <= 0xef) { n = 3; cp = s[0] & 0x0f; }
-  else if (s[0] >= 0xf0 && s[0] <= 0xf4) { n = 4; cp = s[0] & 0x07; }
-  else
-    return 0;
-  for (size_t i = 1; i < n; i++) {
-    if ((s[i] & 0xc0) != 0x80)
-      return 0;
-    cp = (cp << 6) | (s[i] & 0x3f);
+  while (count > 0) {
+    ssize_t r = pread (fd, p, count, (off_t) offset);
+    if (r < 0) {
+      if (errno == EINTR)
+        continue;
+      return vhd_error (errno, "%s: reading %s at offset %" PRIu64 ": %m",
+                        file, what, offset);
+    }
+    if (r == 0)
+      return vhd_error (EIO, "%s: %s at offset %" PRIu64
+                        " is past the end of the file", file, what, offset);
+    p += r;
+    count -= (size_t) r;
+    offset += (uint64_t) r;
   }
-  /* Overlong forms, surrogates and values past U+10FFFF. */
-  if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) ||
-      (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
-    return 0;
-  return n;
+  return 0;
 }
 
-char *
-vhd_escape_text (const char *in, char *out, size_t out_size)
+/* Write exactly count bytes at offset, finishing short writes. */
+int
+vhd_file_pwrite_exact (int fd, const void *buf, size_t count, uint64_t offset,
+                            const char *file, const char *what)
 {
-  const unsigned char *s = (const unsigned char *) in;
-  size_t o = 0;
+  const uint8_t *p = buf;
 
-  while (*s) {
-    char esc[8];
-    size_t n = utf8_length (s), len;
-    const char *piece = esc;
-
-    if (n == 0 || *s < 0x20 || *s == 0x7f) {
-      if (*s == '\n') len = (size_t) snprintf (esc, sizeof esc, "\\n");
-      else if (*s == '\r') len = (size_t) snprintf (esc, sizeof esc, "\\r");
-      else if (*s == '\t') len = (size_t) snprintf (esc, sizeof esc, "\\t");
-      else len = (size_t) snprintf (esc, sizeof esc, "\\x%02x", *s);
-      n = 1;
+  while (count > 0) {
+    ssize_t w = pwrite (fd, p, count, (off_t) offset);
+    if (w < 0) {
+      if (errno == EINTR)
+        continue;
+      return vhd_error (errno, "%s: writing the %s at offset %" PRIu64
+                        ": %m", file, what, offset);
     }
-    else if (n == 2 && s[0] == 0xc2 && s[1] < 0xa0)
-      /* C1 controls (U+0080..U+009F): 0x9b is a CSI on many terminals. */
-      len = (size_t) snprintf (esc, sizeof esc, "\\u%04x", s[1]);
-    else {
-      piece = (const char *) s;
-      len = n;
-    }
-    if (o + len >= out_size)
-      break;
-    memcpy (out + o, piece, len);
-    o += len;
-    s += n;
+    p += w;
+    count -= (size_t) w;
+    offset += (uint64_t) w;
   }
-  out[o] = '\0';
-  return out;
+  return 0;
 }

@@ -1,0 +1,54 @@
+/* vhdkit: opening the files an image lives in (internal). */
+
+#ifndef VHDKIT_FILE_H
+#define VHDKIT_FILE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend.h"
+
+/* Open path (O_RDONLY or O_RDWR in flags) so that a FIFO or a device
+ * cannot block the open, and accept only a regular file or a block
+ * device.  Returns the fd (blocking again, close-on-exec), or -errno with
+ * a message that names the file and what it is.
+ */
+int vhd_file_open (const char *path, int flags);
+
+/* The second half of vhd_file_open, for an fd that the caller opened with
+ * O_NONBLOCK (openat2 beneath a folder): check what it is and clear
+ * O_NONBLOCK.  Returns 0 or -errno with a message; fd stays the caller's.
+ */
+int vhd_file_settle (int fd, const char *path);
+
+/* Read exactly count bytes at offset; a short read (the file ended) is an
+ * error.  Write exactly count bytes, finishing short writes.  Both return
+ * 0 or -errno with a message naming file and what.
+ */
+int vhd_file_pread_exact (int fd, void *buf, size_t count, uint64_t offset,
+                          const char *file, const char *what);
+int vhd_file_pwrite_exact (int fd, const void *buf, size_t count,
+                           uint64_t offset, const char *file,
+                           const char *what);
+
+/* Take the image's locks on fd (file-lock.c: qemu's lock bytes, as open
+ * file description locks): a writer's, or a reader's that refuses
+ * writers.  Returns 0, -EBUSY with a message saying who is in the way, or
+ * -errno.  Closing fd drops them.
+ */
+int vhd_file_lock (int fd, const char *path, bool writer);
+
+/* The fd of a file backend (file.c keeps it in opaque). */
+static inline int
+vhd_file_fd_of (const struct vhd_backend *be)
+{
+  return (int) (intptr_t) be->opaque;
+}
+
+/* Run a batch of segments of file backends (file-uring.c): on the
+ * thread's io_uring ring, or with pread/pwrite.
+ */
+int vhd_file_run (struct vhd_segment *segs, size_t n, bool write);
+
+#endif /* VHDKIT_FILE_H */
