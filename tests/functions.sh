@@ -80,6 +80,19 @@ requires_plugin ()
   requires nbdkit "$VHDKIT_PLUGIN" --dump-plugin
 }
 
+# requires_filter
+#
+# Skip unless nbdkit is installed and can load the vhd filter just built
+# (over its file plugin, which every nbdkit has).
+requires_filter ()
+{
+  requires nbdkit --version
+  if [ -z "${VHDKIT_FILTER:-}" ] || [ ! -f "$VHDKIT_FILTER" ]; then
+    skip "the vhd filter is not built (VHDKIT_FILTER=${VHDKIT_FILTER:-})"
+  fi
+  requires nbdkit --filter="$VHDKIT_FILTER" file --dump-plugin
+}
+
 # cleanup_fn CMD [ARGS...]
 #
 # Run CMD ARGS when the test exits, however it exits (last registered runs

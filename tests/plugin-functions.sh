@@ -143,10 +143,21 @@ roundtrip_both_backends ()
 nbdkit_pid=
 nbdkit_start_bg ()
 {
+  local sock=$1 pidfile=$2 log=$3
+  shift 3
+  nbdkit_start_stack_bg "$sock" "$pidfile" "$log" "$VHDKIT_PLUGIN" "$@"
+}
+
+# nbdkit_start_stack_bg SOCK PIDFILE LOG NBDKIT-ARGS...
+#
+# As nbdkit_start_bg, but NBDKIT-ARGS name the plugin (and any filters)
+# themselves: nbdkit_start_stack_bg ... --filter="$VHDKIT_FILTER" file F
+nbdkit_start_stack_bg ()
+{
   local sock=$1 pidfile=$2 log=$3 i
   shift 3
   rm -f "$sock" "$pidfile"
-  nbdkit -U "$sock" -P "$pidfile" -f "$VHDKIT_PLUGIN" "$@" 2> "$log" &
+  nbdkit -U "$sock" -P "$pidfile" -f "$@" 2> "$log" &
   nbdkit_pid=$!
   for (( i = 0; i < 300; i++ )); do
     if [ -s "$pidfile" ] && [ -S "$sock" ]; then
