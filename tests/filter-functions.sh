@@ -1,15 +1,19 @@
 # vhdkit: helpers for the filter's shell tests (test-filter-*.sh), sourced
 # after functions.sh and plugin-functions.sh.
 
-# filter_error_tail LOG
+# error_text LOG NAME
 #
-# The part of nbdkit's error lines in LOG after the image's name: the
-# plugin names the file, the filter the export, and the rest of the
+# The first error message in nbdkit's LOG, with NAME (the image's name in
+# it) replaced by IMAGE: the plugin names the file, the filter the export
+# ("the plugin's disk" for the default export), and the rest of the
 # message (the field and what is wrong with it) must be the same.
-filter_error_tail ()
+error_text ()
 {
-  sed -n 's/^nbdkit: [^:]*: error: //p' "$1" |
-    sed -E 's#^(/[^:]*|the plugin'"'"'s disk|[^ :]+): ##' | head -n 1
+  local log=$1 name=$2
+  sed -nE 's/^nbdkit: ([^ :]+: )?error: //p' "$log" | head -n 1 |
+    NAME=$name python3 -c '
+import os, sys
+sys.stdout.write(sys.stdin.read().replace(os.environ["NAME"], "IMAGE"))'
 }
 
 # sha_through_filter IMG [ARGS...]

@@ -71,8 +71,8 @@ check_reject ()
   fi
   cat "$tmp/plugin.err" "$tmp/filter.err"
   grep -qi -- "$pattern" "$tmp/filter.err"
-  plugin_says=$(filter_error_tail "$tmp/plugin.err")
-  filter_says=$(filter_error_tail "$tmp/filter.err")
+  plugin_says=$(error_text "$tmp/plugin.err" "$tmp/${f%.xz}")
+  filter_says=$(error_text "$tmp/filter.err" "the plugin's disk")
   test -n "$filter_says"
   if [ "$plugin_says" != "$filter_says" ]; then
     echo "$0: $f: the filter says '$filter_says'," \
