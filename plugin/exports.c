@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -155,7 +156,7 @@ same_file (const char *a, const struct stat *b)
 /* The engine's lock messages speak of "another process", which in a
  * dir= server may be this one: a conflicting export of our own.  Say
  * which, so that the operator knows what to close.  Called with the lock
- * held, after vhd_open failed with -EBUSY and message.
+ * held, after vhd_open failed with a lock conflict and message.
  */
 static void
 explain_lock_conflict (const char *path, const char *message,
@@ -165,8 +166,7 @@ explain_lock_conflict (const char *path, const char *message,
   const struct export *e;
   const vhd_disk *p;
   struct stat st;
-  char esc[ESCAPED_NAME_MAX];
-  size_t plen;
+  char esc[ESCAPED_NAME_MAX], in_use[PATH_MAX + 64];
 
   out[0] = '\0';
   if (stat (path, &st) == -1)
@@ -185,10 +185,12 @@ explain_lock_conflict (const char *path, const char *message,
         break;
       }
     }
-    /* An image of our chain is open as an export itself. */
-    plen = strlen (e->path);
-    if (!out[0] && strncmp (message, e->path, plen) == 0 &&
-        message[plen] == ':')
+    /* An image of our chain is open as an export itself (the engine
+     * names the image in use, possibly after the child that needs it).
+     */
+    if (!out[0] && snprintf (in_use, sizeof in_use,
+                             "%s: the image is in use", e->path) > 0 &&
+        strstr (message, in_use))
       snprintf (out, out_size, " (in this server, it is open%s as export"
                 " '%s')", e->readonly ? " read-only" : " for writing",
                 escaped (e->name, esc));
@@ -202,7 +204,7 @@ open_export (const char *name, bool readonly)
   struct vhd_open_options options = open_options;
   struct export *e;
   /* The engine's message, kept: explaining it makes more engine calls. */
-  char message[1024], why[1024];
+  char message[4096], why[1024];
   int r;
 
   e = calloc (1, sizeof *e);
@@ -226,7 +228,10 @@ open_export (const char *name, bool readonly)
   else
     r = vhd_open (e->path, &options, &e->disk);
   if (r < 0) {
-    if (r == -EBUSY) {
+    /* A parent's lock conflict reaches us wrapped in the child's error,
+     * with that error's errno: look for the engine's words.
+     */
+    if (r == -EBUSY || strstr (vhd_last_error (), ": the image is in use")) {
       snprintf (message, sizeof message, "%s", vhd_last_error ());
       explain_lock_conflict (e->path, message, why, sizeof why);
       nbdkit_error ("%s%s", message, why);

@@ -5,7 +5,9 @@
 # refused with the lock message (which says which export holds it).  The
 # chain is shared by the child's connections and closed only by the last
 # one: with one of two child connections closed the parent stays locked;
-# once both have closed, the parent's export opens for writing.
+# once both have closed, the parent's export opens for writing.  And
+# while the parent is open for writing, the child's export is refused,
+# the message naming the export that holds the parent.
 
 source "$VHDKIT_SRCDIR/functions.sh"
 source "$VHDKIT_SRCDIR/plugin-functions.sh"
@@ -47,6 +49,12 @@ p = connect("base.vhd")
 assert not p.is_read_only()
 p.pwrite(b"\x5a" * 65536, 0)
 p.flush()
+# While the parent is open for writing, the child cannot open its chain.
+try:
+    connect("child.vhd")
+    raise AssertionError("child opened while its parent is written")
+except nbd.Error as e:
+    print("child refused as expected:", e)
 p.shutdown()
 del p
 
@@ -78,7 +86,7 @@ p.flush()
 p.shutdown()
 PY
 
-timeout 120 nbdkit -U - "$VHDKIT_PLUGIN" dir="$dir" \
+timeout -k 10 120 nbdkit -U - "$VHDKIT_PLUGIN" dir="$dir" \
   --run 'unixsocket=$unixsocket /usr/bin/python3 "$tmp/client.py"' \
   2> "$tmp/log" || { cat "$tmp/log"; exit 1; }
 cat "$tmp/log"
@@ -88,6 +96,8 @@ test "$(grep -c "error: $dir/base.vhd: the image is in use: open read-only" \
           "$tmp/log")" = 2
 test "$(grep -c "open read-only as a parent of export 'child.vhd'" \
           "$tmp/log")" = 2
+
+grep -q "in this server, it is open for writing as export 'base.vhd'" "$tmp/log"
 
 # What was written last through the parent's own export is in the file.
 nbdkit -U - "$VHDKIT_PLUGIN" file="$dir/base.vhd" readonly=true \

@@ -117,7 +117,8 @@ for name in "" ../x a/b . .. sub fifo.vhd link.vhd no-such.vhd; do
 done
 SH
 
-nbdkit -U - "$VHDKIT_PLUGIN" dir="$dir" \
+# Guarded as a whole: a listing stuck in an open would hang nbdkit too.
+timeout -k 10 300 nbdkit -U - "$VHDKIT_PLUGIN" dir="$dir" \
   --run 'uri=$uri unixsocket=$unixsocket bash "$tmp/client.sh"' \
   2> "$tmp/log" || { cat "$tmp/log"; exit 1; }
 cat "$tmp/log"
