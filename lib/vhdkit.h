@@ -456,6 +456,27 @@ int vhd_check (const char *path, const struct vhd_open_options *options,
                uint32_t flags, vhd_check_fn fn, void *opaque,
                struct vhd_check_result *result);
 
+/* Image formats, as vhd_probe_format() tells them apart. */
+enum {
+  VHD_FORMAT_UNKNOWN = 0,       /* not an image that vhdkit knows */
+  VHD_FORMAT_VHD = 1,           /* "conectix" footer (at the end, or its
+                                 * copy at offset 0) */
+  VHD_FORMAT_VHDX = 2,          /* "vhdxfile" at offset 0; recognised,
+                                 * not yet opened by vhd_open */
+};
+
+/* Which format the file at path holds, from its signatures alone: cheap
+ * (it reads 8 bytes at up to four places, never a header or a table) and
+ * safe on any path (it opens as vhd_open does, so a FIFO or a device
+ * cannot block it, and only regular files and block devices are read).
+ * It says what a file claims to be, not that it is sound: vhd_open still
+ * checks everything.  flags must be 0.  Returns VHD_FORMAT_*, 0 when the
+ * file is no image that vhdkit knows (empty, short, raw...), or -errno
+ * with vhd_last_error() set (-EINVAL for a directory, a FIFO, a socket or
+ * a character device, naming what it is).
+ */
+int vhd_probe_format (const char *path, unsigned flags);
+
 /* Footer disk types. */
 enum {
   VHD_TYPE_FIXED = 2,

@@ -1,10 +1,13 @@
-/* vhdkit: nbdkit plugin serving a Microsoft VHD image.
+/* vhdkit: nbdkit plugin serving a Microsoft VHD image, or every VHD in
+ * a folder as named exports (dir=).
  *
  * Thin by design: configuration keys become vhd_open() options and every
- * data callback is one engine call.  The image (with its parent chain) is
- * opened once, before nbdkit accepts connections, and shared by all of
- * them; the engine is thread-safe and holds the lock that keeps other
- * writers away from the image file.
+ * data callback is one engine call on the connection's disk.  In
+ * single-file mode the image (with its parent chain) is opened once,
+ * before nbdkit accepts connections, and shared by all of them; in dir=
+ * mode exports.c opens each image for its first connection and shares it
+ * the same way.  The engine is thread-safe and holds the lock that keeps
+ * other writers away from the image file.
  */
 
 #include <config.h>
@@ -20,10 +23,12 @@
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
 
+#include "exports.h"
 #include "vhdkit.h"
 
 /* Configuration, set by .config and checked in .config_complete. */
 static char *filename;
+static char *dirname;                   /* dir=: serve the folder's images */
 static bool readonly;
 static bool force_share;
 static bool ignore_parent_id_mismatch;
@@ -32,8 +37,15 @@ static int64_t max_metadata;            /* 0: the engine's default */
 static char **parent_dirs;              /* NULL-terminated once non-empty */
 static size_t nr_parent_dirs;
 
-/* The one open disk, shared by every connection. */
+/* Single-file mode: the one open disk, shared by every connection. */
 static vhd_disk *disk;
+
+/* A connection: the disk it serves (in dir= mode, its export's). */
+struct handle {
+  vhd_disk *disk;
+  bool readonly;
+  struct export *export;        /* dir= mode only */
+};
 
 static void
 vhd_unload (void)
@@ -42,7 +54,10 @@ vhd_unload (void)
 
   if (disk)
     vhd_close (disk);
+  if (dirname)
+    exports_unload ();
   free (filename);
+  free (dirname);
   for (i = 0; i < nr_parent_dirs; ++i)
     free (parent_dirs[i]);
   free (parent_dirs);
@@ -97,6 +112,12 @@ vhd_config (const char *key, const char *value)
     if (filename == NULL)
       return -1;
   }
+  else if (strcmp (key, "dir") == 0) {
+    free (dirname);
+    dirname = nbdkit_realpath (value);
+    if (dirname == NULL)
+      return -1;
+  }
   else if (strcmp (key, "readonly") == 0)
     return parse_bool_key (value, &readonly);
   else if (strcmp (key, "force-share") == 0)
@@ -130,8 +151,14 @@ vhd_config (const char *key, const char *value)
 static int
 vhd_config_complete (void)
 {
-  if (filename == NULL) {
-    nbdkit_error ("you must supply the file=<DISK.vhd> parameter");
+  if (filename && dirname) {
+    nbdkit_error ("file= and dir= cannot be used together: serve one image"
+                  " or a folder of them");
+    return -1;
+  }
+  if (filename == NULL && dirname == NULL) {
+    nbdkit_error ("you must supply the file=<DISK.vhd> or dir=<DIR>"
+                  " parameter");
     return -1;
   }
   /* A writer never shares (qemu's rule too): say so now, not at open. */
@@ -147,7 +174,8 @@ vhd_config_complete (void)
 #define VHD_STR(x) VHD_STR_(x)
 
 #define vhd_config_help \
-  "[file=]<DISK.vhd>      (required) The VHD image to serve.\n" \
+  "[file=]<DISK.vhd>      The VHD image to serve (or dir=).\n" \
+  "dir=<DIR>              Serve every VHD image in DIR as a named export.\n" \
   "readonly=true          Open the image read-only (shared with other readers).\n" \
   "force-share=true       With readonly=true: take no lock (as qemu-img -U).\n" \
   "parent-dir=<DIR>       Also look for parent images in DIR (repeatable,\n" \
@@ -174,7 +202,7 @@ vhd_dump_plugin (void)
 static int
 vhd_get_ready (void)
 {
-  struct vhd_open_options opts = {
+  const struct vhd_open_options opts = {
     .readonly = readonly,
     .parent_dirs = (const char *const *) parent_dirs,
     .max_chain_depth = max_chain_depth,
@@ -183,6 +211,10 @@ vhd_get_ready (void)
     .max_metadata_bytes = (uint64_t) max_metadata,
   };
   int r;
+
+  /* dir=: each image is opened by its first connection. */
+  if (dirname)
+    return exports_init (dirname, &opts);
 
   r = vhd_open (filename, &opts, &disk);
   if (r < 0) {
@@ -195,14 +227,68 @@ vhd_get_ready (void)
   return 0;
 }
 
-/* Connections carry no state of their own: everything is in the shared
- * disk.  (A read-only connection, nbdkit -r, is enforced by nbdkit, which
- * then never calls the write callbacks.)
+/* dir=: the exports are the folder's images. */
+static int
+vhd_list_exports (int conn_readonly, int is_tls,
+                  struct nbdkit_exports *exports)
+{
+  if (dirname == NULL)
+    return nbdkit_use_default_export (exports);
+  return exports_list (exports);
+}
+
+/* dir= has no default export: "" stays "", and .open refuses it with a
+ * message saying to name one.
+ */
+static const char *
+vhd_default_export (int conn_readonly, int is_tls)
+{
+  return "";
+}
+
+/* A connection holds only which disk it serves.  (A read-only
+ * connection, nbdkit -r, is enforced by nbdkit, which then never calls
+ * the write callbacks; in dir= mode it also opens an image that is not
+ * open yet read-only.)
  */
 static void *
 vhd_open_connection (int conn_readonly)
 {
-  return NBDKIT_HANDLE_NOT_NEEDED;
+  struct handle *h = calloc (1, sizeof *h);
+
+  if (h == NULL) {
+    nbdkit_error ("calloc: %m");
+    return NULL;
+  }
+  if (dirname == NULL) {
+    h->disk = disk;
+    h->readonly = readonly;
+    return h;
+  }
+  h->export = export_acquire (nbdkit_export_name (), conn_readonly);
+  if (h->export == NULL) {
+    free (h);
+    return NULL;
+  }
+  h->disk = export_disk (h->export);
+  h->readonly = export_readonly (h->export);
+  return h;
+}
+
+static void
+vhd_close_connection (void *handle)
+{
+  struct handle *h = handle;
+
+  if (h->export)
+    export_release (h->export);
+  free (h);
+}
+
+static vhd_disk *
+disk_of (void *handle)
+{
+  return ((struct handle *) handle)->disk;
 }
 
 /* Every engine failure goes to the client as its errno and to the log
@@ -219,7 +305,7 @@ engine_error (int r)
 static int64_t
 vhd_get_size_cb (void *handle)
 {
-  return (int64_t) vhd_get_size (disk);
+  return (int64_t) vhd_get_size (disk_of (handle));
 }
 
 /* Minimum 1: the engine does read-modify-write for sub-sector requests,
@@ -244,7 +330,7 @@ vhd_block_size (void *handle,
 static int
 vhd_can_write (void *handle)
 {
-  return !readonly;
+  return !((struct handle *) handle)->readonly;
 }
 
 static int
@@ -282,7 +368,7 @@ static int
 vhd_pread_cb (void *handle, void *buf, uint32_t count, uint64_t offset,
               uint32_t flags)
 {
-  int r = vhd_pread (disk, buf, count, offset);
+  int r = vhd_pread (disk_of (handle), buf, count, offset);
 
   return r < 0 ? engine_error (r) : 0;
 }
@@ -305,7 +391,7 @@ static int
 vhd_pwrite_cb (void *handle, const void *buf, uint32_t count,
                uint64_t offset, uint32_t flags)
 {
-  int r = vhd_pwrite (disk, buf, count, offset, io_flags (flags));
+  int r = vhd_pwrite (disk_of (handle), buf, count, offset, io_flags (flags));
 
   return r < 0 ? engine_error (r) : 0;
 }
@@ -313,7 +399,7 @@ vhd_pwrite_cb (void *handle, const void *buf, uint32_t count,
 static int
 vhd_flush_cb (void *handle, uint32_t flags)
 {
-  int r = vhd_flush (disk);
+  int r = vhd_flush (disk_of (handle));
 
   return r < 0 ? engine_error (r) : 0;
 }
@@ -321,7 +407,7 @@ vhd_flush_cb (void *handle, uint32_t flags)
 static int
 vhd_trim_cb (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {
-  int r = vhd_trim (disk, count, offset, io_flags (flags));
+  int r = vhd_trim (disk_of (handle), count, offset, io_flags (flags));
 
   return r < 0 ? engine_error (r) : 0;
 }
@@ -329,7 +415,7 @@ vhd_trim_cb (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 static int
 vhd_zero_cb (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {
-  int r = vhd_zero (disk, count, offset, io_flags (flags));
+  int r = vhd_zero (disk_of (handle), count, offset, io_flags (flags));
 
   /* A fast zero that would be slow is an expected answer, not a failure
    * worth logging: the client falls back to writing zeros itself.
@@ -368,7 +454,7 @@ vhd_extents_cb (void *handle, uint32_t count, uint64_t offset,
                 uint32_t flags, struct nbdkit_extents *extents)
 {
   struct extents_state state = { .extents = extents };
-  int r = vhd_extents (disk, count, offset, add_extent, &state);
+  int r = vhd_extents (disk_of (handle), count, offset, add_extent, &state);
 
   if (r < 0) {
     if (state.add_failed) {
@@ -391,7 +477,10 @@ static struct nbdkit_plugin plugin = {
   .magic_config_key  = "file",
   .dump_plugin       = vhd_dump_plugin,
   .get_ready         = vhd_get_ready,
+  .list_exports      = vhd_list_exports,
+  .default_export    = vhd_default_export,
   .open              = vhd_open_connection,
+  .close             = vhd_close_connection,
   .get_size          = vhd_get_size_cb,
   .block_size        = vhd_block_size,
   .can_write         = vhd_can_write,
