@@ -24,18 +24,13 @@
 #include <nbdkit-plugin.h>
 
 #include "exports.h"
+#include "serve.h"
 #include "vhdkit.h"
 
 /* Configuration, set by .config and checked in .config_complete. */
 static char *filename;
 static char *dirname;                   /* dir=: serve the folder's images */
-static bool readonly;
-static bool force_share;
-static bool ignore_parent_id_mismatch;
-static unsigned max_chain_depth;        /* 0: the engine's default */
-static int64_t max_metadata;            /* 0: the engine's default */
-static char **parent_dirs;              /* NULL-terminated once non-empty */
-static size_t nr_parent_dirs;
+static struct vhd_serve_config config;  /* the keys the filter takes too */
 
 /* Single-file mode: the one open disk, shared by every connection. */
 static vhd_disk *disk;
@@ -50,57 +45,13 @@ struct handle {
 static void
 vhd_unload (void)
 {
-  size_t i;
-
   if (disk)
     vhd_close (disk);
   if (dirname)
     exports_unload ();
   free (filename);
   free (dirname);
-  for (i = 0; i < nr_parent_dirs; ++i)
-    free (parent_dirs[i]);
-  free (parent_dirs);
-}
-
-static int
-add_parent_dir (const char *value)
-{
-  char *dir, **dirs;
-
-  /* The engine would refuse the list only when it looks for a parent,
-   * and only for a differencing image: refuse it now, whatever the image.
-   */
-  if (nr_parent_dirs == VHD_MAX_PARENT_DIRS) {
-    nbdkit_error ("parent-dir: too many parent folders (at most %d)",
-                  VHD_MAX_PARENT_DIRS);
-    return -1;
-  }
-  dir = nbdkit_realpath (value);
-  if (dir == NULL)
-    return -1;
-  /* One more for the new entry, one for the terminating NULL. */
-  dirs = realloc (parent_dirs, (nr_parent_dirs + 2) * sizeof *dirs);
-  if (dirs == NULL) {
-    nbdkit_error ("realloc: %m");
-    free (dir);
-    return -1;
-  }
-  parent_dirs = dirs;
-  parent_dirs[nr_parent_dirs++] = dir;
-  parent_dirs[nr_parent_dirs] = NULL;
-  return 0;
-}
-
-static int
-parse_bool_key (const char *value, bool *out)
-{
-  int r = nbdkit_parse_bool (value);
-
-  if (r == -1)
-    return -1;
-  *out = r;
-  return 0;
+  vhd_serve_config_free (&config);
 }
 
 static int
@@ -118,32 +69,16 @@ vhd_config (const char *key, const char *value)
     if (dirname == NULL)
       return -1;
   }
-  else if (strcmp (key, "readonly") == 0)
-    return parse_bool_key (value, &readonly);
-  else if (strcmp (key, "force-share") == 0)
-    return parse_bool_key (value, &force_share);
-  else if (strcmp (key, "parent-dir") == 0)
-    return add_parent_dir (value);
-  else if (strcmp (key, "max-chain-depth") == 0) {
-    if (nbdkit_parse_unsigned ("max-chain-depth", value,
-                               &max_chain_depth) == -1)
+  else {
+    switch (vhd_serve_config_key (&config, key, value, true)) {
+    case 1:
+      break;
+    case 0:
+      nbdkit_error ("unknown parameter '%s'", key);
       return -1;
-    if (max_chain_depth == 0 || max_chain_depth > VHD_MAX_CHAIN_DEPTH) {
-      nbdkit_error ("max-chain-depth must be from 1 to %d",
-                    VHD_MAX_CHAIN_DEPTH);
+    default:
       return -1;
     }
-  }
-  else if (strcmp (key, "ignore-parent-id-mismatch") == 0)
-    return parse_bool_key (value, &ignore_parent_id_mismatch);
-  else if (strcmp (key, "max-metadata") == 0) {
-    max_metadata = nbdkit_parse_size (value);
-    if (max_metadata == -1)
-      return -1;
-  }
-  else {
-    nbdkit_error ("unknown parameter '%s'", key);
-    return -1;
   }
   return 0;
 }
@@ -162,30 +97,19 @@ vhd_config_complete (void)
     return -1;
   }
   /* A writer never shares (qemu's rule too): say so now, not at open. */
-  if (force_share && !readonly) {
+  if (config.force_share && !config.readonly) {
     nbdkit_error ("force-share=true needs readonly=true");
     return -1;
   }
   return 0;
 }
 
-/* The public limits, spelled into the help text. */
-#define VHD_STR_(x) #x
-#define VHD_STR(x) VHD_STR_(x)
-
 #define vhd_config_help \
   "[file=]<DISK.vhd>      The VHD image to serve (or dir=).\n" \
   "dir=<DIR>              Serve every VHD image in DIR as a named export.\n" \
   "readonly=true          Open the image read-only (shared with other readers).\n" \
   "force-share=true       With readonly=true: take no lock (as qemu-img -U).\n" \
-  "parent-dir=<DIR>       Also look for parent images in DIR (repeatable,\n" \
-  "                       up to " VHD_STR (VHD_MAX_PARENT_DIRS) " times).\n" \
-  "max-chain-depth=<N>    Refuse differencing chains deeper than N (default\n" \
-  "                       " VHD_STR (VHD_DEFAULT_MAX_CHAIN_DEPTH) \
-  ", at most " VHD_STR (VHD_MAX_CHAIN_DEPTH) ").\n" \
-  "ignore-parent-id-mismatch=true\n" \
-  "                       Open a parent whose unique ID does not match.\n" \
-  "max-metadata=<SIZE>    Memory an image's block table may take (default 1G)."
+  VHD_SERVE_CHAIN_HELP
 
 static void
 vhd_dump_plugin (void)
@@ -202,14 +126,7 @@ vhd_dump_plugin (void)
 static int
 vhd_get_ready (void)
 {
-  const struct vhd_open_options opts = {
-    .readonly = readonly,
-    .parent_dirs = (const char *const *) parent_dirs,
-    .max_chain_depth = max_chain_depth,
-    .ignore_parent_id_mismatch = ignore_parent_id_mismatch,
-    .flags = force_share ? VHD_OPEN_FLAG_FORCE_SHARE : 0,
-    .max_metadata_bytes = (uint64_t) max_metadata,
-  };
+  const struct vhd_open_options opts = vhd_serve_open_options (&config);
   int r;
 
   /* dir=: each image is opened by its first connection. */
@@ -223,7 +140,8 @@ vhd_get_ready (void)
     return -1;
   }
   nbdkit_debug ("vhd: opened %s%s, %" PRIu64 " bytes",
-                filename, readonly ? " read-only" : "", vhd_get_size (disk));
+                filename, config.readonly ? " read-only" : "",
+                vhd_get_size (disk));
   return 0;
 }
 
@@ -262,7 +180,7 @@ vhd_open_connection (int conn_readonly)
   }
   if (dirname == NULL) {
     h->disk = disk;
-    h->readonly = readonly;
+    h->readonly = config.readonly;
     return h;
   }
   h->export = export_acquire (nbdkit_export_name (), conn_readonly);
@@ -291,14 +209,13 @@ disk_of (void *handle)
   return ((struct handle *) handle)->disk;
 }
 
-/* Every engine failure goes to the client as its errno and to the log
- * with the engine's message, which names the image.
+/* The shared data path reports an errno in *err (and has logged the
+ * engine's message, which names the image); a plugin hands it to nbdkit.
  */
 static int
-engine_error (int r)
+plugin_error (int err)
 {
-  nbdkit_error ("%s", vhd_last_error ());
-  nbdkit_set_error (-r);
+  nbdkit_set_error (err);
   return -1;
 }
 
@@ -308,22 +225,11 @@ vhd_get_size_cb (void *handle)
   return (int64_t) vhd_get_size (disk_of (handle));
 }
 
-/* Minimum 1: the engine does read-modify-write for sub-sector requests,
- * so clients that send unaligned requests (nbdsh, byte-granular tools)
- * are served directly instead of being refused by a strict client-side
- * alignment check.  Preferred 4096, the page size, which keeps clients
- * that honour it from asking for read-modify-write at all.  Maximum
- * 32 MiB: the largest request nbdcopy sends, half of what nbdkit accepts,
- * and no more than 17 blocks of 2 MiB, so one request's batch of
- * segments stays small.
- */
 static int
 vhd_block_size (void *handle,
                 uint32_t *minimum, uint32_t *preferred, uint32_t *maximum)
 {
-  *minimum = 1;
-  *preferred = 4096;
-  *maximum = 32 * 1024 * 1024;
+  vhd_serve_block_size (minimum, preferred, maximum);
   return 0;
 }
 
@@ -368,84 +274,52 @@ static int
 vhd_pread_cb (void *handle, void *buf, uint32_t count, uint64_t offset,
               uint32_t flags)
 {
-  int r = vhd_pread (disk_of (handle), buf, count, offset);
+  int err;
 
-  return r < 0 ? engine_error (r) : 0;
-}
-
-static uint32_t
-io_flags (uint32_t flags)
-{
-  uint32_t f = 0;
-
-  if (flags & NBDKIT_FLAG_FUA)
-    f |= VHD_IO_FUA;
-  if (flags & NBDKIT_FLAG_MAY_TRIM)
-    f |= VHD_IO_MAY_TRIM;
-  if (flags & NBDKIT_FLAG_FAST_ZERO)
-    f |= VHD_IO_FAST_ZERO;
-  return f;
+  if (vhd_serve_pread (disk_of (handle), buf, count, offset, &err) == -1)
+    return plugin_error (err);
+  return 0;
 }
 
 static int
 vhd_pwrite_cb (void *handle, const void *buf, uint32_t count,
                uint64_t offset, uint32_t flags)
 {
-  int r = vhd_pwrite (disk_of (handle), buf, count, offset, io_flags (flags));
+  int err;
 
-  return r < 0 ? engine_error (r) : 0;
+  if (vhd_serve_pwrite (disk_of (handle), buf, count, offset, flags,
+                        &err) == -1)
+    return plugin_error (err);
+  return 0;
 }
 
 static int
 vhd_flush_cb (void *handle, uint32_t flags)
 {
-  int r = vhd_flush (disk_of (handle));
+  int err;
 
-  return r < 0 ? engine_error (r) : 0;
+  if (vhd_serve_flush (disk_of (handle), &err) == -1)
+    return plugin_error (err);
+  return 0;
 }
 
 static int
 vhd_trim_cb (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {
-  int r = vhd_trim (disk_of (handle), count, offset, io_flags (flags));
+  int err;
 
-  return r < 0 ? engine_error (r) : 0;
+  if (vhd_serve_trim (disk_of (handle), count, offset, flags, &err) == -1)
+    return plugin_error (err);
+  return 0;
 }
 
 static int
 vhd_zero_cb (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {
-  int r = vhd_zero (disk_of (handle), count, offset, io_flags (flags));
+  int err;
 
-  /* A fast zero that would be slow is an expected answer, not a failure
-   * worth logging: the client falls back to writing zeros itself.
-   */
-  if (r == -ENOTSUP && (flags & NBDKIT_FLAG_FAST_ZERO)) {
-    nbdkit_set_error (ENOTSUP);
-    return -1;
-  }
-  return r < 0 ? engine_error (r) : 0;
-}
-
-struct extents_state {
-  struct nbdkit_extents *extents;
-  bool add_failed;              /* nbdkit_add_extent failed (and logged) */
-};
-
-static int
-add_extent (void *opaque, uint64_t offset, uint64_t length, uint32_t flags)
-{
-  struct extents_state *state = opaque;
-  uint32_t type = 0;
-
-  if (flags & VHD_EXTENT_HOLE)
-    type |= NBDKIT_EXTENT_HOLE;
-  if (flags & VHD_EXTENT_ZERO)
-    type |= NBDKIT_EXTENT_ZERO;
-  if (nbdkit_add_extent (state->extents, offset, length, type) == -1) {
-    state->add_failed = true;
-    return -EIO;
-  }
+  if (vhd_serve_zero (disk_of (handle), count, offset, flags, &err) == -1)
+    return plugin_error (err);
   return 0;
 }
 
@@ -453,16 +327,11 @@ static int
 vhd_extents_cb (void *handle, uint32_t count, uint64_t offset,
                 uint32_t flags, struct nbdkit_extents *extents)
 {
-  struct extents_state state = { .extents = extents };
-  int r = vhd_extents (disk_of (handle), count, offset, add_extent, &state);
+  int err;
 
-  if (r < 0) {
-    if (state.add_failed) {
-      nbdkit_set_error (EIO);
-      return -1;
-    }
-    return engine_error (r);
-  }
+  if (vhd_serve_extents (disk_of (handle), count, offset, extents,
+                         &err) == -1)
+    return plugin_error (err);
   return 0;
 }
 
