@@ -143,6 +143,8 @@ reader_main (void *arg)
     r = fill_chunk (cp, c);
     if (r < 0)
       break;
+    if (c->n_ranges > 0)        /* else it read nothing */
+      vhd_source_release (cp->src, c->offset, c->length);
     pthread_mutex_lock (&cp->lock);
     cp->count++;
     pthread_cond_broadcast (&cp->changed);

@@ -33,6 +33,7 @@
 #include "chain.h"
 #include "cleanup.h"
 #include "copy.h"
+#include "backend/file.h"
 #include "format.h"
 #include "image.h"
 #include "layout.h"
@@ -624,6 +625,11 @@ build_disk (void *opaque, struct vhd_operation *op)
     r = vhd_copy_source (job->source, disk, op);
     if (r == 0)
       r = vhd_flush (disk);
+    /* Durable now, so the pages are clean and can go: left in the cache
+     * (in large folios), they slow down the image's first user.
+     */
+    if (r == 0)
+      vhd_file_drop_cache (vhd_backend_file_fd (disk->be), 0, 0);
   }
   if (r == 0 && !vhd_operation_commit (op))
     r = vhd_error (ECANCELED, "%s: the create was cancelled; nothing was"

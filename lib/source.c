@@ -195,6 +195,59 @@ open_vhd_source (struct vhd_source *src, int fd, bool prevent_writes)
   return 0;
 }
 
+/* Reading a raw source of some GiB leaves it all in the page cache,
+ * pushing out what the machine had there: the copy drops again what it
+ * brought in (vhd_source_release).  Only granules with nothing cached
+ * now count as the copy's, so a cache the user had (a file just written,
+ * or read on purpose) stays.  Noted at open, not as the copy goes: the
+ * copy's own readahead runs ahead into the next granule.  Without the
+ * memory for the bits, or a kernel that tells (Linux 6.5's cachestat),
+ * nothing is dropped.
+ */
+static void
+note_uncached (struct vhd_source *src, int fd)
+{
+  uint64_t n = (src->size + VHD_SOURCE_CACHE_GRANULE - 1)
+               / VHD_SOURCE_CACHE_GRANULE;
+
+  src->uncached = calloc ((size_t) ((n + 7) / 8), 1);
+  if (src->uncached == NULL)
+    return;
+  /* The usual case, in one call: nothing of it is cached. */
+  if (!vhd_file_cached (fd, 0, 0)) {
+    memset (src->uncached, 0xff, (size_t) ((n + 7) / 8));
+    return;
+  }
+  for (uint64_t g = 0; g < n; g++)
+    if (!vhd_file_cached (fd, g * VHD_SOURCE_CACHE_GRANULE,
+                          VHD_SOURCE_CACHE_GRANULE))
+      src->uncached[g / 8] |= (uint8_t) (1u << (g % 8));
+}
+
+void
+vhd_source_release (struct vhd_source *src, uint64_t offset, uint64_t count)
+{
+  uint64_t end = offset + count;
+  int fd;
+
+  if (src->uncached == NULL || src->be == NULL)
+    return;
+  fd = vhd_backend_file_fd (src->be);
+  if (fd < 0)
+    return;
+  for (uint64_t g = offset / VHD_SOURCE_CACHE_GRANULE;
+       g * VHD_SOURCE_CACHE_GRANULE < end; g++) {
+    uint64_t lo = g * VHD_SOURCE_CACHE_GRANULE;
+    uint64_t hi = lo + VHD_SOURCE_CACHE_GRANULE;
+
+    if (!(src->uncached[g / 8] & (1u << (g % 8))))
+      continue;
+    lo = lo < offset ? offset : lo;
+    hi = hi > end ? end : hi;
+    vhd_file_drop_cache (fd, lo, hi - lo);
+  }
+}
+
 static int
 setup_source (struct vhd_source *src, int fd, uint32_t device_id,
               bool prevent_writes)
@@ -206,6 +259,8 @@ setup_source (struct vhd_source *src, int fd, uint32_t device_id,
     close (fd);
     return r;
   }
+  /* Before the probe reads anything. */
+  note_uncached (src, fd);
   is_vhd = probe_vhd (fd, src->size, src->path);
   if (is_vhd < 0) {
     close (fd);
@@ -220,6 +275,9 @@ setup_source (struct vhd_source *src, int fd, uint32_t device_id,
   }
 
   if (is_vhd) {
+    /* Read through the VHD engine, which the bits do not cover. */
+    free (src->uncached);
+    src->uncached = NULL;
     /* Owns fd now; the chain is locked against writers as it opens. */
     return open_vhd_source (src, fd, prevent_writes);
   }
@@ -286,6 +344,7 @@ vhd_source_close (struct vhd_source *src)
   if (src->disk)
     vhd_close (src->disk);
   vhd_backend_close (src->be);
+  free (src->uncached);
   free (src->path);
   free (src);
 }

@@ -24,7 +24,15 @@ struct vhd_source {
   vhd_disk *disk;               /* a VHD (read-only, with its chain), else NULL */
   uint64_t size;                /* the disk's size in bytes */
   bool seek_data;               /* raw file: SEEK_DATA/SEEK_HOLE work */
+  uint8_t *uncached;            /* raw: a bit per VHD_SOURCE_CACHE_GRANULE,
+                                 * set where the page cache held nothing
+                                 * at open (NULL: drop nothing) */
 };
+
+/* The granule in which vhd_source_release tells what the copy brought
+ * into the page cache from what the user had there.
+ */
+#define VHD_SOURCE_CACHE_GRANULE (UINT64_C (4) << 20)
 
 /* Open path read-only as a source.  device_id: the version 2
  * source_virtual_storage_type's device id, VHD_STORAGE_DEVICE_UNKNOWN
@@ -55,5 +63,13 @@ int vhd_source_extents (struct vhd_source *src, uint64_t offset,
  */
 int vhd_source_map (struct vhd_source *src, uint64_t offset, uint64_t count,
                     uint8_t *buf, struct vhd_segment_list *l);
+
+/* The copy has read [offset, offset+count) of a raw source into its own
+ * buffers: drop from the page cache what the copy brought in there, in
+ * the granules that held nothing cached when the source was opened, and
+ * leave the rest (a cache the user had) alone.
+ */
+void vhd_source_release (struct vhd_source *src, uint64_t offset,
+                         uint64_t count);
 
 #endif /* VHDKIT_SOURCE_H */

@@ -22,6 +22,19 @@ int vhd_file_open (const char *path, int flags);
  */
 int vhd_file_settle (int fd, const char *path);
 
+/* Drop from the page cache what it holds of [offset, offset + length) of
+ * fd (length 0: to the end).  Only clean pages go, so a writer calls it
+ * after its sync.  A hint: failures are ignored.
+ */
+void vhd_file_drop_cache (int fd, uint64_t offset, uint64_t length);
+
+/* Whether the page cache holds any page of [offset, offset + length) of
+ * fd (length 0: to the end).  True when it cannot tell (a kernel before
+ * Linux 6.5), so that a caller deciding what to drop leaves alone what
+ * it cannot see.
+ */
+bool vhd_file_cached (int fd, uint64_t offset, uint64_t length);
+
 /* Read exactly count bytes at offset; a short read (the file ended) is an
  * error.  Write exactly count bytes, finishing short writes.  Both return
  * 0 or -errno with a message naming file and what.
