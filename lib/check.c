@@ -19,6 +19,7 @@
 #include <unistd.h>
 #include <linux/falloc.h>
 
+#include "abi.h"
 #include "backend/backend.h"
 #include "backend/file.h"
 #include "chain.h"
@@ -357,10 +358,11 @@ close_backend (struct vhd_backend **be)
   vhd_backend_close (*be);
 }
 
-int
-vhd_check (const char *path, const struct vhd_open_options *options,
-           uint32_t flags, vhd_check_fn fn, void *opaque,
-           struct vhd_check_result *result)
+/* vhd_check with the caller's structs taken in at this library's size. */
+static int
+check_image (const char *path, const struct vhd_open_options *options,
+             uint32_t flags, vhd_check_fn fn, void *opaque,
+             struct vhd_check_result *result)
 {
   struct checker c = {
     .path = path, .repair = flags & VHD_CHECK_REPAIR, .fn = fn,
@@ -428,4 +430,37 @@ vhd_check (const char *path, const struct vhd_open_options *options,
                    result->recoverable))
     repair (&c);
   return 0;
+}
+
+int
+vhd_check_sized (const char *path,
+                 const struct vhd_open_options *options_in,
+                 size_t options_size, uint32_t flags,
+                 vhd_check_fn fn, void *opaque,
+                 struct vhd_check_result *result_out, size_t result_size)
+{
+  struct vhd_open_options options;
+  struct vhd_check_result result = { 0 };
+  int r;
+
+  if (result_out == NULL || result_size < VHD_CHECK_RESULT_SIZE_0_1)
+    return vhd_error (EINVAL, "vhd_check: result is NULL or smaller than"
+                      " the first vhd_check_result");
+  memset (result_out, 0, result_size);
+  r = vhd_import_open_options (&options, options_in, options_size,
+                               "vhd_check");
+  if (r < 0)
+    return r;
+  r = check_image (path, &options, flags, fn, opaque, &result);
+  vhd_export_result (result_out, result_size, &result, sizeof result);
+  return r;
+}
+
+int
+(vhd_check) (const char *path, const struct vhd_open_options *options,
+             uint32_t flags, vhd_check_fn fn, void *opaque,
+             struct vhd_check_result *result)
+{
+  return vhd_check_sized (path, options, VHD_OPEN_OPTIONS_SIZE_0_1, flags,
+                          fn, opaque, result, VHD_CHECK_RESULT_SIZE_0_1);
 }

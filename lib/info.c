@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "abi.h"
 #include "chain.h"
 #include "format.h"
 #include "image.h"
@@ -37,13 +38,12 @@ fill_locators (const struct vhd_disk *disk, struct vhd_image_info *info)
   }
 }
 
-int
-vhd_get_image_info (const vhd_disk *disk, struct vhd_image_info *info)
+/* vhd_get_image_info into this library's whole struct. */
+static void
+fill_info (const vhd_disk *disk, struct vhd_image_info *info)
 {
   const struct vhd_footer *f;
 
-  if (disk == NULL || info == NULL)
-    return vhd_error (EINVAL, "vhd_get_image_info: NULL argument");
   f = &disk->footer;
   memset (info, 0, sizeof *info);
   info->path = disk->path;
@@ -64,14 +64,14 @@ vhd_get_image_info (const vhd_disk *disk, struct vhd_image_info *info)
   info->readonly = disk->readonly;
 
   if (f->disk_type == VHD_TYPE_FIXED)
-    return 0;
+    return;
   info->block_size = disk->header.block_size;
   info->max_table_entries = disk->header.max_table_entries;
   info->allocated_blocks = disk->allocated_blocks;
   info->bat_offset = disk->header.table_offset;
 
   if (f->disk_type != VHD_TYPE_DIFFERENCING)
-    return 0;
+    return;
   info->parent_unique_id = disk->header.parent_unique_id;
   info->parent_timestamp = disk->header.parent_timestamp;
   if (vhd_utf16_to_utf8 (disk->header.parent_unicode_name,
@@ -81,5 +81,28 @@ vhd_get_image_info (const vhd_disk *disk, struct vhd_image_info *info)
   snprintf (info->parent_found_via, sizeof info->parent_found_via, "%s",
             disk->parent_found_via);
   fill_locators (disk, info);
+}
+
+int
+vhd_get_image_info_sized (const vhd_disk *disk, struct vhd_image_info *info,
+                          size_t info_size)
+{
+  struct vhd_image_info whole;
+
+  if (disk == NULL || info == NULL)
+    return vhd_error (EINVAL, "vhd_get_image_info: NULL argument");
+  if (info_size < VHD_IMAGE_INFO_SIZE_0_1)
+    return vhd_error (EINVAL, "vhd_get_image_info: the info struct is %zu"
+                      " bytes, less than the %zu of the first"
+                      " vhd_image_info", info_size,
+                      (size_t) VHD_IMAGE_INFO_SIZE_0_1);
+  fill_info (disk, &whole);
+  vhd_export_result (info, info_size, &whole, sizeof whole);
   return 0;
+}
+
+int
+(vhd_get_image_info) (const vhd_disk *disk, struct vhd_image_info *info)
+{
+  return vhd_get_image_info_sized (disk, info, VHD_IMAGE_INFO_SIZE_0_1);
 }

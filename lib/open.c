@@ -19,6 +19,7 @@
 #include <unistd.h>
 #include <linux/fs.h>
 
+#include "abi.h"
 #include "chain.h"
 #include "backend/backend.h"
 #include "backend/file.h"
@@ -787,11 +788,12 @@ vhd_open_fd (int fd, const char *path, bool readonly, uint32_t flags,
 }
 
 int
-vhd_open (const char *path, const struct vhd_open_options *options,
-          vhd_disk **disk_out)
+vhd_open_sized (const char *path, const struct vhd_open_options *options_in,
+                size_t options_size, vhd_disk **disk_out)
 {
-  static const struct vhd_open_options defaults;
-  int fd;
+  struct vhd_open_options options_buf;
+  const struct vhd_open_options *options = &options_buf;
+  int fd, r;
 
   vhd_clear_error ();
   if (disk_out == NULL)
@@ -799,8 +801,10 @@ vhd_open (const char *path, const struct vhd_open_options *options,
   *disk_out = NULL;
   if (path == NULL || *path == '\0')
     return vhd_error (EINVAL, "vhd_open: path is NULL or empty");
-  if (options == NULL)
-    options = &defaults;
+  r = vhd_import_open_options (&options_buf, options_in, options_size,
+                               "vhd_open");
+  if (r < 0)
+    return r;
 
   if ((options->flags & VHD_OPEN_FLAG_FORCE_SHARE) && !options->readonly)
     return vhd_error (EINVAL, "%s: force-share is for read-only opens"
@@ -819,12 +823,20 @@ vhd_open (const char *path, const struct vhd_open_options *options,
 }
 
 int
-vhd_open_with_backend (const struct vhd_backend_callbacks *cb, void *opaque,
-                       const char *name,
-                       const struct vhd_open_options *options,
-                       vhd_disk **disk_out)
+(vhd_open) (const char *path, const struct vhd_open_options *options,
+            vhd_disk **disk_out)
 {
-  static const struct vhd_open_options defaults;
+  return vhd_open_sized (path, options, VHD_OPEN_OPTIONS_SIZE_0_1, disk_out);
+}
+
+int
+vhd_open_with_backend_sized (const struct vhd_backend_callbacks *cb,
+                             void *opaque, const char *name,
+                             const struct vhd_open_options *options_in,
+                             size_t options_size, vhd_disk **disk_out)
+{
+  struct vhd_open_options options_buf;
+  const struct vhd_open_options *options = &options_buf;
   struct vhd_backend *be;
   int r;
 
@@ -835,8 +847,10 @@ vhd_open_with_backend (const struct vhd_backend_callbacks *cb, void *opaque,
   if (name == NULL || *name == '\0')
     return vhd_error (EINVAL, "vhd_open_with_backend: name is NULL or"
                       " empty (it names the image in messages)");
-  if (options == NULL)
-    options = &defaults;
+  r = vhd_import_open_options (&options_buf, options_in, options_size,
+                               "vhd_open_with_backend");
+  if (r < 0)
+    return r;
   /* Callback storage has no lock to take or to share: force-share means
    * nothing more here than it does for a path.
    */

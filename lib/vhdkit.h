@@ -307,6 +307,20 @@ int vhd_create_virtual_disk (const struct vhd_storage_type *storage_type,
 #define VHD_MAX_CHAIN_DEPTH             256
 #define VHD_DEFAULT_MAX_METADATA_BYTES  (UINT64_C (1) << 30)  /* 1 GiB */
 
+/* How the public structs grow.  vhd_open_options, vhd_check_result and
+ * vhd_image_info gain fields only at their end, and every call passes the
+ * size of the struct as the caller's header knew it (the macros below do
+ * that: a program calls vhd_open() and gets vhd_open_sized() with
+ * sizeof (struct vhd_open_options) from the header it was built with).
+ * The library reads only the bytes of an options struct that the
+ * caller's size covers (the fields past it take their defaults), refuses
+ * a larger struct whose unknown tail is not all zeros (a newer program
+ * asking for something this library cannot do), and writes only the
+ * bytes of a result struct that the caller's size covers.  The structs
+ * that carry a version field instead (vhd_create_virtual_disk's) grow by
+ * new versions, as Windows' own do.
+ */
+
 /* Options for vhd_open(); NULL means all defaults. */
 struct vhd_open_options {
   bool readonly;                /* parents are always opened read-only */
@@ -330,8 +344,14 @@ struct vhd_open_options {
   uint64_t max_metadata_bytes;
 };
 
-int vhd_open (const char *path, const struct vhd_open_options *options,
-              vhd_disk **disk_out);
+int vhd_open_sized (const char *path, const struct vhd_open_options *options,
+                    size_t options_size, vhd_disk **disk_out);
+#define vhd_open(path, options, disk_out) \
+  vhd_open_sized ((path), (options), sizeof (struct vhd_open_options), \
+                  (disk_out))
+/* The entry point of programs built against vhdkit 0.1 (its struct). */
+int (vhd_open) (const char *path, const struct vhd_open_options *options,
+                vhd_disk **disk_out);
 void vhd_close (vhd_disk *disk);
 
 /* Opening an image whose storage the caller reaches: every byte of I/O
@@ -367,10 +387,13 @@ struct vhd_backend_callbacks {
  * own (the same confinement as vhd_open), and is refused when there are
  * none.  The callbacks and opaque must stay valid until vhd_close.
  */
-int vhd_open_with_backend (const struct vhd_backend_callbacks *cb,
-                           void *opaque, const char *name,
-                           const struct vhd_open_options *options,
-                           vhd_disk **disk_out);
+int vhd_open_with_backend_sized (const struct vhd_backend_callbacks *cb,
+                                 void *opaque, const char *name,
+                                 const struct vhd_open_options *options,
+                                 size_t options_size, vhd_disk **disk_out);
+#define vhd_open_with_backend(cb, opaque, name, options, disk_out) \
+  vhd_open_with_backend_sized ((cb), (opaque), (name), (options), \
+                               sizeof (struct vhd_open_options), (disk_out))
 
 /* The disk's virtual size in bytes (the footer's current size). */
 uint64_t vhd_get_size (const vhd_disk *disk);
@@ -452,9 +475,19 @@ struct vhd_check_result {
   uint32_t allocated_blocks;
 };
 typedef void (*vhd_check_fn) (void *opaque, int kind, const char *message);
-int vhd_check (const char *path, const struct vhd_open_options *options,
-               uint32_t flags, vhd_check_fn fn, void *opaque,
-               struct vhd_check_result *result);
+int vhd_check_sized (const char *path,
+                     const struct vhd_open_options *options,
+                     size_t options_size, uint32_t flags,
+                     vhd_check_fn fn, void *opaque,
+                     struct vhd_check_result *result, size_t result_size);
+#define vhd_check(path, options, flags, fn, opaque, result) \
+  vhd_check_sized ((path), (options), sizeof (struct vhd_open_options), \
+                   (flags), (fn), (opaque), (result), \
+                   sizeof (struct vhd_check_result))
+/* The entry point of programs built against vhdkit 0.1. */
+int (vhd_check) (const char *path, const struct vhd_open_options *options,
+                 uint32_t flags, vhd_check_fn fn, void *opaque,
+                 struct vhd_check_result *result);
 
 /* Image formats, as vhd_probe_format() tells them apart. */
 enum {
@@ -520,7 +553,12 @@ struct vhd_image_info {
   } locators[8];
 };
 
-int vhd_get_image_info (const vhd_disk *disk, struct vhd_image_info *info);
+int vhd_get_image_info_sized (const vhd_disk *disk,
+                              struct vhd_image_info *info, size_t info_size);
+#define vhd_get_image_info(disk, info) \
+  vhd_get_image_info_sized ((disk), (info), sizeof (struct vhd_image_info))
+/* The entry point of programs built against vhdkit 0.1. */
+int (vhd_get_image_info) (const vhd_disk *disk, struct vhd_image_info *info);
 
 /* The parent of a differencing disk opened with its chain, else NULL. */
 const vhd_disk *vhd_get_parent (const vhd_disk *disk);
