@@ -120,8 +120,17 @@ check_export_name (const char *name)
     return -1;
   }
   if (fstatat (folder_fd, name, &st, AT_SYMLINK_NOFOLLOW) == -1) {
-    nbdkit_error ("export '%s': %s/%s: %m", escaped (name, esc), folder,
-                  esc);
+    /* The usual case in our own words: a client asked for a name that
+     * is not there.  (It also keeps strerror's text out of nbdkit's exit
+     * under AddressSanitizer, where nbdkit 1.32 then hangs in exit.)
+     */
+    if (errno == ENOENT)
+      nbdkit_error ("export '%s': there is no file of that name in %s"
+                    " (nbdinfo --list shows the exports)",
+                    escaped (name, esc), folder);
+    else
+      nbdkit_error ("export '%s': %s/%s: %m", escaped (name, esc), folder,
+                    esc);
     return -1;
   }
   if (!S_ISREG (st.st_mode)) {

@@ -129,6 +129,7 @@ grep -q "export '.' refused" "$tmp/log"
 grep -q "export '..' refused" "$tmp/log"
 grep -q "$dir/fifo.vhd is not a regular file" "$tmp/log"
 grep -q "$dir/link.vhd is not a regular file" "$tmp/log"
+grep -q "export 'no-such.vhd': there is no file of that name in $dir" "$tmp/log"
 
 # dir= and a single image exclude each other.
 if nbdkit -U - "$VHDKIT_PLUGIN" dir="$dir" file="$dir/win8.vhd" --run true \
