@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "format.h"
+#include "formats/vhd/format.h"
 #include "image.h"
 
 static int

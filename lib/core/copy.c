@@ -28,7 +28,7 @@
 
 #include "async.h"
 #include "copy.h"
-#include "format.h"
+#include "formats/vhd/format.h"
 #include "image.h"
 #include "source.h"
 

@@ -30,7 +30,7 @@
 #include "cleanup.h"
 #include "backend/backend.h"
 #include "backend/file.h"
-#include "format.h"
+#include "formats/vhd/format.h"
 #include "image.h"
 
 #define MAX_LOCATOR_BYTES 65536

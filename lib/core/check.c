@@ -22,7 +22,7 @@
 #include "backend/backend.h"
 #include "backend/file.h"
 #include "chain.h"
-#include "format.h"
+#include "formats/vhd/format.h"
 #include "image.h"
 
 /* Problems that an image can hold millions of (one per BAT entry) are

@@ -23,7 +23,7 @@
 
 #include "chain.h"
 #include "backend/backend.h"
-#include "format.h"
+#include "formats/vhd/format.h"
 #include "image.h"
 
 #define DATA_ALIGNMENT 4096u

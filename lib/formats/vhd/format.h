@@ -19,7 +19,7 @@
 #include <stdint.h>
 #include <time.h>
 
-#include "error.h"
+#include "core/error.h"
 #include "vhdkit.h"
 
 #define VHD_SECTOR_SIZE         512u

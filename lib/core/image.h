@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 #include "backend/backend.h"
-#include "format.h"
+#include "formats/vhd/format.h"
 
 /* The byte budget of one image's sector bitmap cache.  (The cap on the
  * rest of the in-memory metadata, VHD_DEFAULT_MAX_METADATA_BYTES, is

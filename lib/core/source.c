@@ -36,7 +36,7 @@
 
 #include "chain.h"
 #include "backend/file.h"
-#include "format.h"
+#include "formats/vhd/format.h"
 #include "image.h"
 #include "source.h"
 

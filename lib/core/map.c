@@ -15,7 +15,7 @@
 #include <string.h>
 
 #include "chain.h"
-#include "format.h"
+#include "formats/vhd/format.h"
 #include "image.h"
 
 void

@@ -31,11 +31,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "chain.h"
-#include "cleanup.h"
+#include "core/chain.h"
+#include "core/cleanup.h"
 #include "backend/file.h"
 #include "format.h"
-#include "image.h"
+#include "core/image.h"
 #include "layout.h"
 
 #define METADATA_ALIGNMENT 4096u

@@ -22,7 +22,7 @@
 #include "chain.h"
 #include "backend/backend.h"
 #include "backend/file.h"
-#include "format.h"
+#include "formats/vhd/format.h"
 #include "image.h"
 
 /* Try a footer of len bytes (512, or 511 with a zero reserved byte

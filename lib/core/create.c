@@ -34,9 +34,9 @@
 #include "cleanup.h"
 #include "copy.h"
 #include "backend/file.h"
-#include "format.h"
+#include "formats/vhd/format.h"
 #include "image.h"
-#include "layout.h"
+#include "formats/vhd/layout.h"
 #include "source.h"
 
 #define FN "vhd_create_virtual_disk"
