@@ -10,6 +10,7 @@
 
 #include "backend/backend.h"
 #include "formats/vhd/format.h"
+#include "formats/vhd/scan.h"
 
 /* The byte budget of one image's sector bitmap cache.  (The cap on the
  * rest of the in-memory metadata, VHD_DEFAULT_MAX_METADATA_BYTES, is
@@ -114,51 +115,6 @@ vhd_bat_load (const struct vhd_disk *disk, uint32_t block)
   return __atomic_load_n (&disk->bat[block], __ATOMIC_ACQUIRE);
 }
 
-/* open.c: the layout rules that open and check share.
- *
- * The footer copy at offset 0 of a dynamic or differencing disk must agree
- * with the trailing footer on current_size, disk_type and unique_id.
- */
-int vhd_validate_footer_copy (const char *path,
-                              const struct vhd_footer *trailing,
-                              uint64_t trailing_at,
-                              const struct vhd_footer *copy);
-/* The header's fields against the footer and the file, and the metadata
- * structures (footer copy, dynamic header, BAT with its last sector's
- * padding, parent locators' data) against each other and against data_end,
- * the trailing footer where the next block goes: no two share a byte.
- */
-int vhd_validate_dyn_layout (const char *path, uint64_t file_size,
-                             uint64_t data_end, const struct vhd_footer *f,
-                             uint64_t header_offset,
-                             const struct vhd_dyn_header *h);
-/* The bytes a parent locator's data may occupy from platform_data_offset:
- * the larger of its length and the space reserved for it (in sectors or
- * bytes: see open.c); 0 for an unused locator.
- */
-uint64_t vhd_locator_extent (const struct vhd_parent_locator *loc);
-int vhd_validate_block (const char *path, const struct vhd_dyn_header *h,
-                        uint64_t header_offset, uint64_t data_end,
-                        uint32_t i, uint32_t sector);
-/* Where the footer copy, the dynamic header, the BAT and the parent
- * locators' data (what of it lies inside file_size) end: no block may be
- * placed before it.
- */
-uint64_t vhd_metadata_end (const struct vhd_dyn_header *h,
-                           uint64_t header_offset, uint64_t file_size);
-
-/* An allocated block: where it starts in the file, and its BAT entry. */
-struct vhd_block_extent {
-  uint64_t start;
-  uint32_t index;
-};
-/* Sort blocks by where they start, then find overlaps: the first i >=
- * from (from >= 1) whose block starts before block i-1's ends, or n.
- */
-void vhd_sort_block_extents (struct vhd_block_extent *ext, size_t n);
-size_t vhd_next_block_overlap (const struct vhd_block_extent *ext, size_t n,
-                               uint64_t block_bytes, size_t from);
-
 /* io.c: set up and tear down the runtime state (after the BAT is loaded);
  * the write lock against a second writer is taken here too.
  */
@@ -174,8 +130,6 @@ int vhd_ensure_allocated (struct vhd_disk *disk, uint32_t block,
                           uint32_t *sector);
 int vhd_set_bits (struct vhd_disk *disk, uint32_t block, uint64_t in_block,
                   uint64_t len);
-/* What open would allocate for a BAT of that many entries (open.c). */
-uint64_t vhd_metadata_bytes (uint32_t max_table_entries);
 
 /* Segments (struct vhd_segment: backend/backend.h), collected. */
 struct vhd_segment_list {
