@@ -1,4 +1,6 @@
-/* vhdkit: what an open image says about itself (vhd_get_image_info). */
+/* vhdkit: what an open image says about itself (vhd_get_image_info):
+ * what the core knows, then what the format's driver knows.
+ */
 
 #include <config.h>
 
@@ -6,80 +8,21 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "chain.h"
-#include "formats/vhd/format.h"
 #include "image.h"
-
-static void
-platform_code_string (uint32_t code, char out[5])
-{
-  for (int i = 0; i < 4; i++) {
-    uint8_t c = (uint8_t) (code >> (24 - 8 * i));
-    out[i] = c >= 0x20 && c < 0x7f ? (char) c : '?';
-  }
-  out[4] = '\0';
-}
-
-static void
-fill_locators (const struct vhd_disk *disk, struct vhd_image_info *info)
-{
-  for (unsigned i = 0; i < VHD_LOCATOR_COUNT; i++) {
-    const struct vhd_parent_locator *loc = &disk->header.locators[i];
-    struct vhd_locator_info *out = &info->locators[info->n_locators];
-
-    if (loc->platform_code == VHD_PLATFORM_NONE)
-      continue;
-    platform_code_string (loc->platform_code, out->platform_code);
-    /* An undecodable locator is still listed; its path stays empty. */
-    if (vhd_locator_read_path (disk, i, out->path, sizeof out->path) < 0)
-      out->path[0] = '\0';
-    info->n_locators++;
-  }
-}
 
 int
 vhd_get_image_info (const vhd_disk *disk, struct vhd_image_info *info)
 {
-  const struct vhd_footer *f;
-
   if (disk == NULL || info == NULL)
     return vhd_error (EINVAL, "vhd_get_image_info: NULL argument");
-  f = &disk->footer;
   memset (info, 0, sizeof *info);
   info->path = disk->path;
-  info->disk_type = f->disk_type;
-  info->current_size = f->current_size;
-  info->original_size = f->original_size;
+  info->current_size = disk->size;
   info->file_size = disk->file_size;
-  info->cylinders = f->cylinders;
-  info->heads = f->heads;
-  info->sectors_per_track = f->sectors_per_track;
-  memcpy (info->creator_application, f->creator_app, 4);
-  info->creator_version = f->creator_version;
-  info->creator_host_os = f->creator_host_os;
-  info->timestamp = f->timestamp;
-  info->unique_id = f->unique_id;
-  info->saved_state = f->saved_state != 0;
-  info->footer_from_copy = disk->footer_from_copy;
   info->readonly = disk->readonly;
-
-  if (f->disk_type == VHD_TYPE_FIXED)
-    return 0;
-  info->block_size = disk->header.block_size;
-  info->max_table_entries = disk->header.max_table_entries;
-  info->allocated_blocks = disk->allocated_blocks;
-  info->bat_offset = disk->header.table_offset;
-
-  if (f->disk_type != VHD_TYPE_DIFFERENCING)
-    return 0;
-  info->parent_unique_id = disk->header.parent_unique_id;
-  info->parent_timestamp = disk->header.parent_timestamp;
-  if (vhd_utf16_to_utf8 (disk->header.parent_unicode_name,
-                         sizeof disk->header.parent_unicode_name, true,
-                         info->parent_name, sizeof info->parent_name) < 0)
-    info->parent_name[0] = '\0';
-  snprintf (info->parent_found_via, sizeof info->parent_found_via, "%s",
-            disk->parent_found_via);
-  fill_locators (disk, info);
+  if (disk->layout == VHD_LAYOUT_DIFFERENCING)
+    snprintf (info->parent_found_via, sizeof info->parent_found_via, "%s",
+              disk->parent_found_via);
+  disk->ops->image_info (disk, info);
   return 0;
 }

@@ -1,9 +1,9 @@
 /* vhdkit: open an image and close it.
  *
- * What the image holds is walked and checked by the format's scanner
- * (formats/vhd/scan.c, shared with check): open stops at the first
- * problem that it refuses.  The parent chain of a differencing disk is
- * resolved in chain.c.
+ * What the image holds is walked and checked by the format's driver (for
+ * VHD, the scanner that check shares: formats/vhd/scan.c), which stops at
+ * the first problem that open refuses.  The parent chain of a
+ * differencing disk is resolved in chain.c.
  */
 
 #include <config.h>
@@ -16,8 +16,7 @@
 #include "chain.h"
 #include "backend/backend.h"
 #include "backend/file.h"
-#include "formats/vhd/format.h"
-#include "formats/vhd/scan.h"
+#include "driver.h"
 #include "image.h"
 
 static void
@@ -28,48 +27,11 @@ free_disk (struct vhd_disk *disk)
   if (disk->parent)
     vhd_close (disk->parent);
   vhd_io_fini (disk);
+  if (disk->ops)
+    disk->ops->close (disk);
   vhd_backend_close (disk->be);
-  free (disk->bat);
   free (disk->path);
   free (disk);
-}
-
-/* Open stops at the first problem it refuses; the scanner has set its
- * message.  What open goes on regardless of (a lost trailing footer, put
- * back at the first write) is check's to report.
- */
-static int
-stop_at_refusal (void *opaque, const struct vhd_scan_report *rep)
-{
-  (void) opaque;
-  return rep->err;
-}
-
-/* Walk the image and take what the walk found. */
-static int
-scan (struct vhd_disk *disk)
-{
-  struct vhd_scan s = {
-    .path = disk->path, .be = disk->be, .file_size = disk->file_size,
-    .max_metadata_bytes = disk->max_metadata_bytes,
-    .report = stop_at_refusal,
-  };
-  int r = vhd_scan_image (&s);
-
-  if (r < 0) {
-    free (s.bat);
-    return r;
-  }
-  disk->footer = s.footer;
-  memcpy (disk->footer_raw, s.footer_raw, sizeof disk->footer_raw);
-  disk->footer_offset = s.footer_offset;
-  disk->footer_from_copy = s.footer_from_copy;
-  disk->header = s.header;
-  disk->header_offset = s.header_offset;
-  disk->bitmap_size = s.bitmap_size;
-  disk->bat = s.bat;
-  disk->allocated_blocks = s.allocated_blocks;
-  return 0;
 }
 
 int
@@ -103,11 +65,15 @@ vhd_open_backend (struct vhd_backend *be, bool readonly, uint32_t flags,
   r = vhd_backend_get_size (be, &disk->file_size);
   if (r < 0)
     goto fail;
-  r = scan (disk);
+  /* The one format there is; a probe picks the driver once there are
+   * more.
+   */
+  disk->ops = &vhd_format_vhd;
+  r = disk->ops->open (disk);
   if (r < 0)
     goto fail;
 
-  if (disk->footer.disk_type == VHD_TYPE_DIFFERENCING &&
+  if (disk->layout == VHD_LAYOUT_DIFFERENCING &&
       !(flags & VHD_OPEN_FLAG_NO_PARENTS))
     r = vhd_chain_open_parent (disk, chain);
   if (r == 0)
@@ -217,7 +183,7 @@ vhd_close (vhd_disk *disk)
 uint64_t
 vhd_get_size (const vhd_disk *disk)
 {
-  return disk->footer.current_size;
+  return disk->size;
 }
 
 const vhd_disk *

@@ -191,7 +191,7 @@ open_vhd_source (struct vhd_source *src, int fd, bool prevent_writes)
                       " %s", src->path, why);
   }
   src->kind = VHD_SOURCE_VHD;
-  src->size = src->disk->footer.current_size;
+  src->size = src->disk->size;
   return 0;
 }
 
@@ -356,9 +356,9 @@ vhd_source_describe (const struct vhd_source *src)
   case VHD_SOURCE_RAW_FILE: return "raw file";
   case VHD_SOURCE_BLOCK_DEVICE: return "block device";
   case VHD_SOURCE_VHD:
-    switch (src->disk->footer.disk_type) {
-    case VHD_TYPE_FIXED: return "fixed VHD";
-    case VHD_TYPE_DYNAMIC: return "dynamic VHD";
+    switch (src->disk->layout) {
+    case VHD_LAYOUT_FLAT: return "fixed VHD";
+    case VHD_LAYOUT_SPARSE: return "dynamic VHD";
     default: return "differencing VHD";
     }
   }

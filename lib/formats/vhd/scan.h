@@ -101,7 +101,5 @@ uint64_t vhd_metadata_end (const struct vhd_dyn_header *h,
  * bytes: see scan.c); 0 for an unused locator.
  */
 uint64_t vhd_locator_extent (const struct vhd_parent_locator *loc);
-/* What open would allocate for a BAT of that many entries. */
-uint64_t vhd_metadata_bytes (uint32_t max_table_entries);
 
 #endif /* VHDKIT_VHD_SCAN_H */

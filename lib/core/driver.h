@@ -1,0 +1,112 @@
+/* vhdkit: the format driver seam (internal).
+ *
+ * The core (lib/core/) holds what every format shares: the open image and
+ * its chain, per-block state, mapping a range to segments, the read,
+ * write, trim and zero paths, the lock order, allocation and the flush
+ * order.  A driver (lib/formats/NAME/) holds what one format does: its
+ * codec, the scan of an image at open, where a new block goes, how sector
+ * bitmaps and block table entries become durable at a flush, its parent
+ * locators and identity, and its create layouts.
+ *
+ * The core sees an image as its generic fields in struct vhd_disk
+ * (virtual size, block size, layout, sector bitmap size) and these
+ * operations; one indirect call per block at most on the data path.
+ */
+
+#ifndef VHDKIT_DRIVER_H
+#define VHDKIT_DRIVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vhdkit.h"
+
+struct vhd_disk;
+struct vhd_image_info;
+
+/* How the virtual disk lies in the file. */
+enum vhd_layout {
+  VHD_LAYOUT_FLAT,              /* every byte at its own offset (fixed) */
+  VHD_LAYOUT_SPARSE,            /* blocks, absent ones read as zeros */
+  VHD_LAYOUT_DIFFERENCING,      /* blocks, absent sectors from the parent */
+};
+
+/* Where a differencing image's parent may be, offered by the driver in
+ * the order to try them.  via names what offered it ("W2ru locator"): a
+ * string that lives as long as the program (a literal).
+ */
+struct vhd_parent_sink {
+  void *opaque;
+  /* A path: as it is when absolute, else in the child's folder. */
+  void (*path) (void *opaque, const char *path, const char *via);
+  /* A path's file name, looked for in the child's folder and in each
+   * allowed one.
+   */
+  void (*file_name) (void *opaque, const char *path, const char *via);
+  /* Something that could not be read (a locator): named in the error
+   * when no parent is found.
+   */
+  void (*unreadable) (void *opaque, const char *via, const char *why);
+};
+
+struct vhd_format_ops {
+  const char *name;             /* "VHD" */
+
+  /* Walk and check an image whose backend, path, size and cap the core
+   * has set; fill the generic fields and the driver's state.  Returns 0
+   * or -errno with the message of the first problem.
+   */
+  int (*open) (struct vhd_disk *disk);
+  /* Release the driver's state (also after a failed open). */
+  void (*close) (struct vhd_disk *disk);
+
+  /* Before the first write of a read-write open: put back what a crash
+   * left half done (a lost trailing footer), durably.
+   */
+  int (*prepare_write) (struct vhd_disk *disk);
+
+  /* Where block's data starts in the file, or 0 when the block is not
+   * present.  Reads need no lock: entries are published atomically.
+   */
+  uint64_t (*block_offset) (const struct vhd_disk *disk, uint32_t block);
+  /* A present block's sector bitmap: read it (bitmap_size bytes), and
+   * write it back (at a flush, data already synced).
+   */
+  int (*read_bitmap) (struct vhd_disk *disk, uint32_t block, uint8_t *bits);
+  int (*write_bitmap) (struct vhd_disk *disk, uint32_t block,
+                       const uint8_t *bits);
+  /* Place a new block (meta_lock held): lay it out past the image with
+   * bits as its bitmap, keep the image valid for a reader if the process
+   * dies now, publish it, and remember its table entry for the flush.
+   */
+  int (*allocate_block) (struct vhd_disk *disk, uint32_t block,
+                         const uint8_t *bits);
+  /* Write back the block table entries changed since the last flush
+   * (meta_lock held, data and bitmaps written and synced before).
+   */
+  int (*write_table) (struct vhd_disk *disk);
+
+  /* Differencing images: offer each place the parent may be; whether an
+   * opened image is that parent (if not, why not); and the parent as the
+   * child records it ("NAME (unique id UUID)"), for the error when none
+   * is found.
+   */
+  void (*parent_candidates) (const struct vhd_disk *child,
+                             const struct vhd_parent_sink *sink);
+  bool (*is_parent) (const struct vhd_disk *child,
+                     const struct vhd_disk *parent, bool ignore_id,
+                     char *why, size_t why_size);
+  void (*describe_parent) (const struct vhd_disk *child, char *out,
+                           size_t out_size);
+
+  /* vhd_get_image_info: what the format knows (the core has cleared
+   * info and filled the generic fields).
+   */
+  void (*image_info) (const struct vhd_disk *disk,
+                      struct vhd_image_info *info);
+};
+
+extern const struct vhd_format_ops vhd_format_vhd;
+
+#endif /* VHDKIT_DRIVER_H */
