@@ -1,12 +1,12 @@
 /* vhdkit: check an image's structure, and repair what can be repaired
  * without losing data (vhdtool check [--repair]).
  *
- * The image is walked by the same scanner as vhd_open uses
- * (formats/vhd/scan.c), told to go on past each problem, so that every
- * problem is reported (with its field and offset) instead of the first
- * one that makes an open fail.  What is left here: the report (counts,
- * caps on problems that repeat per BAT entry), the leak at the end, the
- * parent chain, and the repairs.
+ * The format's driver walks the image (for VHD, the same scanner as
+ * vhd_open uses, told to go on past each problem: formats/vhd/check.c),
+ * so that every problem is reported (with its field and offset) instead
+ * of the first one that makes an open fail.  Here: the report (counts,
+ * caps on problems that repeat per table entry), the parent chain, and
+ * the decision to repair.
  */
 
 #include <config.h>
@@ -18,33 +18,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
-#include <linux/falloc.h>
 
 #include "backend/backend.h"
 #include "backend/file.h"
-#include "chain.h"
-#include "formats/vhd/format.h"
-#include "formats/vhd/scan.h"
+#include "driver.h"
 #include "image.h"
 
-/* Problems that an image can hold millions of (one per BAT entry) are
- * reported for the first REPORT_CAP of each kind; the rest are counted,
+/* Problems that an image can hold millions of (one per table entry) are
+ * reported for the first REPORT_CAP of each class; the rest are counted,
  * and one closing finding says how many were left out.
  */
 #define REPORT_CAP 100
-enum problem_class {
-  CLASS_BAT_ENTRY,              /* an entry whose block lies wrong */
-  CLASS_BLOCK_OVERLAP,          /* two entries whose blocks overlap */
-  CLASS_BLOCK_PAST_SIZE,        /* a block past the copy's current_size */
-  N_CLASSES
-};
-static const char *const class_names[N_CLASSES] = {
-  "BAT entries whose blocks lie outside the image data or over metadata",
-  "pairs of BAT entries whose blocks overlap",
-  "BAT entries past the footer copy's current_size",
-};
 
 struct checker {
   const char *path;
@@ -54,9 +38,10 @@ struct checker {
   void *opaque;
   struct vhd_check_result *result;
 
-  struct vhd_scan scan;         /* what the walk found */
-  unsigned shown[N_CLASSES], omitted[N_CLASSES];
-  int omitted_kind[N_CLASSES];
+  struct vhd_check_walk walk;    /* what the driver found */
+  unsigned shown[VHD_CHECK_CLASSES], omitted[VHD_CHECK_CLASSES];
+  int omitted_kind[VHD_CHECK_CLASSES];
+  const char *class_names[VHD_CHECK_CLASSES];
 };
 
 static void report (struct checker *c, int kind, const char *fmt, ...)
@@ -91,17 +76,9 @@ report (struct checker *c, int kind, const char *fmt, ...)
 /* report(), for a problem of a kind that may repeat without bound: past
  * REPORT_CAP of its class it is counted in the result but not shown.
  */
-static void report_capped (struct checker *c, enum problem_class cls,
-                           int kind, const char *fmt, ...)
-  __attribute__ ((format (printf, 4, 5)));
-
 static void
-report_capped (struct checker *c, enum problem_class cls, int kind,
-               const char *fmt, ...)
+report_capped (struct checker *c, unsigned cls, int kind, const char *msg)
 {
-  char msg[2048];
-  va_list ap;
-
   if (c->shown[cls] >= REPORT_CAP) {
     count_problem (c, kind);
     c->omitted[cls]++;
@@ -109,10 +86,22 @@ report_capped (struct checker *c, enum problem_class cls, int kind,
     return;
   }
   c->shown[cls]++;
-  va_start (ap, fmt);
-  vsnprintf (msg, sizeof msg, fmt, ap);
-  va_end (ap);
   report (c, kind, "%s", msg);
+}
+
+/* The driver's findings (struct vhd_check_walk). */
+static void
+on_problem (struct vhd_check_walk *w, int kind, unsigned cls,
+            const char *cls_name, const char *msg)
+{
+  struct checker *c = w->opaque;
+
+  if (cls == 0 || cls >= VHD_CHECK_CLASSES) {
+    report (c, kind, "%s", msg);
+    return;
+  }
+  c->class_names[cls] = cls_name;
+  report_capped (c, cls, kind, msg);
 }
 
 /* One closing finding per class whose problems were not all shown.  It is
@@ -123,49 +112,13 @@ report_omitted (struct checker *c)
 {
   char msg[256];
 
-  for (int cls = 0; cls < N_CLASSES; cls++) {
+  for (int cls = 1; cls < VHD_CHECK_CLASSES; cls++) {
     if (c->omitted[cls] == 0 || c->fn == NULL)
       continue;
     snprintf (msg, sizeof msg, "... and %u more problems of this kind (%s)"
-              " not shown", c->omitted[cls], class_names[cls]);
+              " not shown", c->omitted[cls], c->class_names[cls]);
     c->fn (c->opaque, c->omitted_kind[cls], msg);
   }
-}
-
-/* The scanner's callback: every problem is reported, and the walk goes
- * on.  Two kinds of block problems are worded here in check's own terms
- * (one line per BAT entry, the file named once by the caller).
- */
-static int
-on_problem (void *opaque, const struct vhd_scan_report *rep)
-{
-  struct checker *c = opaque;
-
-  switch (rep->problem) {
-  case VHD_SCAN_BAT_ENTRY:
-    report_capped (c, CLASS_BAT_ENTRY, rep->kind, "%s", rep->msg);
-    break;
-  case VHD_SCAN_BLOCK_OVERLAP:
-    report_capped (c, CLASS_BLOCK_OVERLAP, rep->kind, "BAT entries %" PRIu32
-                   " and %" PRIu32 ": their blocks at %" PRIu64 " and %"
-                   PRIu64 " overlap", rep->entry[0], rep->entry[1],
-                   rep->start[0], rep->start[1]);
-    break;
-  case VHD_SCAN_BLOCK_PAST_SIZE:
-    /* What open refuses too: the size that the copy gives would drop
-     * this block (the lost trailing footer said a larger one).
-     */
-    report_capped (c, CLASS_BLOCK_PAST_SIZE, rep->kind, "BAT entry %" PRIu32
-                   " holds a block past current_size %" PRIu64 " of the"
-                   " footer copy at offset 0, and the trailing footer is"
-                   " lost: restoring it from the copy would drop that"
-                   " block", rep->entry[0], c->scan.footer.current_size);
-    break;
-  default:
-    report (c, rep->kind, "%s", rep->msg);
-    break;
-  }
-  return 0;
 }
 
 static void
@@ -187,34 +140,16 @@ check_parent (struct checker *c, const struct vhd_open_options *options)
 }
 
 /* Repairs, each of which only rewrites metadata from a good copy or drops
- * bytes that nothing references.
+ * bytes that nothing references: the driver's, and never while anything
+ * is corrupt.
  */
 static void
-repair (struct checker *c)
+repair (struct checker *c, const struct vhd_format_ops *ops)
 {
-  uint64_t end = (c->scan.metadata_end + VHD_SECTOR_SIZE - 1)
-                 & ~(uint64_t) (VHD_SECTOR_SIZE - 1);
-  uint8_t good[VHD_FOOTER_SIZE];
-
   if (c->result->corruptions != 0)
-    return;   /* nothing is repaired while anything is corrupt */
-
-  /* The trailing footer when it is good, else the copy at offset 0. */
-  memcpy (good, c->scan.footer_raw, sizeof good);
-  if (vhd_backend_pwrite_exact (c->be, good, sizeof good, end,
-                                "footer") < 0 ||
-      vhd_backend_truncate (c->be, end + VHD_FOOTER_SIZE) < 0 ||
-      vhd_backend_flush (c->be, true) < 0) {
-    report (c, VHD_CHECK_CORRUPT, "repair: writing the footer at offset %"
-            PRIu64 ": %s", end, vhd_last_error ());
     return;
-  }
-  if (c->scan.footer_from_copy)
-    report (c, VHD_CHECK_REPAIRED, "restored the trailing footer at offset %"
-            PRIu64 " from the copy at offset 0", end);
-  if (c->result->leaked_bytes)
-    report (c, VHD_CHECK_REPAIRED, "truncated %" PRIu64 " leaked bytes at"
-            " the end of the file", c->result->leaked_bytes);
+  if (ops->repair (&c->walk) < 0)
+    return;
   c->result->recoverable = 0;
   c->result->leaks = 0;
 }
@@ -235,6 +170,7 @@ vhd_check (const char *path, const struct vhd_open_options *options,
     .opaque = opaque, .result = result,
   };
   __attribute__ ((cleanup (close_backend))) struct vhd_backend *be = NULL;
+  const struct vhd_format_ops *ops = &vhd_format_vhd;
   int fd, r;
 
   memset (result, 0, sizeof *result);
@@ -255,45 +191,30 @@ vhd_check (const char *path, const struct vhd_open_options *options,
     r = vhd_backend_lock (be, false);
   if (r < 0)
     return r;
-  r = vhd_backend_get_size (be, &c.scan.file_size);
+  r = vhd_backend_get_size (be, &c.walk.file_size);
   if (r < 0)
     return r;
 
-  c.scan.path = path;
-  c.scan.be = be;
-  c.scan.report = on_problem;
-  c.scan.opaque = &c;
-  r = vhd_scan_image (&c.scan);
-  free (c.scan.bat);
-  if (r < 0 || !c.scan.footer_ok)
-    return r;
-  result->disk_type = c.scan.footer.disk_type;
-  if (c.scan.footer.disk_type == VHD_TYPE_FIXED)
-    return 0;
-  if (c.scan.bat_ok)
-    result->allocated_blocks = c.scan.allocated_blocks;
-
-  /* Less than a block between the last structure and the footer is
-   * alignment padding; a whole block is an allocation that a crash
-   * interrupted before the BAT entry was written.
+  /* The one format there is; a probe picks the driver once there are
+   * more.
    */
-  if (!c.scan.footer_from_copy && c.scan.metadata_end &&
-      c.scan.footer_offset > c.scan.metadata_end &&
-      c.scan.footer_offset - c.scan.metadata_end
-        >= vhd_bitmap_size (c.scan.header.block_size)
-           + (uint64_t) c.scan.header.block_size) {
-    result->leaked_bytes = c.scan.footer_offset - c.scan.metadata_end;
-    report (&c, VHD_CHECK_LEAK, "%" PRIu64 " bytes between offset %" PRIu64
-            " and the trailing footer belong to no block (left by an"
-            " interrupted allocation)", result->leaked_bytes,
-            c.scan.metadata_end);
-  }
-  if (c.scan.footer.disk_type == VHD_TYPE_DIFFERENCING &&
-      result->corruptions == 0)
+  c.walk.path = path;
+  c.walk.be = be;
+  c.walk.problem = on_problem;
+  c.walk.opaque = &c;
+  r = ops->check (&c.walk);
+  if (r < 0 || !c.walk.identified)
+    goto done;
+  result->disk_type = c.walk.disk_type;
+  result->allocated_blocks = c.walk.allocated_blocks;
+  result->leaked_bytes = c.walk.leaked_bytes;
+  if (c.walk.has_parent && result->corruptions == 0)
     check_parent (&c, options);
   report_omitted (&c);
   if (c.repair && (result->corruptions || result->leaks ||
                    result->recoverable))
-    repair (&c);
-  return 0;
+    repair (&c, ops);
+ done:
+  ops->check_done (&c.walk);
+  return r;
 }

@@ -50,6 +50,36 @@ struct vhd_parent_sink {
   void (*unreadable) (void *opaque, const char *via, const char *why);
 };
 
+/* A check of one image (vhd_check): the core opens, locks, counts and
+ * caps the report, checks the parent chain and decides whether to
+ * repair; the driver walks the image and repairs it.
+ */
+#define VHD_CHECK_CLASSES 8
+struct vhd_check_walk {
+  /* Set by the core. */
+  const char *path;
+  struct vhd_backend *be;
+  uint64_t file_size;
+  /* Report a finding (a VHD_CHECK_* kind).  cls is 0 for a problem that
+   * is reported every time; a problem that can repeat once per table
+   * entry has a class in 1..VHD_CHECK_CLASSES-1 and a name for the class
+   * ("pairs of BAT entries whose blocks overlap"), and only the first of
+   * each class are shown.
+   */
+  void (*problem) (struct vhd_check_walk *w, int kind, unsigned cls,
+                   const char *cls_name, const char *msg);
+  void *opaque;                 /* the core's */
+
+  /* Set by the driver's check. */
+  bool identified;              /* false: the image could not be told
+                                 * apart enough to check anything else */
+  uint32_t disk_type;           /* for vhd_check_result */
+  bool has_parent;              /* its parent chain is worth opening */
+  uint32_t allocated_blocks;
+  uint64_t leaked_bytes;
+  void *state;                  /* the driver's, until check_done */
+};
+
 struct vhd_format_ops {
   const char *name;             /* "VHD" */
 
@@ -99,6 +129,15 @@ struct vhd_format_ops {
                      char *why, size_t why_size);
   void (*describe_parent) (const struct vhd_disk *child, char *out,
                            size_t out_size);
+
+  /* vhd_check: walk the image and report every problem; repair what can
+   * be repaired without losing data (called only when nothing is
+   * corrupt; returns 0 when it repaired all it reported as recoverable
+   * or leaked); free what check kept for repair.
+   */
+  int (*check) (struct vhd_check_walk *w);
+  int (*repair) (struct vhd_check_walk *w);
+  void (*check_done) (struct vhd_check_walk *w);
 
   /* vhd_get_image_info: what the format knows (the core has cleared
    * info and filled the generic fields).

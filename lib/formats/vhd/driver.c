@@ -324,5 +324,8 @@ const struct vhd_format_ops vhd_format_vhd = {
   .parent_candidates = vhd_vhd_parent_candidates,
   .is_parent = vhd_vhd_is_parent,
   .describe_parent = vhd_vhd_describe_parent,
+  .check = vhd_vhd_check,
+  .repair = vhd_vhd_repair,
+  .check_done = vhd_vhd_check_done,
   .image_info = vhd_vhd_image_info,
 };

@@ -58,6 +58,11 @@ bool vhd_vhd_is_parent (const struct vhd_disk *child,
 void vhd_vhd_describe_parent (const struct vhd_disk *child, char *out,
                               size_t out_size);
 
+/* check.c: vhd_check's walk and repairs (struct vhd_format_ops). */
+int vhd_vhd_check (struct vhd_check_walk *w);
+int vhd_vhd_repair (struct vhd_check_walk *w);
+void vhd_vhd_check_done (struct vhd_check_walk *w);
+
 /* info.c: the VHD part of vhd_get_image_info. */
 void vhd_vhd_image_info (const struct vhd_disk *disk,
                          struct vhd_image_info *info);
