@@ -170,7 +170,7 @@ vhd_check (const char *path, const struct vhd_open_options *options,
     .opaque = opaque, .result = result,
   };
   __attribute__ ((cleanup (close_backend))) struct vhd_backend *be = NULL;
-  const struct vhd_format_ops *ops = &vhd_format_vhd;
+  const struct vhd_format_ops *ops;
   int fd, r;
 
   memset (result, 0, sizeof *result);
@@ -195,9 +195,7 @@ vhd_check (const char *path, const struct vhd_open_options *options,
   if (r < 0)
     return r;
 
-  /* The one format there is; a probe picks the driver once there are
-   * more.
-   */
+  ops = vhd_format_for_image (be);
   c.walk.path = path;
   c.walk.be = be;
   c.walk.problem = on_problem;

@@ -144,8 +144,27 @@ struct vhd_format_ops {
    */
   void (*image_info) (const struct vhd_disk *disk,
                       struct vhd_image_info *info);
+
+
+  /* Write a whole new image into fd (an empty file): fixed when flags
+   * has VHD_CREATE_FLAG_FULL_PHYSICAL_ALLOCATION, differencing when
+   * parent is set (its size from the parent), else sparse.  child_dir:
+   * the new disk's folder, resolved, for a relative parent locator.
+   * block_size 0 means the format's default.
+   */
+  int (*create) (int fd, const char *path, const char *child_dir,
+                 const struct vhd_guid *unique_id, uint64_t size,
+                 uint32_t block_size, uint32_t flags,
+                 const struct vhd_disk *parent);
 };
 
 extern const struct vhd_format_ops vhd_format_vhd;
+
+/* formats/formats.c: the driver for an image (its backend), or for a new
+ * disk of a storage type's device id (VHD_STORAGE_DEVICE_*).
+ */
+struct vhd_backend;
+const struct vhd_format_ops *vhd_format_for_image (struct vhd_backend *be);
+const struct vhd_format_ops *vhd_format_for_storage (uint32_t device_id);
 
 #endif /* VHDKIT_DRIVER_H */

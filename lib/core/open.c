@@ -65,10 +65,7 @@ vhd_open_backend (struct vhd_backend *be, bool readonly, uint32_t flags,
   r = vhd_backend_get_size (be, &disk->file_size);
   if (r < 0)
     goto fail;
-  /* The one format there is; a probe picks the driver once there are
-   * more.
-   */
-  disk->ops = &vhd_format_vhd;
+  disk->ops = vhd_format_for_image (be);
   r = disk->ops->open (disk);
   if (r < 0)
     goto fail;

@@ -23,6 +23,7 @@
 #include "core/driver.h"
 #include "core/image.h"
 #include "formats/vhd/format.h"
+#include "formats/vhd/layout.h"
 #include "formats/vhd/scan.h"
 #include "formats/vhd/vhd.h"
 
@@ -328,4 +329,5 @@ const struct vhd_format_ops vhd_format_vhd = {
   .repair = vhd_vhd_repair,
   .check_done = vhd_vhd_check_done,
   .image_info = vhd_vhd_image_info,
+  .create = vhd_layout_write_image,
 };
