@@ -145,7 +145,6 @@ struct vhd_format_ops {
   void (*image_info) (const struct vhd_disk *disk,
                       struct vhd_image_info *info);
 
-
   /* Write a whole new image into fd (an empty file): fixed when flags
    * has VHD_CREATE_FLAG_FULL_PHYSICAL_ALLOCATION, differencing when
    * parent is set (its size from the parent), else sparse.  child_dir:

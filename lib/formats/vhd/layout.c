@@ -31,7 +31,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "core/chain.h"
 #include "core/cleanup.h"
 #include "backend/file.h"
 #include "format.h"
