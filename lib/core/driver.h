@@ -155,6 +155,14 @@ struct vhd_format_ops {
                  const struct vhd_guid *unique_id, uint64_t size,
                  uint32_t block_size, uint32_t flags,
                  const struct vhd_disk *parent);
+
+  /* Is the file (fd, size bytes) an image of this format?  1 yes, 0 no,
+   * 2 it carries the format's signature but is damaged (why says what it
+   * carries and why it is refused: "a VHD footer cookie ... but ..."),
+   * or -errno with a message.
+   */
+  int (*recognise) (int fd, const char *path, uint64_t size, char *why,
+                    size_t why_size);
 };
 
 extern const struct vhd_format_ops vhd_format_vhd;

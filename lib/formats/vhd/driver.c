@@ -330,4 +330,5 @@ const struct vhd_format_ops vhd_format_vhd = {
   .check_done = vhd_vhd_check_done,
   .image_info = vhd_vhd_image_info,
   .create = vhd_layout_write_image,
+  .recognise = vhd_vhd_recognise,
 };

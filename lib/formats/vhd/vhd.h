@@ -63,6 +63,10 @@ int vhd_vhd_check (struct vhd_check_walk *w);
 int vhd_vhd_repair (struct vhd_check_walk *w);
 void vhd_vhd_check_done (struct vhd_check_walk *w);
 
+/* recognise.c: is the file (fd, size bytes) a VHD? (struct vhd_format_ops) */
+int vhd_vhd_recognise (int fd, const char *path, uint64_t size, char *why,
+                       size_t why_size);
+
 /* info.c: the VHD part of vhd_get_image_info. */
 void vhd_vhd_image_info (const struct vhd_disk *disk,
                          struct vhd_image_info *info);
