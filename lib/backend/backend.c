@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "backend.h"
-#include "error.h"
+#include "core/error.h"
 
 int
 vhd_io_run (struct vhd_segment *segs, size_t n, bool write)

@@ -15,7 +15,7 @@
 #include <string.h>
 
 #include "backend.h"
-#include "error.h"
+#include "core/error.h"
 #include "vhdkit.h"
 
 struct callback_state {

@@ -10,7 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "error.h"
+#include "core/error.h"
 #include "file.h"
 
 /* Image locking, on the bytes and with the rules of qemu's protocol so

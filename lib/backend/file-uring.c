@@ -23,7 +23,7 @@
 #include <liburing.h>
 
 #include "backend.h"
-#include "error.h"
+#include "core/error.h"
 #include "file.h"
 #include "vhdkit.h"
 

@@ -21,7 +21,7 @@
 #include <linux/fs.h>
 
 #include "backend.h"
-#include "error.h"
+#include "core/error.h"
 #include "file.h"
 
 static int

@@ -19,7 +19,7 @@
 #include <stdint.h>
 #include <time.h>
 
-#include "error.h"
+#include "core/error.h"
 #include "vhdkit.h"
 
 #define VHD_SECTOR_SIZE         512u
@@ -178,6 +178,10 @@ vhd_bitmap_clear (uint8_t *bitmap, uint32_t sector)
 
 /* The BAT occupies whole sectors: its size in bytes for n entries. */
 uint64_t vhd_bat_size (uint32_t max_table_entries);
+/* What open allocates for a BAT of n entries, checked against the cap
+ * (vhd_open_options.max_metadata_bytes) before it does (scan.c).
+ */
+uint64_t vhd_metadata_bytes (uint32_t max_table_entries);
 
 /* Text codecs for the parent name and locators.  Each writes a
  * NUL-terminated result into out (out_size bytes, truncated safely) and

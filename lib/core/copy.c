@@ -28,7 +28,6 @@
 
 #include "async.h"
 #include "copy.h"
-#include "format.h"
 #include "image.h"
 #include "source.h"
 
@@ -181,7 +180,7 @@ write_range (struct copier *cp, const uint8_t *buf, uint64_t offset,
   int r;
 
   /* io.c skips zeros that would allocate a dynamic disk's block. */
-  if (cp->target->footer.disk_type != VHD_TYPE_FIXED)
+  if (cp->target->layout != VHD_LAYOUT_FLAT)
     return vhd_pwrite (cp->target, buf, length, offset, 0);
 
   for (pos = 0; pos < length; pos += n) {

@@ -31,12 +31,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "chain.h"
-#include "cleanup.h"
+#include "core/cleanup.h"
 #include "backend/file.h"
 #include "format.h"
-#include "image.h"
+#include "core/image.h"
 #include "layout.h"
+#include "vhd.h"
 
 #define METADATA_ALIGNMENT 4096u
 #define BAT_WRITE_CHUNK (1u << 20)
@@ -254,6 +254,7 @@ describe_parent (const vhd_disk *parent, const char *child_dir,
                  struct vhd_dyn_header *h, struct locator_data locs[2],
                  const char *path)
 {
+  const struct vhd_footer *pf = &vhd_image_of (parent)->footer;
   char real[PATH_MAX], relative[PATH_MAX * 3];
   struct stat st;
   int r;
@@ -264,7 +265,7 @@ describe_parent (const vhd_disk *parent, const char *child_dir,
   if (fstat (vhd_backend_file_fd (parent->be), &st) == -1)
     return vhd_error (errno, "parent %s: fstat: %m", parent->path);
 
-  h->parent_unique_id = parent->footer.unique_id;
+  h->parent_unique_id = pf->unique_id;
   h->parent_timestamp = vhd_timestamp_from_unix (st.st_mtime);
   r = vhd_utf8_to_utf16 (real, true, h->parent_unicode_name,
                          sizeof h->parent_unicode_name);
@@ -299,6 +300,7 @@ vhd_layout_write_image (int fd, const char *path, const char *child_dir,
 {
   __attribute__ ((cleanup (cleanup_locators)))
     struct locator_data locs[2] = { { 0 }, { 0 } };
+  const struct vhd_footer *pf;
   struct vhd_dyn_header header;
   struct vhd_footer footer;
   int r;
@@ -316,12 +318,19 @@ vhd_layout_write_image (int fd, const char *path, const char *child_dir,
     return write_dynamic (fd, path, &footer, &header, NULL, 0);
   }
 
-  /* Differencing: the parent's size, and its geometry as it stores it. */
-  new_footer (&footer, VHD_TYPE_DIFFERENCING, parent->footer.current_size,
+  /* Differencing: the parent's size, and its geometry as it stores it
+   * (a parent of another format would need its own identity here).
+   */
+  if (parent->ops != &vhd_format_vhd)
+    return vhd_error (EINVAL, "%s: parent %s is a %s image: a VHD's parent"
+                      " must be a VHD", path, parent->path,
+                      parent->ops->name);
+  pf = &vhd_image_of (parent)->footer;
+  new_footer (&footer, VHD_TYPE_DIFFERENCING, pf->current_size,
               unique_id);
-  footer.cylinders = parent->footer.cylinders;
-  footer.heads = parent->footer.heads;
-  footer.sectors_per_track = parent->footer.sectors_per_track;
+  footer.cylinders = pf->cylinders;
+  footer.heads = pf->heads;
+  footer.sectors_per_track = pf->sectors_per_track;
   new_dyn_header (&header, footer.current_size, block_size);
   r = describe_parent (parent, child_dir, &header, locs, path);
   if (r < 0)

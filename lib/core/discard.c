@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "format.h"
+#include "bitmap.h"
 #include "image.h"
 
 static int
@@ -37,9 +37,9 @@ static int
 clear_bits (struct vhd_disk *disk, uint32_t block, uint64_t in_block,
             uint64_t len)
 {
-  uint32_t sectors = disk->header.block_size / VHD_SECTOR_SIZE;
-  uint32_t first = (uint32_t) (in_block / VHD_SECTOR_SIZE);
-  uint32_t last = (uint32_t) ((in_block + len - 1) / VHD_SECTOR_SIZE);
+  uint32_t sectors = disk->block_size / VHD_CORE_SECTOR_SIZE;
+  uint32_t first = (uint32_t) (in_block / VHD_CORE_SECTOR_SIZE);
+  uint32_t last = (uint32_t) ((in_block + len - 1) / VHD_CORE_SECTOR_SIZE);
   int state = vhd_block_state (disk, block);
   uint8_t *bits;
   int r = 0;
@@ -54,7 +54,7 @@ clear_bits (struct vhd_disk *disk, uint32_t block, uint64_t in_block,
       return vhd_error (ENOMEM, "%s: out of memory", disk->path);
     }
     for (uint32_t s = 0; s < sectors; s++)
-      vhd_bitmap_set (bits, s);
+      vhd_bit_set (bits, s);
     /* Dirty from the start: the file's bitmap still says FULL. */
     r = vhd_bitmap_adopt_locked (disk, block, bits, true);
     if (r == 0)
@@ -65,7 +65,7 @@ clear_bits (struct vhd_disk *disk, uint32_t block, uint64_t in_block,
     r = vhd_bitmap_get_locked (disk, block, &bits);
   if (r == 0) {
     for (uint32_t s = first; s <= last; s++)
-      vhd_bitmap_clear (bits, s);
+      vhd_bit_clear (bits, s);
     vhd_mark_bitmap_dirty (disk, block);
   }
   pthread_mutex_unlock (&disk->meta_lock);
@@ -87,43 +87,41 @@ discard_aligned (struct vhd_disk *disk, uint64_t count, uint64_t offset,
   uint32_t block_size;
   int r = 0;
 
-  if (disk->footer.disk_type == VHD_TYPE_FIXED)
+  if (disk->layout == VHD_LAYOUT_FLAT)
     return may_trim ? punch_file_range (disk, offset, count, fast)
                     : vhd_zero_file_range (disk, offset, count, fast);
 
-  block_size = disk->header.block_size;
+  block_size = disk->block_size;
   while (count > 0 && r == 0) {
     uint32_t block = (uint32_t) (offset / block_size);
     uint64_t in_block = offset % block_size;
     uint64_t len = block_size - in_block;
-    uint32_t sector = vhd_bat_load (disk, block);
+    uint64_t data = vhd_block_offset (disk, block);
 
     if (len > count)
       len = count;
-    if (disk->footer.disk_type == VHD_TYPE_DIFFERENCING) {
+    if (disk->layout == VHD_LAYOUT_DIFFERENCING) {
       /* Zeros must be written into the child; trim does nothing here. */
       if (mode == DISCARD_ZERO) {
         int state = 0;
-        r = vhd_ensure_allocated (disk, block, &sector);
+        r = vhd_ensure_allocated (disk, block, &data);
         if (r == 0)
           r = state = vhd_block_state (disk, block);
         if (r >= 0)
-          r = vhd_zero_file_range (disk, vhd_block_data_offset (disk, sector)
-                                   + in_block, len, fast);
+          r = vhd_zero_file_range (disk, data + in_block, len, fast);
         /* A FULL block has every bit set already. */
         if (r == 0 && state == BLOCK_PARTIAL)
           r = vhd_set_bits (disk, block, in_block, len);
       }
     }
-    else if (sector != VHD_BAT_UNUSED) {
-      uint64_t data = vhd_block_data_offset (disk, sector) + in_block;
+    else if (data != 0) {
       if (may_trim) {
         r = clear_bits (disk, block, in_block, len);
         if (r == 0)
-          r = punch_file_range (disk, data, len, fast);
+          r = punch_file_range (disk, data + in_block, len, fast);
       }
       else
-        r = vhd_zero_file_range (disk, data, len, fast);
+        r = vhd_zero_file_range (disk, data + in_block, len, fast);
     }
     /* An unallocated dynamic block reads as zeros already. */
     offset += len;
@@ -146,12 +144,12 @@ discard (struct vhd_disk *disk, uint64_t count, uint64_t offset,
   if (r < 0 || count == 0)
     return r;
 
-  start = (offset + VHD_SECTOR_SIZE - 1) & ~(uint64_t) (VHD_SECTOR_SIZE - 1);
-  end = (offset + count) & ~(uint64_t) (VHD_SECTOR_SIZE - 1);
+  start = (offset + VHD_CORE_SECTOR_SIZE - 1) & ~(uint64_t) (VHD_CORE_SECTOR_SIZE - 1);
+  end = (offset + count) & ~(uint64_t) (VHD_CORE_SECTOR_SIZE - 1);
   if (mode == DISCARD_ZERO && (start > end || start != offset ||
                                end != offset + count)) {
     /* Unaligned edges (or a range inside one sector): write zeros. */
-    static const uint8_t zeros[VHD_SECTOR_SIZE];
+    static const uint8_t zeros[VHD_CORE_SECTOR_SIZE];
     uint64_t head_end = start < offset + count ? start : offset + count;
     if (head_end > offset)
       r = vhd_pwrite (disk, zeros, head_end - offset, offset, 0);

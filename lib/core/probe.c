@@ -22,7 +22,7 @@
 
 #include "cleanup.h"
 #include "backend/file.h"
-#include "format.h"
+#include "formats/vhd/format.h"
 #include "vhdkit.h"
 
 #define VHD_COOKIE "conectix"

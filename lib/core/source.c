@@ -36,7 +36,7 @@
 
 #include "chain.h"
 #include "backend/file.h"
-#include "format.h"
+#include "driver.h"
 #include "image.h"
 #include "source.h"
 
@@ -71,75 +71,24 @@ source_size (int fd, const char *path, enum vhd_source_kind *kind,
                     : "neither a regular file nor a block device");
 }
 
-/* Does buf (a footer's 512 bytes, read at where) hold a valid footer?
- * Sets *cookie when it at least starts with "conectix", and keeps the
- * decoder's message in why[].
+/* 1 when the file or device holds an image of a format vhdkit knows, 0
+ * when it is a raw disk.  A damaged image is neither: copied as raw, its
+ * metadata would become the new disk's data.
  */
-static bool
-valid_footer (const uint8_t *buf, const char *path, uint64_t where,
-              bool need_dynamic, bool *cookie, char *why, size_t why_size)
-{
-  struct vhd_footer f;
-
-  if (memcmp (buf, "conectix", 8) != 0)
-    return false;
-  *cookie = true;
-  if (vhd_footer_decode (buf, &f, path, where) < 0) {
-    snprintf (why, why_size, "%s", vhd_last_error ());
-    return false;
-  }
-  if (need_dynamic && f.disk_type == VHD_TYPE_FIXED) {
-    snprintf (why, why_size, "the footer copy at offset 0 says fixed, and"
-              " fixed disks have none");
-    return false;
-  }
-  return true;
-}
-
-/* 1 when the file or device holds a VHD, 0 when it is a raw disk. */
 static int
-probe_vhd (int fd, uint64_t size, const char *path)
+probe_image (int fd, uint64_t size, const char *path)
 {
-  uint8_t buf[VHD_FOOTER_SIZE];
-  char why[1024] = "";
-  bool cookie = false;
-  int r;
+  const struct vhd_format_ops *ops = vhd_format_for_storage
+                                       (VHD_STORAGE_DEVICE_VHD);
+  char why[1200] = "";
+  int r = ops->recognise (fd, path, size, why, sizeof why);
 
-  if (size < VHD_FOOTER_SIZE)
-    return 0;
-  r = vhd_file_pread_exact (fd, buf, sizeof buf, size - VHD_FOOTER_SIZE,
-                            path, "the last sector");
-  if (r < 0)
-    return r;
-  if (valid_footer (buf, path, size - VHD_FOOTER_SIZE, false, &cookie,
-                    why, sizeof why))
-    return 1;
-
-  memset (buf, 0, sizeof buf);
-  r = vhd_file_pread_exact (fd, buf, VHD_FOOTER_SIZE - 1,
-                            size - (VHD_FOOTER_SIZE - 1), path,
-                            "the last sector");
-  if (r < 0)
-    return r;
-  if (valid_footer (buf, path, size - (VHD_FOOTER_SIZE - 1), false, &cookie,
-                    why, sizeof why))
-    return 1;
-
-  r = vhd_file_pread_exact (fd, buf, sizeof buf, 0, path,
-                            "the first sector");
-  if (r < 0)
-    return r;
-  if (valid_footer (buf, path, 0, true, &cookie, why, sizeof why))
-    return 1;
-
-  if (cookie)
-    return vhd_error (EINVAL, FN ": source_path %s has a VHD footer cookie"
-                      " (\"conectix\") but no valid footer (%s); a damaged"
-                      " VHD is not copied, neither as a VHD nor as a raw"
-                      " disk (vhdtool check --repair may restore it)",
-                      path, why);
-  vhd_clear_error ();
-  return 0;
+  if (r == 2)
+    return vhd_error (EINVAL, FN ": source_path %s has %s; a damaged %s"
+                      " is not copied, neither as a %s nor as a raw disk"
+                      " (vhdtool check --repair may restore it)", path, why,
+                      ops->name, ops->name);
+  return r;
 }
 
 /* Deny writers for as long as fd stays open; fail if one holds it now. */
@@ -191,7 +140,7 @@ open_vhd_source (struct vhd_source *src, int fd, bool prevent_writes)
                       " %s", src->path, why);
   }
   src->kind = VHD_SOURCE_VHD;
-  src->size = src->disk->footer.current_size;
+  src->size = src->disk->size;
   return 0;
 }
 
@@ -261,7 +210,7 @@ setup_source (struct vhd_source *src, int fd, uint32_t device_id,
   }
   /* Before the probe reads anything. */
   note_uncached (src, fd);
-  is_vhd = probe_vhd (fd, src->size, src->path);
+  is_vhd = probe_image (fd, src->size, src->path);
   if (is_vhd < 0) {
     close (fd);
     return is_vhd;
@@ -356,9 +305,9 @@ vhd_source_describe (const struct vhd_source *src)
   case VHD_SOURCE_RAW_FILE: return "raw file";
   case VHD_SOURCE_BLOCK_DEVICE: return "block device";
   case VHD_SOURCE_VHD:
-    switch (src->disk->footer.disk_type) {
-    case VHD_TYPE_FIXED: return "fixed VHD";
-    case VHD_TYPE_DYNAMIC: return "dynamic VHD";
+    switch (src->disk->layout) {
+    case VHD_LAYOUT_FLAT: return "fixed VHD";
+    case VHD_LAYOUT_SPARSE: return "dynamic VHD";
     default: return "differencing VHD";
     }
   }

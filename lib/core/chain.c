@@ -1,10 +1,9 @@
 /* vhdkit: find and open the parent of a differencing disk.
  *
- * The parent is looked for through the header's locators in the order
- * W2ru (relative to the child's folder), W2ku (absolute; a Windows drive
- * path is tried by its file name in the child's folder and in each allowed
- * folder), MacX (a file:// URL), then the header's parent name in the
- * child's folder.  Locators are untrusted: a candidate is opened only if,
+ * The format's driver offers the places the parent may be, in order
+ * (VHD: its locators, then the header's parent name: see
+ * formats/vhd/locator.c); a path may also be looked for by its file name
+ * in the child's folder and in each allowed folder.  Locators are untrusted: a candidate is opened only if,
  * after resolving "..", and symlinks, it lies inside an allowed folder
  * (the top image's folder and the operator's parent_dirs), and the open
  * itself is done beneath that folder's fd so that nothing can swap a
@@ -30,10 +29,8 @@
 #include "cleanup.h"
 #include "backend/backend.h"
 #include "backend/file.h"
-#include "format.h"
 #include "image.h"
 
-#define MAX_LOCATOR_BYTES 65536
 #define MAX_CANDIDATES 64
 
 struct candidate {
@@ -125,26 +122,11 @@ add_candidate (struct search *s, const char *dir, const char *name,
   s->n_cand++;
 }
 
-static void
-to_forward_slashes (char *p)
-{
-  for (; *p; p++)
-    if (*p == '\\')
-      *p = '/';
-}
-
 static const char *
 base_name (const char *p)
 {
   const char *slash = strrchr (p, '/');
   return slash ? slash + 1 : p;
-}
-
-/* A Windows path "C:/x/y" (after slash conversion) or a UNC "//host/x". */
-static bool
-is_windows_absolute (const char *p)
-{
-  return (p[0] && p[1] == ':') || (p[0] == '/' && p[1] == '/');
 }
 
 /* Add a path by its file name in the child's folder and each allowed one. */
@@ -160,156 +142,24 @@ add_by_file_name (struct search *s, const char *p, const char *via)
     add_candidate (s, s->allowed[i], name, via);
 }
 
-static int
-percent_decode (char *p)
-{
-  char *out = p;
-
-  for (; *p; p++) {
-    if (*p == '%') {
-      unsigned v;
-      if (sscanf (p + 1, "%2x", &v) != 1 || v == 0)
-        return -EINVAL;
-      *out++ = (char) v;
-      p += 2;
-    }
-    else
-      *out++ = *p;
-  }
-  *out = '\0';
-  return 0;
-}
-
-/* Copy a UTF-8 payload (it ends at len or a NUL), checking that it is
- * well-formed UTF-8 and fits.  Returns the length, or -EINVAL.
- */
-static int
-copy_utf8 (const uint8_t *in, size_t len, char *out, size_t out_size)
-{
-  size_t n = 0, i = 0;
-
-  while (i < len && in[i] != 0) {
-    unsigned follow = in[i] < 0x80 ? 0 : (in[i] & 0xe0) == 0xc0 ? 1
-                      : (in[i] & 0xf0) == 0xe0 ? 2
-                      : (in[i] & 0xf8) == 0xf0 ? 3 : 4;
-    if (follow == 4 || follow >= len - i)
-      return -EINVAL;
-    for (unsigned k = 1; k <= follow; k++)
-      if ((in[i + k] & 0xc0) != 0x80)
-        return -EINVAL;
-    if (n + follow + 1 >= out_size)
-      return -ENAMETOOLONG;
-    memcpy (out + n, in + i, follow + 1);
-    n += follow + 1;
-    i += follow + 1;
-  }
-  if (out_size == 0)
-    return -EINVAL;
-  out[n] = '\0';
-  return (int) n;
-}
-
-int
-vhd_locator_read_path (const struct vhd_disk *disk, unsigned i,
-                       char *out, size_t out_size)
-{
-  const struct vhd_parent_locator *loc = &disk->header.locators[i];
-  uint8_t *buf;
-  int r;
-
-  if (loc->platform_data_length == 0 ||
-      loc->platform_data_length > MAX_LOCATOR_BYTES)
-    return vhd_error (EINVAL, "%s: parent locator %u: platform_data_length %"
-                      PRIu32 " is not in 1..%d", disk->path, i,
-                      loc->platform_data_length, MAX_LOCATOR_BYTES);
-  if (loc->platform_data_offset > disk->file_size ||
-      disk->file_size - loc->platform_data_offset < loc->platform_data_length)
-    return vhd_error (EINVAL, "%s: parent locator %u: platform_data_offset %"
-                      PRIu64 " + platform_data_length %" PRIu32
-                      " is past the end of the file", disk->path, i,
-                      loc->platform_data_offset, loc->platform_data_length);
-  buf = malloc (loc->platform_data_length);
-  if (buf == NULL)
-    return vhd_error (ENOMEM, "%s: out of memory", disk->path);
-  r = vhd_backend_pread_exact (disk->be, buf, loc->platform_data_length,
-                               loc->platform_data_offset,
-                               "parent locator data");
-  if (r == 0) {
-    if (loc->platform_code == VHD_PLATFORM_MACX)
-      r = copy_utf8 (buf, loc->platform_data_length,
-                                    out, out_size);
-    else
-      r = vhd_utf16_to_utf8 (buf, loc->platform_data_length & ~1u, false,
-                             out, out_size);
-    if (r == -ENAMETOOLONG)
-      r = vhd_error (ENAMETOOLONG, "%s: parent locator %u: the path in its"
-                     " platform data is longer than %zu bytes", disk->path,
-                     i, out_size - 1);
-    else if (r < 0)
-      r = vhd_error (EINVAL, "%s: parent locator %u: platform data is not"
-                     " valid %s", disk->path, i,
-                     loc->platform_code == VHD_PLATFORM_MACX
-                     ? "UTF-8" : "UTF-16LE");
-    else
-      r = 0;
-  }
-  free (buf);
-  return r;
-}
-
-/* Turn a MacX payload (a file URL) into a path; false if it is not one. */
-static bool
-mac_url_to_path (char *url)
-{
-  const char *prefixes[] = { "file://localhost/", "file:///", "file://" };
-
-  for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++) {
-    size_t n = strlen (prefixes[i]);
-    if (strncmp (url, prefixes[i], n) == 0) {
-      /* Keep the leading slash of the path. */
-      size_t keep = prefixes[i][n - 1] == '/' ? n - 1 : n;
-      memmove (url, url + keep, strlen (url + keep) + 1);
-      return percent_decode (url) == 0;
-    }
-  }
-  return false;
-}
-
-/* Collect candidates from one locator, in the caller's order. */
+/* The driver's offers (struct vhd_parent_sink). */
 static void
-add_locator_candidates (struct search *s, uint32_t code)
+offer_path (void *opaque, const char *path, const char *via)
 {
-  const struct vhd_disk *child = s->child;
-  char p[PATH_MAX * 2];
+  struct search *s = opaque;
+  add_candidate (s, s->child_dir, path, via);
+}
 
-  for (unsigned i = 0; i < VHD_LOCATOR_COUNT; i++) {
-    if (child->header.locators[i].platform_code != code)
-      continue;
-    if (vhd_locator_read_path (child, i, p, sizeof p) < 0) {
-      note_attempt (s, "(locator)", code == VHD_PLATFORM_W2RU ? "W2ru"
-                    : code == VHD_PLATFORM_W2KU ? "W2ku" : "MacX",
-                    vhd_last_error ());
-      continue;
-    }
-    switch (code) {
-    case VHD_PLATFORM_W2RU:
-      to_forward_slashes (p);
-      add_candidate (s, s->child_dir, p, "W2ru locator");
-      break;
-    case VHD_PLATFORM_W2KU:
-      to_forward_slashes (p);
-      if (!is_windows_absolute (p))
-        add_candidate (s, s->child_dir, p, "W2ku locator");
-      add_by_file_name (s, p, "W2ku locator, by file name");
-      break;
-    case VHD_PLATFORM_MACX:
-      if (!mac_url_to_path (p))
-        break;
-      add_candidate (s, s->child_dir, p, "MacX locator");
-      add_by_file_name (s, p, "MacX locator, by file name");
-      break;
-    }
-  }
+static void
+offer_file_name (void *opaque, const char *path, const char *via)
+{
+  add_by_file_name (opaque, path, via);
+}
+
+static void
+offer_unreadable (void *opaque, const char *via, const char *why)
+{
+  note_attempt (opaque, "(locator)", via, why);
 }
 
 static int
@@ -441,31 +291,6 @@ seen_before (struct search *s, const struct stat *st)
   return false;
 }
 
-/* Is the opened image the parent the child records?  If not, why not. */
-static bool
-is_the_parent (const struct vhd_disk *child, const struct vhd_disk *parent,
-               const struct vhd_open_options *options, char *why,
-               size_t why_size)
-{
-  if (memcmp (&parent->footer.unique_id, &child->header.parent_unique_id,
-              sizeof (struct vhd_guid)) != 0 &&
-      !options->ignore_parent_id_mismatch) {
-    char want[37], got[37];
-    vhd_guid_to_string (&child->header.parent_unique_id, want);
-    vhd_guid_to_string (&parent->footer.unique_id, got);
-    snprintf (why, why_size, "its unique id %s is not the parent id %s"
-              " that %s records", got, want, child->path);
-    return false;
-  }
-  if (parent->footer.current_size != child->footer.current_size) {
-    snprintf (why, why_size, "its size %" PRIu64 " differs from the"
-              " child's %" PRIu64, parent->footer.current_size,
-              child->footer.current_size);
-    return false;
-  }
-  return true;
-}
-
 /* Try one candidate: 0 when it is the parent (child->parent is set), 1
  * to try the next one, or -errno when it is the parent but its own chain
  * failed: that error (which names what is missing further down) is the
@@ -523,12 +348,14 @@ try_candidate (struct search *s, const struct candidate *c,
     note_attempt (s, c->path, c->via, vhd_last_error ());
     return 1;
   }
-  if (!is_the_parent (child, parent, ctx->options, msg, sizeof msg)) {
+  if (!child->ops->is_parent (child, parent,
+                              ctx->options->ignore_parent_id_mismatch,
+                              msg, sizeof msg)) {
     note_attempt (s, c->path, c->via, msg);
     vhd_close (parent);
     return 1;
   }
-  if (parent->footer.disk_type == VHD_TYPE_DIFFERENCING &&
+  if (parent->layout == VHD_LAYOUT_DIFFERENCING &&
       (r = vhd_chain_open_parent (parent, &below)) < 0) {
     vhd_close (parent);
     return r;
@@ -549,8 +376,7 @@ vhd_chain_open_parent (struct vhd_disk *child,
                        ? ctx->options->max_chain_depth
                        : VHD_DEFAULT_MAX_CHAIN_DEPTH;
   struct vhd_chain_link link;
-  char name[1024] = "";
-  char uuid[37];
+  char parent[1100];
   struct stat st;
   int r;
 
@@ -585,17 +411,10 @@ vhd_chain_open_parent (struct vhd_disk *child,
   if (r < 0)
     return r;
 
-  add_locator_candidates (s, VHD_PLATFORM_W2RU);
-  add_locator_candidates (s, VHD_PLATFORM_W2KU);
-  add_locator_candidates (s, VHD_PLATFORM_MACX);
-  if (vhd_utf16_to_utf8 (child->header.parent_unicode_name,
-                         sizeof child->header.parent_unicode_name, true,
-                         name, sizeof name) > 0) {
-    char slashed[sizeof name];
-    memcpy (slashed, name, sizeof name);
-    to_forward_slashes (slashed);
-    add_candidate (s, s->child_dir, base_name (slashed), "parent name");
-  }
+  child->ops->parent_candidates (child, &(struct vhd_parent_sink) {
+                                   .opaque = s, .path = offer_path,
+                                   .file_name = offer_file_name,
+                                   .unreadable = offer_unreadable });
 
   for (size_t i = 0; i < s->n_cand; i++) {
     r = try_candidate (s, &s->cand[i], ctx, &link);
@@ -603,9 +422,8 @@ vhd_chain_open_parent (struct vhd_disk *child,
       return r;
   }
 
-  vhd_guid_to_string (&child->header.parent_unique_id, uuid);
-  return vhd_error (ENOENT, "%s: parent %s (unique id %s) could not be"
-                    " opened; tried: %s", child->path,
-                    name[0] ? name : "(unnamed)", uuid,
+  child->ops->describe_parent (child, parent, sizeof parent);
+  return vhd_error (ENOENT, "%s: parent %s could not be opened; tried: %s",
+                    child->path, parent,
                     s->tried[0] ? s->tried : "no locator or parent name");
 }

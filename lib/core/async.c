@@ -24,7 +24,7 @@
 #include <unistd.h>
 
 #include "async.h"
-#include "format.h"
+#include "error.h"
 
 struct vhd_operation {
   pthread_t thread;

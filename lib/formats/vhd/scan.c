@@ -1,30 +1,67 @@
-/* vhdkit: open an image, choose the valid footer copy, load and check the
- * dynamic header and the BAT.
+/* vhdkit: the one walk over a VHD image that open and check share:
+ * choose the valid footer copy, load and check the dynamic header, the
+ * parent locators' extents and the BAT.
  *
  * Every number read from the file is checked here against the file's size
  * and the other structures before anything uses it: an image is untrusted
- * input.  The parent chain of a differencing disk is resolved in chain.c.
+ * input.  Each problem goes to the caller's callback (scan.h): open stops
+ * at the first one it refuses, check reports them all.
  */
 
 #include <config.h>
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-#include <linux/fs.h>
 
-#include "abi.h"
-#include "chain.h"
 #include "backend/backend.h"
-#include "backend/file.h"
-#include "format.h"
-#include "image.h"
+#include "formats/vhd/format.h"
+#include "formats/vhd/scan.h"
+
+/* Hand a problem that open refuses to the callback: err is what the
+ * check that found it returned, its message set with vhd_error.  Returns
+ * what the callback returns.
+ */
+static int
+refuse (struct vhd_scan *s, enum vhd_scan_problem problem, int err,
+        const struct vhd_scan_report *blocks)
+{
+  char msg[2048];
+  struct vhd_scan_report rep = blocks ? *blocks
+                                      : (struct vhd_scan_report) { 0 };
+
+  /* A copy: the callback may set another message of its own. */
+  snprintf (msg, sizeof msg, "%s", vhd_last_error ());
+  rep.problem = problem;
+  rep.kind = VHD_CHECK_CORRUPT;
+  rep.err = err;
+  rep.msg = msg;
+  return s->report (s->opaque, &rep);
+}
+
+/* Hand a problem that open goes on regardless of to the callback, in
+ * check's words (no message is set: the open succeeds).
+ */
+static int tolerate (struct vhd_scan *s, enum vhd_scan_problem problem,
+                     int kind, const char *fmt, ...)
+  __attribute__ ((format (printf, 4, 5)));
+
+static int
+tolerate (struct vhd_scan *s, enum vhd_scan_problem problem, int kind,
+          const char *fmt, ...)
+{
+  char msg[2048];
+  va_list ap;
+
+  va_start (ap, fmt);
+  vsnprintf (msg, sizeof msg, fmt, ap);
+  va_end (ap);
+  return s->report (s->opaque, &(struct vhd_scan_report) {
+                      .problem = problem, .kind = kind, .msg = msg });
+}
 
 /* Try a footer of len bytes (512, or 511 with a zero reserved byte
  * after it) at offset at.  Returns 0 when it decodes, -EINVAL with why[]
@@ -32,11 +69,11 @@
  * no cookie there at all (try elsewhere).
  */
 static int
-try_trailing_footer_at (struct vhd_disk *disk, uint64_t at, size_t len,
+try_trailing_footer_at (struct vhd_scan *s, uint64_t at, size_t len,
                         char *why, size_t why_size)
 {
   uint8_t buf[VHD_FOOTER_SIZE] = { 0 };
-  int r = vhd_backend_pread_exact (disk->be, buf, len, at, "footer");
+  int r = vhd_backend_pread_exact (s->be, buf, len, at, "footer");
 
   if (r < 0) {
     snprintf (why, why_size, "%s", vhd_last_error ());
@@ -44,13 +81,13 @@ try_trailing_footer_at (struct vhd_disk *disk, uint64_t at, size_t len,
   }
   if (memcmp (buf, "conectix", 8) != 0)
     return 1;
-  r = vhd_footer_decode (buf, &disk->footer, disk->path, at);
+  r = vhd_footer_decode (buf, &s->footer, s->path, at);
   if (r < 0) {
     snprintf (why, why_size, "%s", vhd_last_error ());
     return r;
   }
-  disk->footer_offset = at;
-  memcpy (disk->footer_raw, buf, sizeof buf);
+  s->footer_offset = at;
+  memcpy (s->footer_raw, buf, sizeof buf);
   return 0;
 }
 
@@ -59,21 +96,21 @@ try_trailing_footer_at (struct vhd_disk *disk, uint64_t at, size_t len,
  * On failure the message is kept in why[] for the combined error.
  */
 static int
-read_trailing_footer (struct vhd_disk *disk, char *why, size_t why_size)
+read_trailing_footer (struct vhd_scan *s, char *why, size_t why_size)
 {
   int r = 1;
 
-  if (disk->file_size < VHD_FOOTER_SIZE - 1) {
+  if (s->file_size < VHD_FOOTER_SIZE - 1) {
     snprintf (why, why_size, "the file is only %" PRIu64 " bytes",
-              disk->file_size);
+              s->file_size);
     return -EINVAL;
   }
-  if (disk->file_size >= VHD_FOOTER_SIZE)
-    r = try_trailing_footer_at (disk, disk->file_size - VHD_FOOTER_SIZE,
+  if (s->file_size >= VHD_FOOTER_SIZE)
+    r = try_trailing_footer_at (s, s->file_size - VHD_FOOTER_SIZE,
                                 VHD_FOOTER_SIZE, why, why_size);
   /* The 511-byte variant that some old writers left. */
   if (r == 1)
-    r = try_trailing_footer_at (disk, disk->file_size - (VHD_FOOTER_SIZE - 1),
+    r = try_trailing_footer_at (s, s->file_size - (VHD_FOOTER_SIZE - 1),
                                 VHD_FOOTER_SIZE - 1, why, why_size);
   if (r == 1) {
     snprintf (why, why_size, "no \"conectix\" cookie in the last 512 bytes");
@@ -89,8 +126,8 @@ type_word (uint32_t t)
          : t == VHD_TYPE_DIFFERENCING ? "differencing" : "unknown";
 }
 
-int
-vhd_validate_footer_copy (const char *path, const struct vhd_footer *trailing,
+static int
+validate_footer_copy (const char *path, const struct vhd_footer *trailing,
                           uint64_t trailing_at, const struct vhd_footer *copy)
 {
   char a[37], b[37];
@@ -124,49 +161,65 @@ vhd_validate_footer_copy (const char *path, const struct vhd_footer *trailing,
  * day the trailing footer is lost the copy would silently change the
  * disk's size or identity.  Which one is right cannot be known, so such
  * an image is refused (vhdtool check reports it).  A copy that does not
- * decode at all is no rival: the trailing footer is used, as before.
+ * decode at all is no rival: open uses the trailing footer, as before,
+ * and check reports the copy as damaged.
  */
 static int
-compare_footer_copy (struct vhd_disk *disk)
+compare_footer_copy (struct vhd_scan *s)
 {
-  uint8_t buf[VHD_FOOTER_SIZE];
-  struct vhd_footer copy;
-
-  if (disk->footer.disk_type == VHD_TYPE_FIXED ||
-      disk->footer_offset < VHD_FOOTER_SIZE)
-    return 0;
-  if (vhd_backend_pread_exact (disk->be, buf, sizeof buf, 0,
-                               "footer copy") < 0 ||
-      memcmp (buf, "conectix", 8) != 0 ||
-      vhd_footer_decode (buf, &copy, disk->path, 0) < 0) {
-    vhd_clear_error ();
-    return 0;
-  }
-  return vhd_validate_footer_copy (disk->path, &disk->footer,
-                                   disk->footer_offset, &copy);
-}
-
-/* Choose the footer: the trailing one when it is valid, else (dynamic and
- * differencing disks only) the copy at offset 0.
- */
-static int
-choose_footer (struct vhd_disk *disk)
-{
-  char trailing_why[1024], copy_why[1024];
   uint8_t buf[VHD_FOOTER_SIZE];
   struct vhd_footer copy;
   int r;
 
-  if (read_trailing_footer (disk, trailing_why, sizeof trailing_why) == 0)
-    return compare_footer_copy (disk);
+  if (s->footer.disk_type == VHD_TYPE_FIXED)
+    return 0;
+  if (s->footer_offset < VHD_FOOTER_SIZE ||
+      vhd_backend_pread_exact (s->be, buf, sizeof buf, 0,
+                               "footer copy") < 0 ||
+      memcmp (buf, "conectix", 8) != 0 ||
+      vhd_footer_decode (buf, &copy, s->path, 0) < 0) {
+    vhd_clear_error ();
+    return tolerate (s, VHD_SCAN_FOOTER_COPY, VHD_CHECK_CORRUPT,
+                     "footer copy at offset 0: missing or invalid");
+  }
+  r = validate_footer_copy (s->path, &s->footer, s->footer_offset, &copy);
+  if (r < 0)
+    return refuse (s, VHD_SCAN_FOOTER_COPY, r, NULL);
+  /* Same disk, other bytes (a reserved byte, a timestamp): open serves
+   * it; check says so.
+   */
+  if (memcmp (buf, s->footer_raw, VHD_FOOTER_SIZE) != 0)
+    return tolerate (s, VHD_SCAN_FOOTER_COPY, VHD_CHECK_CORRUPT,
+                     "footer copy at offset 0 differs from the trailing"
+                     " footer at offset %" PRIu64, s->footer_offset);
+  return 0;
+}
 
-  if (disk->file_size < VHD_FOOTER_SIZE)
-    return vhd_error (EINVAL, "%s: not a VHD image: %s", disk->path,
-                      trailing_why);
+/* Choose the footer: the trailing one when it is valid, else (dynamic and
+ * differencing disks only) the copy at offset 0.  Sets footer_ok when one
+ * of them is usable.
+ */
+static int
+choose_footer (struct vhd_scan *s)
+{
+  char trailing_why[1024], copy_why[1024];
+  uint8_t buf[VHD_FOOTER_SIZE] = { 0 };
+  struct vhd_footer copy;
+  int r;
 
-  r = vhd_backend_pread_exact (disk->be, buf, sizeof buf, 0, "footer copy");
+  if (read_trailing_footer (s, trailing_why, sizeof trailing_why) == 0) {
+    s->footer_ok = true;
+    return compare_footer_copy (s);
+  }
+
+  if (s->file_size < VHD_FOOTER_SIZE)
+    return refuse (s, VHD_SCAN_FOOTER,
+                   vhd_error (EINVAL, "%s: not a VHD image: %s", s->path,
+                              trailing_why), NULL);
+
+  r = vhd_backend_pread_exact (s->be, buf, sizeof buf, 0, "footer copy");
   if (r == 0)
-    r = vhd_footer_decode (buf, &copy, disk->path, 0);
+    r = vhd_footer_decode (buf, &copy, s->path, 0);
   if (r == 0 && copy.disk_type == VHD_TYPE_FIXED) {
     snprintf (copy_why, sizeof copy_why,
               "the copy at offset 0 says fixed, and fixed disks have none");
@@ -178,31 +231,41 @@ choose_footer (struct vhd_disk *disk)
   if (r < 0) {
     if (memcmp (buf, "conectix", 8) != 0 &&
         strstr (trailing_why, "cookie") != NULL)
-      return vhd_error (EINVAL, "%s: not a VHD image (no \"conectix\" "
-                        "footer at the end or at offset 0)", disk->path);
-    return vhd_error (EINVAL, "%s: no valid footer: trailing footer: %s; "
-                      "footer copy: %s", disk->path, trailing_why, copy_why);
+      r = vhd_error (EINVAL, "%s: not a VHD image (no \"conectix\" "
+                     "footer at the end or at offset 0)", s->path);
+    else
+      r = vhd_error (EINVAL, "%s: no valid footer: trailing footer: %s; "
+                     "footer copy: %s", s->path, trailing_why, copy_why);
+    return refuse (s, VHD_SCAN_FOOTER, r, NULL);
   }
 
-  disk->footer = copy;
-  memcpy (disk->footer_raw, buf, sizeof buf);
-  disk->footer_from_copy = true;
+  s->footer = copy;
+  memcpy (s->footer_raw, buf, sizeof buf);
+  s->footer_from_copy = true;
+  s->footer_ok = true;
   /* Where the trailing footer belongs is settled once the BAT is known
-   * (the end of the last block or of the metadata): see load_bat.
+   * (the end of the last block or of the metadata): see scan_bat.
    */
-  disk->footer_offset = disk->file_size & ~(uint64_t) (VHD_SECTOR_SIZE - 1);
-  return 0;
+  s->footer_offset = s->file_size & ~(uint64_t) (VHD_SECTOR_SIZE - 1);
+  /* What a crash while a block was appended leaves: nothing is lost,
+   * and the next read-write open (or --repair) puts the footer back.
+   */
+  return tolerate (s, VHD_SCAN_FOOTER, VHD_CHECK_RECOVERABLE,
+                   "trailing footer: %s; the copy at offset 0 is valid,"
+                   " and a read-write open or --repair restores it",
+                   trailing_why);
 }
 
 static int
-check_fixed_layout (struct vhd_disk *disk)
+check_fixed_layout (struct vhd_scan *s)
 {
-  if (disk->footer_offset < disk->footer.current_size)
-    return vhd_error (EINVAL, "%s: footer: current_size %" PRIu64
-                      " is larger than the %" PRIu64
-                      " bytes of data the fixed image holds",
-                      disk->path, disk->footer.current_size,
-                      disk->footer_offset);
+  if (s->footer_offset < s->footer.current_size)
+    return refuse (s, VHD_SCAN_LAYOUT,
+                   vhd_error (EINVAL, "%s: footer: current_size %" PRIu64
+                              " is larger than the %" PRIu64
+                              " bytes of data the fixed image holds",
+                              s->path, s->footer.current_size,
+                              s->footer_offset), NULL);
   return 0;
 }
 
@@ -324,8 +387,8 @@ validate_structures_disjoint (const char *path, uint64_t header_offset,
  * data_end is where the trailing footer is (the file's size if it is
  * lost): every structure must end before it.
  */
-int
-vhd_validate_dyn_layout (const char *path, uint64_t file_size,
+static int
+validate_dyn_layout (const char *path, uint64_t file_size,
                          uint64_t data_end, const struct vhd_footer *f,
                          uint64_t header_offset,
                          const struct vhd_dyn_header *h)
@@ -363,8 +426,8 @@ vhd_validate_dyn_layout (const char *path, uint64_t file_size,
  * data, clear of the footer copy, the header, the BAT and the parent
  * locators' data (a write there would rewrite where the parent is).
  */
-int
-vhd_validate_block (const char *path, const struct vhd_dyn_header *h,
+static int
+validate_block (const char *path, const struct vhd_dyn_header *h,
                     uint64_t header_offset, uint64_t data_end, uint32_t i,
                     uint32_t sector)
 {
@@ -407,30 +470,6 @@ vhd_metadata_end (const struct vhd_dyn_header *h, uint64_t header_offset,
   return end;
 }
 
-static int
-compare_block_extents (const void *a, const void *b)
-{
-  const struct vhd_block_extent *x = a, *y = b;
-  return x->start < y->start ? -1 : x->start > y->start;
-}
-
-void
-vhd_sort_block_extents (struct vhd_block_extent *ext, size_t n)
-{
-  qsort (ext, n, sizeof *ext, compare_block_extents);
-}
-
-/* No two blocks may share a byte: a write to one would corrupt the other. */
-size_t
-vhd_next_block_overlap (const struct vhd_block_extent *ext, size_t n,
-                        uint64_t block_bytes, size_t from)
-{
-  for (size_t i = from; i < n; i++)
-    if (ext[i - 1].start + block_bytes > ext[i].start)
-      return i;
-  return n;
-}
-
 /* The trailing footer is lost and the copy at offset 0 is all that says
  * how large the disk is.  If the BAT holds a block past that size, the
  * lost footer said more (the two disagreed): serving the copy would
@@ -438,10 +477,10 @@ vhd_next_block_overlap (const struct vhd_block_extent *ext, size_t n,
  * would make that permanent.  The BAT's tail is read in small chunks.
  */
 static int
-check_copy_covers_bat (struct vhd_disk *disk)
+check_copy_covers_bat (struct vhd_scan *s)
 {
-  const struct vhd_dyn_header *h = &disk->header;
-  uint64_t needed = (disk->footer.current_size + h->block_size - 1)
+  const struct vhd_dyn_header *h = &s->header;
+  uint64_t needed = (s->footer.current_size + h->block_size - 1)
                     / h->block_size;
   uint8_t buf[4096];
 
@@ -451,65 +490,76 @@ check_copy_covers_bat (struct vhd_disk *disk)
 
     if (n > sizeof buf / 4)
       n = sizeof buf / 4;
-    r = vhd_backend_pread_exact (disk->be, buf, n * 4,
+    r = vhd_backend_pread_exact (s->be, buf, n * 4,
                                  h->table_offset + 4 * i, "BAT");
     if (r < 0)
-      return r;
-    for (uint64_t k = 0; k < n; k++)
-      if (vhd_get_be32 (buf + 4 * k) != VHD_BAT_UNUSED)
-        return vhd_error (EINVAL, "%s: BAT: entry %" PRIu64 " holds a block"
-                          " past current_size %" PRIu64 " of the footer"
-                          " copy at offset 0, and the trailing footer is"
-                          " lost: the disk's size is in doubt, and using"
-                          " the copy would drop that block", disk->path,
-                          i + k, disk->footer.current_size);
+      return refuse (s, VHD_SCAN_BAT_READ, r, NULL);
+    for (uint64_t k = 0; k < n; k++) {
+      uint32_t sector = vhd_get_be32 (buf + 4 * k);
+      if (sector == VHD_BAT_UNUSED)
+        continue;
+      r = vhd_error (EINVAL, "%s: BAT: entry %" PRIu64 " holds a block"
+                     " past current_size %" PRIu64 " of the footer"
+                     " copy at offset 0, and the trailing footer is"
+                     " lost: the disk's size is in doubt, and using"
+                     " the copy would drop that block", s->path,
+                     i + k, s->footer.current_size);
+      r = refuse (s, VHD_SCAN_BLOCK_PAST_SIZE, r,
+                  &(struct vhd_scan_report) {
+                    .entry = { (uint32_t) (i + k) },
+                    .start = { (uint64_t) sector * VHD_SECTOR_SIZE } });
+      if (r < 0)
+        return r;
+    }
     i += n;
   }
   return 0;
 }
 
+/* Sets header_ok when the header decodes and the layout is valid. */
 static int
-load_dynamic_header (struct vhd_disk *disk)
+scan_dynamic_header (struct vhd_scan *s)
 {
   uint8_t buf[VHD_DYN_HEADER_SIZE];
-  uint64_t at = disk->footer.data_offset;
-  struct vhd_dyn_header *h = &disk->header;
+  uint64_t at = s->footer.data_offset;
+  struct vhd_dyn_header *h = &s->header;
   int r;
 
-  if (at > disk->file_size || disk->file_size - at < VHD_DYN_HEADER_SIZE)
-    return vhd_error (EINVAL, "%s: footer: data_offset %" PRIu64
-                      " puts the dynamic header past the end of the file"
-                      " (%" PRIu64 " bytes)", disk->path, at,
-                      disk->file_size);
+  if (at > s->file_size || s->file_size - at < VHD_DYN_HEADER_SIZE)
+    return refuse (s, VHD_SCAN_LAYOUT,
+                   vhd_error (EINVAL, "%s: footer: data_offset %" PRIu64
+                              " puts the dynamic header past the end of"
+                              " the file (%" PRIu64 " bytes)", s->path, at,
+                              s->file_size), NULL);
   if (at < VHD_FOOTER_SIZE)
-    return vhd_error (EINVAL, "%s: footer: data_offset %" PRIu64
-                      " overlaps the footer copy at offset 0",
-                      disk->path, at);
-  r = vhd_backend_pread_exact (disk->be, buf, sizeof buf, at,
+    return refuse (s, VHD_SCAN_LAYOUT,
+                   vhd_error (EINVAL, "%s: footer: data_offset %" PRIu64
+                              " overlaps the footer copy at offset 0",
+                              s->path, at), NULL);
+  r = vhd_backend_pread_exact (s->be, buf, sizeof buf, at,
                                "dynamic header");
+  if (r == 0)
+    r = vhd_dyn_header_decode (buf, h, s->path, at);
   if (r < 0)
-    return r;
-  r = vhd_dyn_header_decode (buf, h, disk->path, at);
-  if (r < 0)
-    return r;
-  disk->header_offset = at;
+    return refuse (s, VHD_SCAN_LAYOUT, r, NULL);
+  s->header_offset = at;
+  s->metadata_end = at + VHD_DYN_HEADER_SIZE;
 
   /* Every structure must end before the trailing footer, where the
    * next block goes (or before the end of the file when that footer is
    * lost: it goes back past the last structure).
    */
-  r = vhd_validate_dyn_layout (disk->path, disk->file_size,
-                               disk->footer_from_copy ? disk->file_size
-                                                      : disk->footer_offset,
-                               &disk->footer, at, h);
+  r = validate_dyn_layout (s->path, s->file_size,
+                               s->footer_from_copy ? s->file_size
+                                                      : s->footer_offset,
+                               &s->footer, at, h);
   if (r < 0)
-    return r;
-  if (disk->footer_from_copy) {
-    r = check_copy_covers_bat (disk);
-    if (r < 0)
-      return r;
-  }
-  disk->bitmap_size = vhd_bitmap_size (h->block_size);
+    return refuse (s, VHD_SCAN_LAYOUT, r, NULL);
+  s->metadata_end = vhd_metadata_end (h, at, s->file_size);
+  s->bitmap_size = vhd_bitmap_size (h->block_size);
+  s->header_ok = true;
+  if (s->footer_from_copy)
+    return check_copy_covers_bat (s);
   return 0;
 }
 
@@ -518,7 +568,7 @@ load_dynamic_header (struct vhd_disk *disk)
  */
 #define BAT_CHUNK_BYTES (64 * 1024)
 
-/* What load_bat and vhd_io_init allocate for a BAT of n entries: the BAT
+/* What scan_bat and vhd_io_init allocate for a BAT of n entries: the BAT
  * (4 bytes an entry), the block states (1), the sort keys of the overlap
  * check while opening (8, if every entry is allocated), the BAT-sector
  * dirty tracking (5 bytes per 128 entries) and one chunk of raw BAT.
@@ -533,20 +583,20 @@ vhd_metadata_bytes (uint32_t max_table_entries)
 }
 
 static int
-check_metadata_cap (struct vhd_disk *disk)
+check_metadata_cap (struct vhd_scan *s)
 {
-  uint64_t need = vhd_metadata_bytes (disk->header.max_table_entries);
-  uint64_t cap = disk->max_metadata_bytes;
+  uint64_t need = vhd_metadata_bytes (s->header.max_table_entries);
+  uint64_t cap = s->max_metadata_bytes;
 
-  if (need > cap)
+  if (cap != 0 && need > cap)
     return vhd_error (EFBIG, "%s: dynamic header: max_table_entries %"
                       PRIu32 " (block_size %" PRIu32 ") would take %"
                       PRIu64 " bytes of memory, more than the cap of %"
                       PRIu64 " bytes; to open it anyway, raise the cap"
                       " (vhd_open_options.max_metadata_bytes, the"
-                      " plugin's max-metadata=SIZE)", disk->path,
-                      disk->header.max_table_entries,
-                      disk->header.block_size, need, cap);
+                      " plugin's max-metadata=SIZE)", s->path,
+                      s->header.max_table_entries,
+                      s->header.block_size, need, cap);
   return 0;
 }
 
@@ -560,9 +610,12 @@ compare_u64 (const void *a, const void *b)
   return x < y ? -1 : x > y;
 }
 
-/* No two blocks may share a byte: a write to one would corrupt the other. */
+/* No two blocks may share a byte: a write to one would corrupt the other.
+ * Each pair of neighbours (by where they start) that overlaps is a
+ * problem.
+ */
 static int
-check_blocks_disjoint (struct vhd_disk *disk, uint64_t *keys, size_t n,
+check_blocks_disjoint (struct vhd_scan *s, uint64_t *keys, size_t n,
                        uint64_t block_bytes)
 {
   if (n < 2)
@@ -571,12 +624,20 @@ check_blocks_disjoint (struct vhd_disk *disk, uint64_t *keys, size_t n,
   for (size_t i = 1; i < n; i++) {
     uint64_t a = (keys[i - 1] >> 32) * VHD_SECTOR_SIZE;
     uint64_t b = (keys[i] >> 32) * VHD_SECTOR_SIZE;
-    if (a + block_bytes > b)
-      return vhd_error (EINVAL, "%s: BAT: entries %" PRIu32 " and %" PRIu32
-                        " overlap (blocks at offsets %" PRIu64 " and %"
-                        PRIu64 ", %" PRIu64 " bytes each)", disk->path,
-                        (uint32_t) keys[i - 1], (uint32_t) keys[i], a, b,
-                        block_bytes);
+    int r;
+
+    if (a + block_bytes <= b)
+      continue;
+    r = vhd_error (EINVAL, "%s: BAT: entries %" PRIu32 " and %" PRIu32
+                   " overlap (blocks at offsets %" PRIu64 " and %"
+                   PRIu64 ", %" PRIu64 " bytes each)", s->path,
+                   (uint32_t) keys[i - 1], (uint32_t) keys[i], a, b,
+                   block_bytes);
+    r = refuse (s, VHD_SCAN_BLOCK_OVERLAP, r, &(struct vhd_scan_report) {
+                  .entry = { (uint32_t) keys[i - 1], (uint32_t) keys[i] },
+                  .start = { a, b } });
+    if (r < 0)
+      return r;
   }
   return 0;
 }
@@ -585,7 +646,7 @@ check_blocks_disjoint (struct vhd_disk *disk, uint64_t *keys, size_t n,
  * have far fewer blocks allocated than entries).
  */
 static int
-push_key (struct vhd_disk *disk, uint64_t **keys, size_t *n, size_t *cap,
+push_key (struct vhd_scan *s, uint64_t **keys, size_t *n, size_t *cap,
           uint64_t key)
 {
   if (*n == *cap) {
@@ -593,7 +654,7 @@ push_key (struct vhd_disk *disk, uint64_t **keys, size_t *n, size_t *cap,
     uint64_t *k = realloc (*keys, c * sizeof *k);
     if (k == NULL)
       return vhd_error (ENOMEM, "%s: BAT: out of memory for %zu blocks",
-                        disk->path, c);
+                        s->path, c);
     *keys = k;
     *cap = c;
   }
@@ -601,14 +662,14 @@ push_key (struct vhd_disk *disk, uint64_t **keys, size_t *n, size_t *cap,
   return 0;
 }
 
-/* Make room in disk->bat for entries [0, want) as the BAT is read:
+/* Make room in s->bat for entries [0, want) as the BAT is read:
  * a table refused at its first chunk has cost one chunk's worth, even
  * where malloc fills what it hands out (MALLOC_PERTURB_).
  */
 static int
-grow_bat (struct vhd_disk *disk, uint32_t *cap, uint64_t want)
+grow_bat (struct vhd_scan *s, uint32_t *cap, uint64_t want)
 {
-  uint64_t max = disk->header.max_table_entries;
+  uint64_t max = s->header.max_table_entries;
   uint64_t c = *cap;
   uint32_t *bat;
 
@@ -619,11 +680,11 @@ grow_bat (struct vhd_disk *disk, uint32_t *cap, uint64_t want)
   c = c * 2 > want ? c * 2 : want;
   if (c > max)
     c = max;
-  bat = realloc (disk->bat, (size_t) c * sizeof *bat);
+  bat = realloc (s->bat, (size_t) c * sizeof *bat);
   if (bat == NULL)
     return vhd_error (ENOMEM, "%s: BAT of %" PRIu32 " entries: out of memory",
-                      disk->path, disk->header.max_table_entries);
-  disk->bat = bat;
+                      s->path, s->header.max_table_entries);
+  s->bat = bat;
   *cap = (uint32_t) c;
   return 0;
 }
@@ -632,16 +693,17 @@ grow_bat (struct vhd_disk *disk, uint32_t *cap, uint64_t want)
  * data) lies inside the file, before the trailing footer, clear of the
  * metadata and of every other block.  The table is read a chunk at a time
  * and checked as it is read, so that a bad entry stops the open at once;
- * what it would cost in memory is checked against the cap first.
+ * what it would cost in memory is checked against the cap first.  An
+ * entry found bad is left out of the overlap check and of metadata_end.
  */
 static int
-load_bat (struct vhd_disk *disk)
+scan_bat (struct vhd_scan *s)
 {
-  const struct vhd_dyn_header *h = &disk->header;
+  const struct vhd_dyn_header *h = &s->header;
   uint64_t bat_bytes = vhd_bat_size (h->max_table_entries);
-  uint64_t block_bytes = (uint64_t) disk->bitmap_size + h->block_size;
-  uint64_t data_end = disk->footer_from_copy ? disk->file_size
-                                             : disk->footer_offset;
+  uint64_t block_bytes = (uint64_t) s->bitmap_size + h->block_size;
+  uint64_t data_end = s->footer_from_copy ? s->file_size
+                                             : s->footer_offset;
   uint64_t metadata_end;
   uint64_t *keys = NULL;
   uint8_t *raw;
@@ -649,53 +711,69 @@ load_bat (struct vhd_disk *disk)
   uint32_t i = 0, bat_cap = 0;
   int r;
 
-  r = check_metadata_cap (disk);
+  r = check_metadata_cap (s);
   if (r < 0)
-    return r;
+    return refuse (s, VHD_SCAN_METADATA_CAP, r, NULL);
   raw = malloc (BAT_CHUNK_BYTES);
   if (raw == NULL)
-    return vhd_error (ENOMEM, "%s: out of memory", disk->path);
+    return refuse (s, VHD_SCAN_BAT_READ,
+                   vhd_error (ENOMEM, "%s: out of memory", s->path), NULL);
 
-  metadata_end = vhd_metadata_end (h, disk->header_offset, disk->file_size);
+  metadata_end = vhd_metadata_end (h, s->header_offset, s->file_size);
 
   for (uint64_t at = 0; at < bat_bytes && i < h->max_table_entries && r == 0;
        at += BAT_CHUNK_BYTES) {
     size_t len = bat_bytes - at < BAT_CHUNK_BYTES ? (size_t) (bat_bytes - at)
                                                   : BAT_CHUNK_BYTES;
-    r = vhd_backend_pread_exact (disk->be, raw, len, h->table_offset + at,
+    r = vhd_backend_pread_exact (s->be, raw, len, h->table_offset + at,
                                  "BAT");
     if (r == 0)
-      r = grow_bat (disk, &bat_cap, i + len / 4);
+      r = grow_bat (s, &bat_cap, i + len / 4);
+    if (r < 0) {
+      /* Nothing more of the BAT can be checked. */
+      r = refuse (s, VHD_SCAN_BAT_READ, r, NULL);
+      goto out;
+    }
     for (size_t k = 0; r == 0 && k < len / 4 && i < h->max_table_entries;
          k++, i++) {
       uint32_t sector = vhd_get_be32 (raw + k * 4);
       uint64_t start = (uint64_t) sector * VHD_SECTOR_SIZE;
 
-      disk->bat[i] = sector;
+      s->bat[i] = sector;
       if (sector == VHD_BAT_UNUSED)
         continue;
-      r = vhd_validate_block (disk->path, h, disk->header_offset, data_end,
+      r = validate_block (s->path, h, s->header_offset, data_end,
                               i, sector);
-      if (r == 0)
-        r = push_key (disk, &keys, &n, &cap, (uint64_t) sector << 32 | i);
-      if (r == 0 && start + block_bytes > metadata_end)
+      if (r < 0) {
+        r = refuse (s, VHD_SCAN_BAT_ENTRY, r, &(struct vhd_scan_report) {
+                      .entry = { i }, .start = { start } });
+        continue;
+      }
+      r = push_key (s, &keys, &n, &cap, (uint64_t) sector << 32 | i);
+      if (r < 0) {
+        r = refuse (s, VHD_SCAN_BAT_READ, r, NULL);
+        goto out;
+      }
+      if (start + block_bytes > metadata_end)
         metadata_end = start + block_bytes;
     }
   }
   if (r < 0)
     goto out;
-  disk->allocated_blocks = (uint32_t) n;
-  r = check_blocks_disjoint (disk, keys, n, block_bytes);
-  if (r == 0 && disk->footer_from_copy) {
+  s->allocated_blocks = (uint32_t) n;
+  s->metadata_end = metadata_end;
+  s->bat_ok = true;
+  r = check_blocks_disjoint (s, keys, n, block_bytes);
+  if (r == 0 && s->footer_from_copy) {
     /* The trailing footer is lost (a crash while a block was appended).
      * It goes back at the end of the file, past whatever was half
      * written there: those bytes belong to no block (a leak that
      * vhdtool check --repair reclaims), and structures that this reader
      * does not know about (a blktap batmap) stay untouched.
      */
-    uint64_t end = disk->file_size > metadata_end ? disk->file_size
+    uint64_t end = s->file_size > metadata_end ? s->file_size
                                                   : metadata_end;
-    disk->footer_offset = (end + VHD_SECTOR_SIZE - 1)
+    s->footer_offset = (end + VHD_SECTOR_SIZE - 1)
                           & ~(uint64_t) (VHD_SECTOR_SIZE - 1);
   }
  out:
@@ -704,190 +782,18 @@ load_bat (struct vhd_disk *disk)
   return r;
 }
 
-static void
-free_disk (struct vhd_disk *disk)
-{
-  if (disk == NULL)
-    return;
-  if (disk->parent)
-    vhd_close (disk->parent);
-  vhd_io_fini (disk);
-  vhd_backend_close (disk->be);
-  free (disk->bat);
-  free (disk->path);
-  free (disk);
-}
 
 int
-vhd_open_backend (struct vhd_backend *be, bool readonly, uint32_t flags,
-                  const struct vhd_chain_context *chain,
-                  struct vhd_disk **out)
+vhd_scan_image (struct vhd_scan *s)
 {
-  const char *path = be->name;
-  struct vhd_disk *disk;
-  int r;
+  int r = choose_footer (s);
 
-  disk = calloc (1, sizeof *disk);
-  if (disk == NULL) {
-    vhd_backend_close (be);
-    return vhd_error (ENOMEM, "%s: out of memory", path);
-  }
-  disk->be = be;
-  disk->readonly = readonly;
-  disk->force_share = chain && chain->options &&
-                      (chain->options->flags & VHD_OPEN_FLAG_FORCE_SHARE);
-  disk->max_metadata_bytes = chain && chain->options &&
-                             chain->options->max_metadata_bytes
-                             ? chain->options->max_metadata_bytes
-                             : VHD_DEFAULT_MAX_METADATA_BYTES;
-  disk->path = strdup (path);
-  if (disk->path == NULL) {
-    r = vhd_error (ENOMEM, "%s: out of memory", path);
-    goto fail;
-  }
-
-  r = vhd_backend_get_size (be, &disk->file_size);
-  if (r < 0)
-    goto fail;
-  r = choose_footer (disk);
-  if (r < 0)
-    goto fail;
-
-  if (disk->footer.disk_type == VHD_TYPE_FIXED)
-    r = check_fixed_layout (disk);
-  else {
-    r = load_dynamic_header (disk);
-    if (r == 0)
-      r = load_bat (disk);
-    if (r == 0 && disk->footer.disk_type == VHD_TYPE_DIFFERENCING &&
-        !(flags & VHD_OPEN_FLAG_NO_PARENTS))
-      r = vhd_chain_open_parent (disk, chain);
-  }
-  if (r == 0)
-    r = vhd_io_init (disk);
-  if (r < 0)
-    goto fail;
-
-  *out = disk;
-  return 0;
-
- fail:
-  free_disk (disk);
-  return r;
-}
-
-int
-vhd_open_fd (int fd, const char *path, bool readonly, uint32_t flags,
-             const struct vhd_chain_context *chain, struct vhd_disk **out)
-{
-  struct vhd_backend *be = vhd_backend_file_new (fd, path);
-
-  if (be == NULL)
-    return -ENOMEM;
-  return vhd_open_backend (be, readonly, flags, chain, out);
-}
-
-int
-vhd_open_sized (const char *path, const struct vhd_open_options *options_in,
-                size_t options_size, vhd_disk **disk_out)
-{
-  struct vhd_open_options options_buf;
-  const struct vhd_open_options *options = &options_buf;
-  int fd, r;
-
-  vhd_clear_error ();
-  if (disk_out == NULL)
-    return vhd_error (EINVAL, "vhd_open: disk_out is NULL");
-  *disk_out = NULL;
-  if (path == NULL || *path == '\0')
-    return vhd_error (EINVAL, "vhd_open: path is NULL or empty");
-  r = vhd_import_open_options (&options_buf, options_in, options_size,
-                               "vhd_open");
-  if (r < 0)
+  if (r < 0 || !s->footer_ok)
     return r;
-
-  if ((options->flags & VHD_OPEN_FLAG_FORCE_SHARE) && !options->readonly)
-    return vhd_error (EINVAL, "%s: force-share is for read-only opens"
-                      " only (a writer never shares)", path);
-
-  /* No FIFO or device can block here; only files and block devices. */
-  fd = vhd_file_open (path, options->readonly ? O_RDONLY : O_RDWR);
-  if (fd < 0)
-    return fd;
-
-  return vhd_open_fd (fd, path, options->readonly, options->flags,
-                      &(struct vhd_chain_context) {
-                        .options = options, .depth = 0, .children = NULL,
-                      },
-                      disk_out);
-}
-
-int
-(vhd_open) (const char *path, const struct vhd_open_options *options,
-            vhd_disk **disk_out)
-{
-  return vhd_open_sized (path, options, VHD_OPEN_OPTIONS_SIZE_0_1, disk_out);
-}
-
-int
-vhd_open_with_backend_sized (const struct vhd_backend_callbacks *cb,
-                             void *opaque, const char *name,
-                             const struct vhd_open_options *options_in,
-                             size_t options_size, vhd_disk **disk_out)
-{
-  struct vhd_open_options options_buf;
-  const struct vhd_open_options *options = &options_buf;
-  struct vhd_backend *be;
-  int r;
-
-  vhd_clear_error ();
-  if (disk_out == NULL)
-    return vhd_error (EINVAL, "vhd_open_with_backend: disk_out is NULL");
-  *disk_out = NULL;
-  if (name == NULL || *name == '\0')
-    return vhd_error (EINVAL, "vhd_open_with_backend: name is NULL or"
-                      " empty (it names the image in messages)");
-  r = vhd_import_open_options (&options_buf, options_in, options_size,
-                               "vhd_open_with_backend");
-  if (r < 0)
+  if (s->footer.disk_type == VHD_TYPE_FIXED)
+    return check_fixed_layout (s);
+  r = scan_dynamic_header (s);
+  if (r < 0 || !s->header_ok)
     return r;
-  /* Callback storage has no lock to take or to share: force-share means
-   * nothing more here than it does for a path.
-   */
-  if ((options->flags & VHD_OPEN_FLAG_FORCE_SHARE) && !options->readonly)
-    return vhd_error (EINVAL, "%s: force-share is for read-only opens"
-                      " only (a writer never shares)", name);
-
-  r = vhd_backend_callbacks_new (cb, opaque, name, options->readonly, &be);
-  if (r < 0)
-    return r;
-  return vhd_open_backend (be, options->readonly, options->flags,
-                           &(struct vhd_chain_context) {
-                             .options = options, .depth = 0,
-                             .children = NULL,
-                           },
-                           disk_out);
-}
-
-void
-vhd_close (vhd_disk *disk)
-{
-  /* Write back what a client left unflushed, as qemu does on close; a
-   * caller that must know it succeeded calls vhd_flush first.
-   */
-  if (disk && !disk->readonly && disk->locks_initialized)
-    vhd_flush (disk);
-  free_disk (disk);
-}
-
-uint64_t
-vhd_get_size (const vhd_disk *disk)
-{
-  return disk->footer.current_size;
-}
-
-const vhd_disk *
-vhd_get_parent (const vhd_disk *disk)
-{
-  return disk->parent;
+  return scan_bat (s);
 }

@@ -1,15 +1,16 @@
 /* vhdkit: the read and write paths, block allocation, flush, trim, zero.
  *
  * Crash safety rests on one order (DESIGN.md, "Runtime paths"):
- *  - a new block is laid out past the end of the image (its space zeroed,
- *    its bitmap written), the footer rewritten after it, and only then is
- *    it published in the in-memory BAT;
- *  - bitmaps and BAT entries reach the file only at a flush, after the
+ *  - a new block is laid out by the driver past the end of the image (its
+ *    space zeroed, its bitmap written, the image kept valid for a reader:
+ *    VHD moves its footer after it), and only then published in the
+ *    in-memory block table (formats/vhd/driver.c);
+ *  - bitmaps and table entries reach the file only at a flush, after the
  *    data they cover has been synced: fdatasync, metadata, fdatasync.
- * So a crash at any point leaves the BAT and bitmaps of the last completed
- * flush pointing at data that is in the file; the worst case is a block's
- * worth of leaked space at the end, or a trailing footer overwritten by a
- * new block, which open.c recovers from the copy at offset 0.
+ * So a crash at any point leaves the table and bitmaps of the last
+ * completed flush pointing at data that is in the file; the worst case is
+ * a block's worth of leaked space at the end, which the driver's scan
+ * recovers from.
  */
 
 #include <config.h>
@@ -21,75 +22,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "chain.h"
 #include "backend/backend.h"
-#include "format.h"
+#include "bitmap.h"
+#include "chain.h"
 #include "image.h"
-
-#define DATA_ALIGNMENT 4096u
-
-static bool
-is_dynamic_like (const struct vhd_disk *disk)
-{
-  return disk->footer.disk_type != VHD_TYPE_FIXED;
-}
-
-static bool
-is_differencing (const struct vhd_disk *disk)
-{
-  return disk->footer.disk_type == VHD_TYPE_DIFFERENCING;
-}
-
-/* Where the metadata structures end (footer copy, dynamic header, BAT
- * with its padding, parent locators' data): nothing appended goes before
- * it.  open.c refuses an image with a structure past the trailing footer,
- * so this holds already; it is checked again where the writes happen.
- */
-static int
-check_clear_of_metadata (struct vhd_disk *disk, uint64_t offset,
-                         const char *what)
-{
-  uint64_t end;
-
-  if (!is_dynamic_like (disk))
-    return 0;
-  end = vhd_metadata_end (&disk->header, disk->header_offset, UINT64_MAX);
-  if (offset < end)
-    return vhd_error (EIO, "%s: refusing to write the %s at offset %" PRIu64
-                      ", before the end of the image's metadata at %"
-                      PRIu64, disk->path, what, offset, end);
-  return 0;
-}
-
-/* Opening for writing an image whose trailing footer a crash lost: put
- * it back (open.c chose where), durably, before anything else is written.
- */
-static int
-restore_trailing_footer (struct vhd_disk *disk)
-{
-  int r = check_clear_of_metadata (disk, disk->footer_offset,
-                                   "restored trailing footer");
-
-  if (r < 0)
-    return r;
-  if (!disk->be->can_grow &&
-      disk->footer_offset + VHD_FOOTER_SIZE > disk->file_size)
-    return vhd_error (ENOSPC, "%s: the trailing footer is missing and the"
-                      " storage cannot grow to restore it (open the image"
-                      " read-only)", disk->path);
-  r = vhd_backend_pwrite_exact (disk->be, disk->encoded_footer,
-                                VHD_FOOTER_SIZE, disk->footer_offset,
-                                "restored trailing footer");
-  if (r < 0)
-    return r;
-  r = vhd_backend_flush (disk->be, false);
-  if (r < 0)
-    return r;
-  if (disk->footer_offset + VHD_FOOTER_SIZE > disk->file_end)
-    disk->file_end = disk->footer_offset + VHD_FOOTER_SIZE;
-  disk->footer_from_copy = false;
-  return 0;
-}
 
 int
 vhd_io_init (struct vhd_disk *disk)
@@ -107,41 +43,28 @@ vhd_io_init (struct vhd_disk *disk)
   pthread_rwlockattr_destroy (&attr);
   disk->locks_initialized = true;
 
-  if (!disk->readonly && disk->footer.disk_type != VHD_TYPE_FIXED &&
-      disk->footer.disk_type != VHD_TYPE_DYNAMIC &&
-      disk->footer.disk_type != VHD_TYPE_DIFFERENCING)
-    return vhd_error (EINVAL, "%s: unknown disk type", disk->path);
   if (!disk->readonly || !disk->force_share) {
     int r = vhd_backend_lock (disk->be, !disk->readonly);
     if (r < 0)
       return r;
   }
   disk->file_end = disk->file_size;
-  disk->end = disk->footer_offset;
-  /* Footers are rewritten byte for byte as the image's writer made them
-   * (reserved bytes included), so that both copies stay identical.
-   */
-  memcpy (disk->encoded_footer, disk->footer_raw, VHD_FOOTER_SIZE);
-  if (!disk->readonly && disk->footer_from_copy) {
-    int r = restore_trailing_footer (disk);
+  if (!disk->readonly) {
+    int r = disk->ops->prepare_write (disk);
     if (r < 0)
       return r;
   }
-  if (!is_dynamic_like (disk))
+  if (disk->layout == VHD_LAYOUT_FLAT)
     return 0;
 
-  /* What is allocated per block here is counted in vhd_metadata_bytes,
-   * which open checked against the cap; bitmaps live in the bounded
-   * cache (map.c), allocated as blocks turn out to be PARTIAL.
+  /* What is allocated per block here is counted in the cap that the
+   * driver's open checked; bitmaps live in the bounded cache (map.c),
+   * allocated as blocks turn out to be PARTIAL.
    */
-  n = disk->header.max_table_entries;
+  n = disk->n_blocks;
   disk->bitmap_cache.budget = VHD_BITMAP_CACHE_BYTES;
   disk->block_state = calloc (n, 1);
-  disk->bat_sector_dirty = calloc (vhd_bat_size (n) / VHD_SECTOR_SIZE, 1);
-  disk->dirty_bat_sectors = calloc (vhd_bat_size (n) / VHD_SECTOR_SIZE,
-                                    sizeof *disk->dirty_bat_sectors);
-  if (!disk->block_state || !disk->bat_sector_dirty ||
-      !disk->dirty_bat_sectors)
+  if (!disk->block_state)
     return vhd_error (ENOMEM, "%s: out of memory for %" PRIu32 " blocks",
                       disk->path, n);
   return 0;
@@ -152,8 +75,6 @@ vhd_io_fini (struct vhd_disk *disk)
 {
   vhd_bitmap_cache_fini (disk);
   free (disk->block_state);
-  free (disk->bat_sector_dirty);
-  free (disk->dirty_bat_sectors);
   if (disk->locks_initialized) {
     pthread_mutex_destroy (&disk->meta_lock);
     pthread_mutex_destroy (&disk->rmw_lock);
@@ -165,12 +86,10 @@ int
 vhd_check_range (const struct vhd_disk *disk, uint64_t count, uint64_t offset,
              const char *what)
 {
-  if (offset > disk->footer.current_size ||
-      count > disk->footer.current_size - offset)
+  if (offset > disk->size || count > disk->size - offset)
     return vhd_error (EINVAL, "%s: %s of %" PRIu64 " bytes at offset %"
                       PRIu64 " goes past the disk's size %" PRIu64,
-                      disk->path, what, count, offset,
-                      disk->footer.current_size);
+                      disk->path, what, count, offset, disk->size);
   return 0;
 }
 
@@ -191,7 +110,7 @@ vhd_pread (vhd_disk *disk, void *buf, size_t count, uint64_t offset)
   return r;
 }
 
-/* Write len bytes at offset with plain pwrite (metadata, under a lock). */
+/* Write len bytes at offset as one batch. */
 static int
 write_exact (struct vhd_disk *disk, const void *buf, size_t len,
              uint64_t offset, const char *what)
@@ -234,33 +153,18 @@ vhd_zero_file_range (struct vhd_disk *disk, uint64_t offset, uint64_t len,
   return 0;
 }
 
-static void
-mark_bat_dirty (struct vhd_disk *disk, uint32_t block)
-{
-  uint32_t sector = (uint32_t) ((uint64_t) block * 4 / VHD_SECTOR_SIZE);
-
-  if (!disk->bat_sector_dirty[sector]) {
-    disk->bat_sector_dirty[sector] = 1;
-    disk->dirty_bat_sectors[disk->n_dirty_bat_sectors++] = sector;
-  }
-  __atomic_store_n (&disk->metadata_dirty, true, __ATOMIC_RELEASE);
-}
-
-/* Append a block for `block`, called with meta_lock held.  Its data area
- * is zeroed, so a dynamic block starts with every bit set (later writes
- * touch no metadata) and a differencing one with none (its sectors still
- * come from the parent).
+/* Allocate a block for `block`, called with meta_lock held: where it
+ * goes and how it is made safe is the driver's.  Its data area reads as
+ * zeros, so a sparse block starts with every bit set (later writes touch
+ * no metadata) and a differencing one with none (its sectors still come
+ * from the parent).
  */
 static int
 allocate_block_locked (struct vhd_disk *disk, uint32_t block)
 {
-  uint32_t block_size = disk->header.block_size;
-  uint64_t block_bytes = (uint64_t) disk->bitmap_size + block_size;
-  uint64_t data = (disk->end + disk->bitmap_size + DATA_ALIGNMENT - 1)
-                  & ~(uint64_t) (DATA_ALIGNMENT - 1);
-  uint64_t start = data - disk->bitmap_size;
+  bool differencing = disk->layout == VHD_LAYOUT_DIFFERENCING;
   uint8_t *bitmap;
-  int r = 0;
+  int r;
 
   /* The storage under a callback backend (an nbdkit plugin) has the
    * size it has: only blocks already in the image can be written.
@@ -270,46 +174,19 @@ allocate_block_locked (struct vhd_disk *disk, uint32_t block)
                       " block in the image, and its storage cannot grow"
                       " (only blocks already allocated are writable)",
                       disk->path, block);
-  if (start / VHD_SECTOR_SIZE >= VHD_BAT_UNUSED)
-    return vhd_error (ENOSPC, "%s: the image file cannot grow past 2 TiB of"
-                      " sectors that a BAT entry can address", disk->path);
-  /* A new block goes past every structure (and every block: end only
-   * grows from the trailing footer, past which no block lies).
-   */
-  r = check_clear_of_metadata (disk, start, "new block");
-  if (r < 0)
-    return r;
   bitmap = calloc (1, disk->bitmap_size);
   if (bitmap == NULL)
     return vhd_error (ENOMEM, "%s: out of memory", disk->path);
-  if (!is_differencing (disk))
-    for (uint32_t s = 0; s < block_size / VHD_SECTOR_SIZE; s++)
-      vhd_bitmap_set (bitmap, s);
+  if (!differencing)
+    for (uint32_t s = 0; s < disk->block_size / VHD_CORE_SECTOR_SIZE; s++)
+      vhd_bit_set (bitmap, s);
 
-  /* Only what the file already holds needs zeroing: past its end, the
-   * file reads as zeros once the footer below extends it.
-   */
-  if (start < disk->file_end)
-    r = vhd_zero_file_range (disk, start,
-                             (start + block_bytes < disk->file_end
-                              ? start + block_bytes : disk->file_end) - start,
-                             false);
-  if (r == 0)
-    r = write_exact (disk, bitmap, disk->bitmap_size, start,
-                     "sector bitmap");
-  if (r == 0)
-    r = write_exact (disk, disk->encoded_footer, VHD_FOOTER_SIZE,
-                     start + block_bytes, "footer");
+  r = disk->ops->allocate_block (disk, block, bitmap);
   if (r < 0) {
     free (bitmap);
     return r;
   }
-  disk->end = start + block_bytes;
-  disk->footer_offset = disk->end;
-  if (disk->end + VHD_FOOTER_SIZE > disk->file_end)
-    disk->file_end = disk->end + VHD_FOOTER_SIZE;
-
-  if (is_differencing (disk)) {
+  if (differencing) {
     vhd_bitmap_adopt_locked (disk, block, bitmap, false);
     disk->block_state[block] = BLOCK_PARTIAL;
   }
@@ -317,10 +194,7 @@ allocate_block_locked (struct vhd_disk *disk, uint32_t block)
     free (bitmap);
     disk->block_state[block] = BLOCK_FULL;
   }
-  __atomic_store_n (&disk->bat[block], (uint32_t) (start / VHD_SECTOR_SIZE),
-                    __ATOMIC_RELEASE);
-  disk->allocated_blocks++;
-  mark_bat_dirty (disk, block);
+  __atomic_store_n (&disk->metadata_dirty, true, __ATOMIC_RELEASE);
   return 0;
 }
 
@@ -328,17 +202,18 @@ allocate_block_locked (struct vhd_disk *disk, uint32_t block)
  * for the same block allocate it once: the second finds it under the lock.
  */
 int
-vhd_ensure_allocated (struct vhd_disk *disk, uint32_t block, uint32_t *sector)
+vhd_ensure_allocated (struct vhd_disk *disk, uint32_t block,
+                      uint64_t *data_offset)
 {
   int r = 0;
 
-  *sector = vhd_bat_load (disk, block);
-  if (*sector != VHD_BAT_UNUSED)
+  *data_offset = vhd_block_offset (disk, block);
+  if (*data_offset != 0)
     return 0;
   pthread_mutex_lock (&disk->meta_lock);
-  if (disk->bat[block] == VHD_BAT_UNUSED)
+  if (vhd_block_offset (disk, block) == 0)
     r = allocate_block_locked (disk, block);
-  *sector = disk->bat[block];
+  *data_offset = vhd_block_offset (disk, block);
   pthread_mutex_unlock (&disk->meta_lock);
   return r;
 }
@@ -356,8 +231,8 @@ int
 vhd_set_bits (struct vhd_disk *disk, uint32_t block, uint64_t in_block,
               uint64_t len)
 {
-  uint32_t first = (uint32_t) (in_block / VHD_SECTOR_SIZE);
-  uint32_t last = (uint32_t) ((in_block + len - 1) / VHD_SECTOR_SIZE);
+  uint32_t first = (uint32_t) (in_block / VHD_CORE_SECTOR_SIZE);
+  uint32_t last = (uint32_t) ((in_block + len - 1) / VHD_CORE_SECTOR_SIZE);
   bool changed = false;
   uint8_t *bits;
   int r;
@@ -365,8 +240,8 @@ vhd_set_bits (struct vhd_disk *disk, uint32_t block, uint64_t in_block,
   pthread_mutex_lock (&disk->meta_lock);
   r = vhd_bitmap_get_locked (disk, block, &bits);
   for (uint32_t s = first; r == 0 && s <= last; s++) {
-    if (!vhd_bitmap_test (bits, s)) {
-      vhd_bitmap_set (bits, s);
+    if (!vhd_bit_test (bits, s)) {
+      vhd_bit_set (bits, s);
       changed = true;
     }
   }
@@ -393,18 +268,18 @@ write_aligned (struct vhd_disk *disk, const uint8_t *buf, uint64_t count,
   int r = 0;
 
   vhd_segments_init (&segs);
-  if (!is_dynamic_like (disk)) {
+  if (disk->layout == VHD_LAYOUT_FLAT) {
     r = vhd_segments_add (&segs, disk->be, offset, count,
                           (uint8_t *) buf);
     goto run;
   }
 
-  block_size = disk->header.block_size;
+  block_size = disk->block_size;
   while (count > 0 && r == 0) {
     uint32_t block = (uint32_t) (offset / block_size);
     uint64_t in_block = offset % block_size;
     uint64_t len = block_size - in_block;
-    uint32_t sector;
+    uint64_t data;
     int state;
 
     if (len > count)
@@ -412,11 +287,10 @@ write_aligned (struct vhd_disk *disk, const uint8_t *buf, uint64_t count,
     /* Zeros into an unallocated dynamic block read back as zeros
      * already: nothing to allocate or write.
      */
-    if (!is_differencing (disk) &&
-        vhd_bat_load (disk, block) == VHD_BAT_UNUSED &&
-        is_zero (buf, len))
+    if (disk->layout != VHD_LAYOUT_DIFFERENCING &&
+        vhd_block_offset (disk, block) == 0 && is_zero (buf, len))
       goto next;
-    r = vhd_ensure_allocated (disk, block, &sector);
+    r = vhd_ensure_allocated (disk, block, &data);
     if (r < 0)
       break;
     state = vhd_block_state (disk, block);
@@ -424,9 +298,8 @@ write_aligned (struct vhd_disk *disk, const uint8_t *buf, uint64_t count,
       r = state;
       break;
     }
-    r = vhd_segments_add (&segs, disk->be,
-                          vhd_block_data_offset (disk, sector) + in_block,
-                          len, (uint8_t *) buf);
+    r = vhd_segments_add (&segs, disk->be, data + in_block, len,
+                          (uint8_t *) buf);
     if (r == 0 && state == BLOCK_PARTIAL) {
       if (n_bits == cap_bits) {
         struct pending_bits *nb = malloc (2 * cap_bits * sizeof *nb);
@@ -467,13 +340,13 @@ static int
 write_unaligned (struct vhd_disk *disk, const uint8_t *buf, uint64_t count,
                  uint64_t offset)
 {
-  uint64_t start = offset & ~(uint64_t) (VHD_SECTOR_SIZE - 1);
-  uint64_t end = (offset + count + VHD_SECTOR_SIZE - 1)
-                 & ~(uint64_t) (VHD_SECTOR_SIZE - 1);
+  uint64_t start = offset & ~(uint64_t) (VHD_CORE_SECTOR_SIZE - 1);
+  uint64_t end = (offset + count + VHD_CORE_SECTOR_SIZE - 1)
+                 & ~(uint64_t) (VHD_CORE_SECTOR_SIZE - 1);
   uint8_t *bounce;
   int r = 0;
 
-  if (end > disk->footer.current_size)
+  if (end > disk->size)
     return vhd_error (EINVAL, "%s: the disk's size is not a whole number of"
                       " sectors", disk->path);
   bounce = malloc (end - start);
@@ -481,12 +354,12 @@ write_unaligned (struct vhd_disk *disk, const uint8_t *buf, uint64_t count,
     return vhd_error (ENOMEM, "%s: out of memory", disk->path);
   pthread_mutex_lock (&disk->rmw_lock);
   if (start != offset)
-    r = vhd_pread (disk, bounce, VHD_SECTOR_SIZE, start);
+    r = vhd_pread (disk, bounce, VHD_CORE_SECTOR_SIZE, start);
   /* The last sector, unless it is the first one and was just read. */
-  if (r == 0 && (offset + count) % VHD_SECTOR_SIZE != 0 &&
-      !(end - VHD_SECTOR_SIZE == start && start != offset))
-    r = vhd_pread (disk, bounce + (end - start - VHD_SECTOR_SIZE),
-                   VHD_SECTOR_SIZE, end - VHD_SECTOR_SIZE);
+  if (r == 0 && (offset + count) % VHD_CORE_SECTOR_SIZE != 0 &&
+      !(end - VHD_CORE_SECTOR_SIZE == start && start != offset))
+    r = vhd_pread (disk, bounce + (end - start - VHD_CORE_SECTOR_SIZE),
+                   VHD_CORE_SECTOR_SIZE, end - VHD_CORE_SECTOR_SIZE);
   if (r == 0) {
     memcpy (bounce + (offset - start), buf, count);
     r = write_aligned (disk, bounce, end - start, start);
@@ -509,7 +382,7 @@ vhd_pwrite (vhd_disk *disk, const void *buf, size_t count, uint64_t offset,
     return r;
 
   pthread_rwlock_rdlock (&disk->flush_lock);
-  if ((offset | count) % VHD_SECTOR_SIZE)
+  if ((offset | count) % VHD_CORE_SECTOR_SIZE)
     r = write_unaligned (disk, buf, count, offset);
   else
     r = write_aligned (disk, buf, count, offset);
@@ -526,45 +399,22 @@ sync_file (struct vhd_disk *disk)
   return vhd_backend_flush (disk->be, false);
 }
 
-static int
-write_bitmap (struct vhd_disk *disk, uint32_t block, const uint8_t *bits)
-{
-  return write_exact (disk, bits, disk->bitmap_size,
-                      (uint64_t) disk->bat[block] * VHD_SECTOR_SIZE,
-                      "sector bitmap");
-}
-
-/* Write back dirty bitmaps and BAT sectors; caller holds flush_lock for
- * writing (no write in flight) after syncing the data.  The bitmaps
- * written become clean, and the cache may drop them from then on.
+/* Write back dirty bitmaps, then the driver's block table entries;
+ * caller holds flush_lock for writing (no write in flight) after syncing
+ * the data.  The bitmaps written become clean, and the cache may drop
+ * them from then on.
  */
 static int
 write_metadata (struct vhd_disk *disk)
 {
-  uint8_t sector_buf[VHD_SECTOR_SIZE];
   int r;
 
   pthread_mutex_lock (&disk->meta_lock);
-  r = vhd_bitmap_write_dirty_locked (disk, write_bitmap);
-
-  for (size_t i = 0; i < disk->n_dirty_bat_sectors && r == 0; i++) {
-    uint32_t sector = disk->dirty_bat_sectors[i];
-    uint32_t first = sector * (VHD_SECTOR_SIZE / 4);
-
-    memset (sector_buf, 0xff, sizeof sector_buf);
-    for (uint32_t k = 0; k < VHD_SECTOR_SIZE / 4; k++)
-      if (first + k < disk->header.max_table_entries)
-        vhd_put_be32 (sector_buf + 4 * k, disk->bat[first + k]);
-    r = write_exact (disk, sector_buf, sizeof sector_buf,
-                     disk->header.table_offset
-                     + (uint64_t) sector * VHD_SECTOR_SIZE, "BAT");
-    if (r == 0)
-      disk->bat_sector_dirty[sector] = 0;
-  }
-  if (r == 0) {
-    disk->n_dirty_bat_sectors = 0;
+  r = vhd_bitmap_write_dirty_locked (disk, disk->ops->write_bitmap);
+  if (r == 0)
+    r = disk->ops->write_table (disk);
+  if (r == 0)
     __atomic_store_n (&disk->metadata_dirty, false, __ATOMIC_RELEASE);
-  }
   pthread_mutex_unlock (&disk->meta_lock);
   return r;
 }

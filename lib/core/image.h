@@ -9,7 +9,8 @@
 #include <stdint.h>
 
 #include "backend/backend.h"
-#include "format.h"
+#include "core/driver.h"
+#include "core/error.h"
 
 /* The byte budget of one image's sector bitmap cache.  (The cap on the
  * rest of the in-memory metadata, VHD_DEFAULT_MAX_METADATA_BYTES, is
@@ -39,37 +40,37 @@ struct vhd_bitmap_cache {
 };
 
 struct vhd_disk {
+  /* Set by the core before the driver's open; drivers read them. */
   char *path;                   /* as given to vhd_open (a callback
                                  * backend's name) */
   struct vhd_backend *be;       /* the storage; the disk owns it */
   bool readonly;
   bool force_share;             /* read-only, and takes no lock (io.c) */
   uint64_t file_size;           /* at open */
-  uint64_t max_metadata_bytes;  /* the cap load_bat checks against */
+  uint64_t max_metadata_bytes;  /* the cap the driver's open checks */
 
-  struct vhd_footer footer;     /* the copy that was chosen */
-  uint8_t footer_raw[VHD_FOOTER_SIZE]; /* its bytes, as the writer left them */
-  uint64_t footer_offset;       /* where the trailing footer is (or goes) */
-  bool footer_from_copy;        /* trailing footer missing or bad */
+  /* The format (core/driver.h) and its own state. */
+  const struct vhd_format_ops *ops;
+  void *fmt;
 
-  /* Dynamic and differencing disks only. */
-  struct vhd_dyn_header header;
-  uint64_t header_offset;
-  uint32_t *bat;                /* max_table_entries entries, host order */
-  uint32_t bitmap_size;         /* bytes of sector bitmap before each block */
-  uint32_t allocated_blocks;
+  /* Set by the driver's open: the image as the core sees it. */
+  uint64_t size;                /* the virtual disk's size in bytes */
+  enum vhd_layout layout;
+  uint32_t block_size;          /* bytes; 0 for a flat layout */
+  uint32_t n_blocks;            /* entries of the block table */
+  uint32_t bitmap_size;         /* bytes of one block's sector bitmap */
 
   struct vhd_disk *parent;      /* differencing: the opened parent, or NULL */
   char parent_found_via[64];    /* e.g. "W2ru locator" */
 
-  /* Runtime state of dynamic and differencing disks (io.c, map.c).
+  /* Runtime state of block layouts (io.c, map.c).
    *
-   * bat[] entries are published with an atomic store once their block is
-   * in the file and read with atomic loads, so that reads need no lock.
-   * Everything else below is guarded by meta_lock.  Writers hold
-   * flush_lock for reading while their I/O runs; a flush that has metadata
-   * to write takes it for writing, so that no bitmap bit reaches the disk
-   * before the data it covers was synced.
+   * Block table entries are published (by the driver) with an atomic
+   * store once their block is in the file and read with atomic loads, so
+   * that reads need no lock.  Everything else below is guarded by
+   * meta_lock.  Writers hold flush_lock for reading while their I/O runs;
+   * a flush that has metadata to write takes it for writing, so that no
+   * bitmap bit reaches the disk before the data it covers was synced.
    */
   pthread_mutex_t meta_lock;
   pthread_rwlock_t flush_lock;
@@ -81,16 +82,14 @@ struct vhd_disk {
   bool locks_initialized;
   uint8_t *block_state;         /* per block: BLOCK_* below */
   struct vhd_bitmap_cache bitmap_cache;
-  uint64_t end;                 /* where the next block goes (the footer) */
-  uint64_t file_end;            /* the file's size as this process left it */
-  uint8_t encoded_footer[VHD_FOOTER_SIZE];
-  /* Metadata written back at the next flush (and the bitmap cache's
-   * dirty entries).
+  /* The file's size as this process left it: the driver grows it as it
+   * appends (so that only what the file held before needs zeroing).
    */
-  uint8_t *bat_sector_dirty;    /* per 512-byte sector of the BAT */
-  uint32_t *dirty_bat_sectors;
-  size_t n_dirty_bat_sectors;
-  bool metadata_dirty;          /* any of the above; read atomically */
+  uint64_t file_end;
+  /* Bitmaps or table entries to write back at the next flush; read
+   * atomically.
+   */
+  bool metadata_dirty;
 };
 
 /* block_state values. */
@@ -101,63 +100,12 @@ enum {
                                  * in the file */
 };
 
-/* Where block data starts in the file, for an allocated BAT entry. */
+/* Where block's data starts in the file, or 0 if it is not present. */
 static inline uint64_t
-vhd_block_data_offset (const struct vhd_disk *disk, uint32_t sector)
+vhd_block_offset (const struct vhd_disk *disk, uint32_t block)
 {
-  return (uint64_t) sector * VHD_SECTOR_SIZE + disk->bitmap_size;
+  return disk->ops->block_offset (disk, block);
 }
-
-static inline uint32_t
-vhd_bat_load (const struct vhd_disk *disk, uint32_t block)
-{
-  return __atomic_load_n (&disk->bat[block], __ATOMIC_ACQUIRE);
-}
-
-/* open.c: the layout rules that open and check share.
- *
- * The footer copy at offset 0 of a dynamic or differencing disk must agree
- * with the trailing footer on current_size, disk_type and unique_id.
- */
-int vhd_validate_footer_copy (const char *path,
-                              const struct vhd_footer *trailing,
-                              uint64_t trailing_at,
-                              const struct vhd_footer *copy);
-/* The header's fields against the footer and the file, and the metadata
- * structures (footer copy, dynamic header, BAT with its last sector's
- * padding, parent locators' data) against each other and against data_end,
- * the trailing footer where the next block goes: no two share a byte.
- */
-int vhd_validate_dyn_layout (const char *path, uint64_t file_size,
-                             uint64_t data_end, const struct vhd_footer *f,
-                             uint64_t header_offset,
-                             const struct vhd_dyn_header *h);
-/* The bytes a parent locator's data may occupy from platform_data_offset:
- * the larger of its length and the space reserved for it (in sectors or
- * bytes: see open.c); 0 for an unused locator.
- */
-uint64_t vhd_locator_extent (const struct vhd_parent_locator *loc);
-int vhd_validate_block (const char *path, const struct vhd_dyn_header *h,
-                        uint64_t header_offset, uint64_t data_end,
-                        uint32_t i, uint32_t sector);
-/* Where the footer copy, the dynamic header, the BAT and the parent
- * locators' data (what of it lies inside file_size) end: no block may be
- * placed before it.
- */
-uint64_t vhd_metadata_end (const struct vhd_dyn_header *h,
-                           uint64_t header_offset, uint64_t file_size);
-
-/* An allocated block: where it starts in the file, and its BAT entry. */
-struct vhd_block_extent {
-  uint64_t start;
-  uint32_t index;
-};
-/* Sort blocks by where they start, then find overlaps: the first i >=
- * from (from >= 1) whose block starts before block i-1's ends, or n.
- */
-void vhd_sort_block_extents (struct vhd_block_extent *ext, size_t n);
-size_t vhd_next_block_overlap (const struct vhd_block_extent *ext, size_t n,
-                               uint64_t block_bytes, size_t from);
 
 /* io.c: set up and tear down the runtime state (after the BAT is loaded);
  * the write lock against a second writer is taken here too.
@@ -165,17 +113,16 @@ size_t vhd_next_block_overlap (const struct vhd_block_extent *ext, size_t n,
 int vhd_io_init (struct vhd_disk *disk);
 void vhd_io_fini (struct vhd_disk *disk);
 
-/* io.c helpers shared with discard.c and check.c. */
+/* io.c helpers shared with discard.c (and, zeroing, with drivers). */
 int vhd_check_range (const struct vhd_disk *disk, uint64_t count,
                      uint64_t offset, const char *what);
 int vhd_zero_file_range (struct vhd_disk *disk, uint64_t offset,
                          uint64_t len, bool fast_only);
+/* The block's data offset, allocating the block first if needed. */
 int vhd_ensure_allocated (struct vhd_disk *disk, uint32_t block,
-                          uint32_t *sector);
+                          uint64_t *data_offset);
 int vhd_set_bits (struct vhd_disk *disk, uint32_t block, uint64_t in_block,
                   uint64_t len);
-/* What open would allocate for a BAT of that many entries (open.c). */
-uint64_t vhd_metadata_bytes (uint32_t max_table_entries);
 
 /* Segments (struct vhd_segment: backend/backend.h), collected. */
 struct vhd_segment_list {

@@ -41,10 +41,4 @@ int vhd_open_fd (int fd, const char *path, bool readonly, uint32_t flags,
 int vhd_chain_open_parent (struct vhd_disk *child,
                            const struct vhd_chain_context *chain);
 
-/* Decode locator i of disk into a UTF-8 path (Windows separators kept).
- * Returns 0, or -errno with a message naming the locator's field.
- */
-int vhd_locator_read_path (const struct vhd_disk *disk, unsigned i,
-                           char *out, size_t out_size);
-
 #endif /* VHDKIT_CHAIN_H */

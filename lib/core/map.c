@@ -14,8 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bitmap.h"
 #include "chain.h"
-#include "format.h"
 #include "image.h"
 
 void
@@ -81,7 +81,7 @@ bitmap_is_full (const uint8_t *bitmap, uint32_t sectors)
     if (bitmap[i] != 0xff)
       return false;
   for (uint32_t s = whole * 8; s < sectors; s++)
-    if (!vhd_bitmap_test (bitmap, s))
+    if (!vhd_bit_test (bitmap, s))
       return false;
   return true;
 }
@@ -264,9 +264,7 @@ read_bitmap (struct vhd_disk *disk, uint32_t block, uint8_t **out)
   if (bits == NULL)
     return vhd_error (ENOMEM, "%s: out of memory for a sector bitmap",
                       disk->path);
-  r = vhd_backend_pread_exact (disk->be, bits, disk->bitmap_size,
-                               (uint64_t) vhd_bat_load (disk, block)
-                               * VHD_SECTOR_SIZE, "sector bitmap");
+  r = disk->ops->read_bitmap (disk, block, bits);
   if (r < 0) {
     free (bits);
     return r;
@@ -368,7 +366,7 @@ vhd_block_state (struct vhd_disk *disk, uint32_t block)
     pthread_mutex_unlock (&disk->meta_lock);
     return r;
   }
-  if (bitmap_is_full (bitmap, disk->header.block_size / VHD_SECTOR_SIZE)) {
+  if (bitmap_is_full (bitmap, disk->block_size / VHD_CORE_SECTOR_SIZE)) {
     free (bitmap);
     state = BLOCK_FULL;
   }
@@ -387,7 +385,7 @@ static int
 map_below (struct vhd_disk *disk, uint64_t offset, uint64_t count,
            uint8_t *buf, struct vhd_segment_list *out)
 {
-  if (disk->footer.disk_type == VHD_TYPE_DIFFERENCING && disk->parent)
+  if (disk->layout == VHD_LAYOUT_DIFFERENCING && disk->parent)
     return vhd_map_read (disk->parent, offset, count, buf, out);
   return vhd_segments_add (out, NULL, 0, count, buf);
 }
@@ -405,8 +403,8 @@ for_each_bitmap_run (struct vhd_disk *disk, uint32_t block,
                      uint64_t in_block, uint64_t len, run_fn fn, void *ctx)
 {
   uint64_t end = in_block + len, pos = in_block;
-  uint32_t first = (uint32_t) (in_block / VHD_SECTOR_SIZE);
-  uint32_t last = (uint32_t) ((end - 1) / VHD_SECTOR_SIZE);
+  uint32_t first = (uint32_t) (in_block / VHD_CORE_SECTOR_SIZE);
+  uint32_t last = (uint32_t) ((end - 1) / VHD_CORE_SECTOR_SIZE);
   uint32_t base = first & ~7u;
   size_t nbytes = last / 8 - first / 8 + 1;
   uint8_t small[512];
@@ -429,7 +427,7 @@ for_each_bitmap_run (struct vhd_disk *disk, uint32_t block,
   }
 
   for (uint32_t s = first; s <= last && r == 0; ) {
-    bool set = vhd_bitmap_test (bits, s - base);
+    bool set = vhd_bit_test (bits, s - base);
     uint32_t t = s;
     uint64_t run_end;
 
@@ -440,11 +438,11 @@ for_each_bitmap_run (struct vhd_disk *disk, uint32_t block,
         t += 8;
         continue;
       }
-      if (vhd_bitmap_test (bits, u) != set)
+      if (vhd_bit_test (bits, u) != set)
         break;
       t++;
     }
-    run_end = (uint64_t) (t + 1) * VHD_SECTOR_SIZE;
+    run_end = (uint64_t) (t + 1) * VHD_CORE_SECTOR_SIZE;
     if (run_end > end)
       run_end = end;
     r = fn (disk, pos, run_end - pos, set, ctx);
@@ -472,10 +470,9 @@ map_run (struct vhd_disk *disk, uint64_t pos, uint64_t len, bool set,
 
   if (set)
     return vhd_segments_add (c->out, disk->be,
-                             vhd_block_data_offset (disk,
-                               vhd_bat_load (disk, c->block)) + pos,
+                             vhd_block_offset (disk, c->block) + pos,
                              len, buf);
-  return map_below (disk, (uint64_t) c->block * disk->header.block_size + pos,
+  return map_below (disk, (uint64_t) c->block * disk->block_size + pos,
                     len, buf, c->out);
 }
 
@@ -486,29 +483,28 @@ vhd_map_read (struct vhd_disk *disk, uint64_t offset, uint64_t count,
   uint32_t block_size;
   int r = 0;
 
-  if (disk->footer.disk_type == VHD_TYPE_FIXED)
+  if (disk->layout == VHD_LAYOUT_FLAT)
     return vhd_segments_add (out, disk->be, offset, count, buf);
 
-  block_size = disk->header.block_size;
+  block_size = disk->block_size;
   while (count > 0 && r == 0) {
     uint32_t block = (uint32_t) (offset / block_size);
     uint64_t in_block = offset % block_size;
     uint64_t len = block_size - in_block;
-    uint32_t sector;
+    uint64_t data;
 
     if (len > count)
       len = count;
-    sector = vhd_bat_load (disk, block);
-    if (sector == VHD_BAT_UNUSED)
+    /* One lookup per block: the driver's table, read without a lock. */
+    data = vhd_block_offset (disk, block);
+    if (data == 0)
       r = map_below (disk, offset, len, buf, out);
     else {
       int state = vhd_block_state (disk, block);
       if (state < 0)
         r = state;
       else if (state == BLOCK_FULL)
-        r = vhd_segments_add (out, disk->be,
-                              vhd_block_data_offset (disk, sector) + in_block,
-                              len, buf);
+        r = vhd_segments_add (out, disk->be, data + in_block, len, buf);
       else
         r = for_each_bitmap_run (disk, block, in_block, len, map_run,
                                  &(struct map_ctx) {
@@ -529,7 +525,7 @@ static int
 extents_below (struct vhd_disk *disk, uint64_t offset, uint64_t count,
                vhd_extent_fn fn, void *opaque)
 {
-  if (disk->footer.disk_type == VHD_TYPE_DIFFERENCING && disk->parent)
+  if (disk->layout == VHD_LAYOUT_DIFFERENCING && disk->parent)
     return vhd_extents (disk->parent, count, offset, fn, opaque);
   return fn (opaque, offset, count, VHD_EXTENT_HOLE | VHD_EXTENT_ZERO);
 }
@@ -545,7 +541,7 @@ extents_run (struct vhd_disk *disk, uint64_t pos, uint64_t len, bool set,
              void *opaque)
 {
   struct extents_ctx *c = opaque;
-  uint64_t offset = (uint64_t) c->block * disk->header.block_size + pos;
+  uint64_t offset = (uint64_t) c->block * disk->block_size + pos;
 
   if (set)
     return c->fn (c->opaque, offset, len, 0);
@@ -559,22 +555,21 @@ vhd_extents (vhd_disk *disk, uint64_t count, uint64_t offset,
   uint32_t block_size;
   int r = 0;
 
-  if (offset > disk->footer.current_size ||
-      count > disk->footer.current_size - offset)
+  if (offset > disk->size || count > disk->size - offset)
     return vhd_error (EINVAL, "%s: extents of %" PRIu64 " bytes at %" PRIu64
                       " go past the disk's size %" PRIu64, disk->path,
-                      count, offset, disk->footer.current_size);
-  if (disk->footer.disk_type == VHD_TYPE_FIXED)
+                      count, offset, disk->size);
+  if (disk->layout == VHD_LAYOUT_FLAT)
     return count ? fn (opaque, offset, count, 0) : 0;
 
-  block_size = disk->header.block_size;
+  block_size = disk->block_size;
   while (count > 0 && r == 0) {
     uint32_t block = (uint32_t) (offset / block_size);
     uint64_t len = block_size - offset % block_size;
 
     if (len > count)
       len = count;
-    if (vhd_bat_load (disk, block) == VHD_BAT_UNUSED)
+    if (vhd_block_offset (disk, block) == 0)
       r = extents_below (disk, offset, len, fn, opaque);
     else {
       int state = vhd_block_state (disk, block);

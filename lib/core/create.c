@@ -34,9 +34,9 @@
 #include "cleanup.h"
 #include "copy.h"
 #include "backend/file.h"
-#include "format.h"
+#include "formats/vhd/format.h"
 #include "image.h"
-#include "layout.h"
+#include "driver.h"
 #include "source.h"
 
 #define FN "vhd_create_virtual_disk"
@@ -566,6 +566,7 @@ struct create_job {
   struct new_file nf;           /* nf.name points into path */
   struct create_args a;         /* maximum_size settled; paths unused */
   uint32_t flags;
+  const struct vhd_format_ops *format;  /* the new disk's */
   vhd_disk *parent;
   struct vhd_source *source;
   vhd_disk **handle;
@@ -607,9 +608,9 @@ build_disk (void *opaque, struct vhd_operation *op)
   vhd_disk *disk = NULL;
   int fd, r;
 
-  r = vhd_layout_write_image (job->nf.fd, job->path, job->child_dir,
-                              &job->a.unique_id, job->a.maximum_size,
-                              job->a.block_size, job->flags, job->parent);
+  r = job->format->create (job->nf.fd, job->path, job->child_dir,
+                           &job->a.unique_id, job->a.maximum_size,
+                           job->a.block_size, job->flags, job->parent);
   if (r < 0)
     return r;
   /* With a source, the flush after the copy makes it all durable. */
@@ -727,6 +728,9 @@ vhd_create_virtual_disk (const struct vhd_storage_type *storage_type,
   r = check_arguments (storage_type, path, access_mask, flags,
                        provider_specific_flags, parameters, overlapped,
                        handle, &job->a);
+  /* check_arguments admitted the storage type: its format writes it. */
+  if (r == 0)
+    job->format = vhd_format_for_storage (storage_type->device_id);
   if (r == 0)
     r = prepare_job (job, path, security);
   if (r < 0) {

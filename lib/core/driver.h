@@ -1,0 +1,177 @@
+/* vhdkit: the format driver seam (internal).
+ *
+ * The core (lib/core/) holds what every format shares: the open image and
+ * its chain, per-block state, mapping a range to segments, the read,
+ * write, trim and zero paths, the lock order, allocation and the flush
+ * order.  A driver (lib/formats/NAME/) holds what one format does: its
+ * codec, the scan of an image at open, where a new block goes, how sector
+ * bitmaps and block table entries become durable at a flush, its parent
+ * locators and identity, and its create layouts.
+ *
+ * The core sees an image as its generic fields in struct vhd_disk
+ * (virtual size, block size, layout, sector bitmap size) and these
+ * operations; one indirect call per block at most on the data path.
+ */
+
+#ifndef VHDKIT_DRIVER_H
+#define VHDKIT_DRIVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vhdkit.h"
+
+struct vhd_disk;
+struct vhd_image_info;
+
+/* How the virtual disk lies in the file. */
+enum vhd_layout {
+  VHD_LAYOUT_FLAT,              /* every byte at its own offset (fixed) */
+  VHD_LAYOUT_SPARSE,            /* blocks, absent ones read as zeros */
+  VHD_LAYOUT_DIFFERENCING,      /* blocks, absent sectors from the parent */
+};
+
+/* Where a differencing image's parent may be, offered by the driver in
+ * the order to try them.  via names what offered it ("W2ru locator"): a
+ * string that lives as long as the program (a literal).
+ */
+struct vhd_parent_sink {
+  void *opaque;
+  /* A path: as it is when absolute, else in the child's folder. */
+  void (*path) (void *opaque, const char *path, const char *via);
+  /* A path's file name, looked for in the child's folder and in each
+   * allowed one.
+   */
+  void (*file_name) (void *opaque, const char *path, const char *via);
+  /* Something that could not be read (a locator): named in the error
+   * when no parent is found.
+   */
+  void (*unreadable) (void *opaque, const char *via, const char *why);
+};
+
+/* A check of one image (vhd_check): the core opens, locks, counts and
+ * caps the report, checks the parent chain and decides whether to
+ * repair; the driver walks the image and repairs it.
+ */
+#define VHD_CHECK_CLASSES 8
+struct vhd_check_walk {
+  /* Set by the core. */
+  const char *path;
+  struct vhd_backend *be;
+  uint64_t file_size;
+  /* Report a finding (a VHD_CHECK_* kind).  cls is 0 for a problem that
+   * is reported every time; a problem that can repeat once per table
+   * entry has a class in 1..VHD_CHECK_CLASSES-1 and a name for the class
+   * ("pairs of BAT entries whose blocks overlap"), and only the first of
+   * each class are shown.
+   */
+  void (*problem) (struct vhd_check_walk *w, int kind, unsigned cls,
+                   const char *cls_name, const char *msg);
+  void *opaque;                 /* the core's */
+
+  /* Set by the driver's check. */
+  bool identified;              /* false: the image could not be told
+                                 * apart enough to check anything else */
+  uint32_t disk_type;           /* for vhd_check_result */
+  bool has_parent;              /* its parent chain is worth opening */
+  uint32_t allocated_blocks;
+  uint64_t leaked_bytes;
+  void *state;                  /* the driver's, until check_done */
+};
+
+struct vhd_format_ops {
+  const char *name;             /* "VHD" */
+
+  /* Walk and check an image whose backend, path, size and cap the core
+   * has set; fill the generic fields and the driver's state.  Returns 0
+   * or -errno with the message of the first problem.
+   */
+  int (*open) (struct vhd_disk *disk);
+  /* Release the driver's state (also after a failed open). */
+  void (*close) (struct vhd_disk *disk);
+
+  /* Before the first write of a read-write open: put back what a crash
+   * left half done (a lost trailing footer), durably.
+   */
+  int (*prepare_write) (struct vhd_disk *disk);
+
+  /* Where block's data starts in the file, or 0 when the block is not
+   * present.  Reads need no lock: entries are published atomically.
+   */
+  uint64_t (*block_offset) (const struct vhd_disk *disk, uint32_t block);
+  /* A present block's sector bitmap: read it (bitmap_size bytes), and
+   * write it back (at a flush, data already synced).
+   */
+  int (*read_bitmap) (struct vhd_disk *disk, uint32_t block, uint8_t *bits);
+  int (*write_bitmap) (struct vhd_disk *disk, uint32_t block,
+                       const uint8_t *bits);
+  /* Place a new block (meta_lock held): lay it out past the image with
+   * bits as its bitmap, keep the image valid for a reader if the process
+   * dies now, publish it, and remember its table entry for the flush.
+   */
+  int (*allocate_block) (struct vhd_disk *disk, uint32_t block,
+                         const uint8_t *bits);
+  /* Write back the block table entries changed since the last flush
+   * (meta_lock held, data and bitmaps written and synced before).
+   */
+  int (*write_table) (struct vhd_disk *disk);
+
+  /* Differencing images: offer each place the parent may be; whether an
+   * opened image is that parent (if not, why not); and the parent as the
+   * child records it ("NAME (unique id UUID)"), for the error when none
+   * is found.
+   */
+  void (*parent_candidates) (const struct vhd_disk *child,
+                             const struct vhd_parent_sink *sink);
+  bool (*is_parent) (const struct vhd_disk *child,
+                     const struct vhd_disk *parent, bool ignore_id,
+                     char *why, size_t why_size);
+  void (*describe_parent) (const struct vhd_disk *child, char *out,
+                           size_t out_size);
+
+  /* vhd_check: walk the image and report every problem; repair what can
+   * be repaired without losing data (called only when nothing is
+   * corrupt; returns 0 when it repaired all it reported as recoverable
+   * or leaked); free what check kept for repair.
+   */
+  int (*check) (struct vhd_check_walk *w);
+  int (*repair) (struct vhd_check_walk *w);
+  void (*check_done) (struct vhd_check_walk *w);
+
+  /* vhd_get_image_info: what the format knows (the core has cleared
+   * info and filled the generic fields).
+   */
+  void (*image_info) (const struct vhd_disk *disk,
+                      struct vhd_image_info *info);
+
+  /* Write a whole new image into fd (an empty file): fixed when flags
+   * has VHD_CREATE_FLAG_FULL_PHYSICAL_ALLOCATION, differencing when
+   * parent is set (its size from the parent), else sparse.  child_dir:
+   * the new disk's folder, resolved, for a relative parent locator.
+   * block_size 0 means the format's default.
+   */
+  int (*create) (int fd, const char *path, const char *child_dir,
+                 const struct vhd_guid *unique_id, uint64_t size,
+                 uint32_t block_size, uint32_t flags,
+                 const struct vhd_disk *parent);
+
+  /* Is the file (fd, size bytes) an image of this format?  1 yes, 0 no,
+   * 2 it carries the format's signature but is damaged (why says what it
+   * carries and why it is refused: "a VHD footer cookie ... but ..."),
+   * or -errno with a message.
+   */
+  int (*recognise) (int fd, const char *path, uint64_t size, char *why,
+                    size_t why_size);
+};
+
+extern const struct vhd_format_ops vhd_format_vhd;
+
+/* formats/formats.c: the driver for an image (its backend), or for a new
+ * disk of a storage type's device id (VHD_STORAGE_DEVICE_*).
+ */
+struct vhd_backend;
+const struct vhd_format_ops *vhd_format_for_image (struct vhd_backend *be);
+const struct vhd_format_ops *vhd_format_for_storage (uint32_t device_id);
+
+#endif /* VHDKIT_DRIVER_H */
