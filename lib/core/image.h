@@ -116,6 +116,11 @@ void vhd_io_fini (struct vhd_disk *disk);
 /* io.c helpers shared with discard.c (and, zeroing, with drivers). */
 int vhd_check_range (const struct vhd_disk *disk, uint64_t count,
                      uint64_t offset, const char *what);
+/* Write len bytes of the image at offset as one batch (a driver's
+ * metadata); what names them in the error.
+ */
+int vhd_write_exact (struct vhd_disk *disk, const void *buf, size_t len,
+                     uint64_t offset, const char *what);
 int vhd_zero_file_range (struct vhd_disk *disk, uint64_t offset,
                          uint64_t len, bool fast_only);
 /* The block's data offset, allocating the block first if needed. */

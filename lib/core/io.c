@@ -110,9 +110,11 @@ vhd_pread (vhd_disk *disk, void *buf, size_t count, uint64_t offset)
   return r;
 }
 
-/* Write len bytes at offset as one batch. */
-static int
-write_exact (struct vhd_disk *disk, const void *buf, size_t len,
+/* Write len bytes at offset as one batch (image.h: drivers write their
+ * metadata with it too).
+ */
+int
+vhd_write_exact (struct vhd_disk *disk, const void *buf, size_t len,
              uint64_t offset, const char *what)
 {
   struct vhd_segment s = {
@@ -144,7 +146,7 @@ vhd_zero_file_range (struct vhd_disk *disk, uint64_t offset, uint64_t len,
   /* The storage cannot zero a range (tmpfs, old kernels): write zeros. */
   while (len > 0) {
     size_t n = len < sizeof zeros ? (size_t) len : sizeof zeros;
-    r = write_exact (disk, zeros, n, offset, "zeroed range");
+    r = vhd_write_exact (disk, zeros, n, offset, "zeroed range");
     if (r < 0)
       return r;
     offset += n;

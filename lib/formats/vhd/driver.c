@@ -114,22 +114,6 @@ vhd_close_image (struct vhd_disk *disk)
   disk->fmt = NULL;
 }
 
-/* Write len bytes at offset as one batch (metadata, under a lock). */
-static int
-write_exact (struct vhd_disk *disk, const void *buf, size_t len,
-             uint64_t offset, const char *what)
-{
-  struct vhd_segment s = {
-    .be = disk->be, .file_offset = offset,
-    .length = len, .buf = (uint8_t *) buf,
-  };
-  int r = vhd_io_run (&s, 1, true);
-  if (r < 0)
-    return vhd_error (r, "%s: writing the %s: %s", disk->path, what,
-                      vhd_last_error ());
-  return 0;
-}
-
 /* Where the metadata structures end (footer copy, dynamic header, BAT
  * with its padding, parent locators' data): nothing appended goes before
  * it.  The scan refuses an image with a structure past the trailing
@@ -216,7 +200,7 @@ vhd_read_bitmap (struct vhd_disk *disk, uint32_t block, uint8_t *bits)
 static int
 vhd_write_bitmap (struct vhd_disk *disk, uint32_t block, const uint8_t *bits)
 {
-  return write_exact (disk, bits, disk->bitmap_size,
+  return vhd_write_exact (disk, bits, disk->bitmap_size,
                       (uint64_t) vhd_image_of (disk)->bat[block]
                       * VHD_SECTOR_SIZE, "sector bitmap");
 }
@@ -265,9 +249,10 @@ vhd_allocate_block (struct vhd_disk *disk, uint32_t block,
                               ? start + block_bytes : disk->file_end) - start,
                              false);
   if (r == 0)
-    r = write_exact (disk, bits, disk->bitmap_size, start, "sector bitmap");
+    r = vhd_write_exact (disk, bits, disk->bitmap_size, start,
+                         "sector bitmap");
   if (r == 0)
-    r = write_exact (disk, img->encoded_footer, VHD_FOOTER_SIZE,
+    r = vhd_write_exact (disk, img->encoded_footer, VHD_FOOTER_SIZE,
                      start + block_bytes, "footer");
   if (r < 0)
     return r;
@@ -301,7 +286,7 @@ vhd_write_table (struct vhd_disk *disk)
     for (uint32_t k = 0; k < VHD_SECTOR_SIZE / 4; k++)
       if (first + k < img->header.max_table_entries)
         vhd_put_be32 (sector_buf + 4 * k, img->bat[first + k]);
-    r = write_exact (disk, sector_buf, sizeof sector_buf,
+    r = vhd_write_exact (disk, sector_buf, sizeof sector_buf,
                      img->header.table_offset
                      + (uint64_t) sector * VHD_SECTOR_SIZE, "BAT");
     if (r == 0)
