@@ -201,8 +201,8 @@ static int
 vhd_write_bitmap (struct vhd_disk *disk, uint32_t block, const uint8_t *bits)
 {
   return vhd_write_exact (disk, bits, disk->bitmap_size,
-                      (uint64_t) vhd_image_of (disk)->bat[block]
-                      * VHD_SECTOR_SIZE, "sector bitmap");
+                          (uint64_t) vhd_image_of (disk)->bat[block]
+                          * VHD_SECTOR_SIZE, "sector bitmap");
 }
 
 static void
@@ -253,7 +253,7 @@ vhd_allocate_block (struct vhd_disk *disk, uint32_t block,
                          "sector bitmap");
   if (r == 0)
     r = vhd_write_exact (disk, img->encoded_footer, VHD_FOOTER_SIZE,
-                     start + block_bytes, "footer");
+                         start + block_bytes, "footer");
   if (r < 0)
     return r;
   img->end = start + block_bytes;
@@ -287,8 +287,8 @@ vhd_write_table (struct vhd_disk *disk)
       if (first + k < img->header.max_table_entries)
         vhd_put_be32 (sector_buf + 4 * k, img->bat[first + k]);
     r = vhd_write_exact (disk, sector_buf, sizeof sector_buf,
-                     img->header.table_offset
-                     + (uint64_t) sector * VHD_SECTOR_SIZE, "BAT");
+                         img->header.table_offset
+                         + (uint64_t) sector * VHD_SECTOR_SIZE, "BAT");
     if (r == 0)
       img->bat_sector_dirty[sector] = 0;
   }
