@@ -120,21 +120,36 @@ in_range (const struct image *img, size_t count, uint64_t offset)
          count <= (uint64_t) img->size - offset;
 }
 
+/* What a storage callback asks of the plugin below. */
+enum next_op { NEXT_PREAD, NEXT_PWRITE, NEXT_ZERO };
+
+/* One call into the plugin per MAX_REQUEST bytes of [offset, offset +
+ * count); buf is NULL for NEXT_ZERO.  Returns 0 or -errno.
+ */
 static int
-backend_pread (void *opaque, void *buf, size_t count, uint64_t offset)
+call_next (struct image *img, enum next_op op, const void *buf,
+           size_t count, uint64_t offset, uint32_t flags)
 {
-  struct image *img = opaque;
-  char *p = buf;
+  const char *p = buf;
   int err = 0, r = 0;
 
-  if (!in_range (img, count, offset))
-    return -EIO;
   lock_next (img);
   while (count > 0 && r == 0) {
     uint32_t n = count > MAX_REQUEST ? MAX_REQUEST : count;
 
-    r = img->next->pread (img->next, p, n, offset, 0, &err);
-    p += n;
+    switch (op) {
+    case NEXT_PREAD:
+      r = img->next->pread (img->next, (char *) p, n, offset, flags, &err);
+      break;
+    case NEXT_PWRITE:
+      r = img->next->pwrite (img->next, p, n, offset, flags, &err);
+      break;
+    case NEXT_ZERO:
+      r = img->next->zero (img->next, n, offset, flags, &err);
+      break;
+    }
+    if (p)
+      p += n;
     offset += n;
     count -= n;
   }
@@ -143,25 +158,23 @@ backend_pread (void *opaque, void *buf, size_t count, uint64_t offset)
 }
 
 static int
+backend_pread (void *opaque, void *buf, size_t count, uint64_t offset)
+{
+  struct image *img = opaque;
+
+  if (!in_range (img, count, offset))
+    return -EIO;
+  return call_next (img, NEXT_PREAD, buf, count, offset, 0);
+}
+
+static int
 backend_pwrite (void *opaque, const void *buf, size_t count, uint64_t offset)
 {
   struct image *img = opaque;
-  const char *p = buf;
-  int err = 0, r = 0;
 
   if (!in_range (img, count, offset))
     return -ENOSPC;
-  lock_next (img);
-  while (count > 0 && r == 0) {
-    uint32_t n = count > MAX_REQUEST ? MAX_REQUEST : count;
-
-    r = img->next->pwrite (img->next, p, n, offset, 0, &err);
-    p += n;
-    offset += n;
-    count -= n;
-  }
-  unlock_next (img);
-  return r == -1 ? -(err ? err : EIO) : 0;
+  return call_next (img, NEXT_PWRITE, buf, count, offset, 0);
 }
 
 static int
@@ -184,7 +197,6 @@ backend_zero (void *opaque, size_t count, uint64_t offset, unsigned flags)
 {
   struct image *img = opaque;
   uint32_t f = 0;
-  int err = 0, r = 0;
 
   if (!in_range (img, count, offset))
     return -ENOSPC;
@@ -192,16 +204,7 @@ backend_zero (void *opaque, size_t count, uint64_t offset, unsigned flags)
     f |= NBDKIT_FLAG_MAY_TRIM;
   if (flags & VHD_BACKEND_ZERO_FAST)
     f |= NBDKIT_FLAG_FAST_ZERO;
-  lock_next (img);
-  while (count > 0 && r == 0) {
-    uint32_t n = count > MAX_REQUEST ? MAX_REQUEST : count;
-
-    r = img->next->zero (img->next, n, offset, f, &err);
-    offset += n;
-    count -= n;
-  }
-  unlock_next (img);
-  return r == -1 ? -(err ? err : EIO) : 0;
+  return call_next (img, NEXT_ZERO, NULL, count, offset, f);
 }
 
 static int64_t
