@@ -1,7 +1,8 @@
 /* vhdkit: the core's sector bitmaps (internal).
  *
- * In memory a block's bitmap has one bit per 512-byte sector, most
- * significant bit first; a driver whose format stores them otherwise
+ * In memory a block's bitmap has one bit per logical sector of the disk
+ * (struct vhd_disk's sector_size: 512 or 4096 bytes), most significant
+ * bit first within a byte; a driver whose format stores them otherwise
  * converts as it reads and writes them.
  */
 
@@ -11,7 +12,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define VHD_CORE_SECTOR_SIZE 512u
+/* The largest logical sector a format may have (VHDX: 4096). */
+#define VHD_CORE_MAX_SECTOR_SIZE 4096u
 
 static inline bool
 vhd_bit_test (const uint8_t *bitmap, uint32_t sector)

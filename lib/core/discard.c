@@ -37,9 +37,9 @@ static int
 clear_bits (struct vhd_disk *disk, uint32_t block, uint64_t in_block,
             uint64_t len)
 {
-  uint32_t sectors = disk->block_size / VHD_CORE_SECTOR_SIZE;
-  uint32_t first = (uint32_t) (in_block / VHD_CORE_SECTOR_SIZE);
-  uint32_t last = (uint32_t) ((in_block + len - 1) / VHD_CORE_SECTOR_SIZE);
+  uint32_t sectors = disk->block_size / disk->sector_size;
+  uint32_t first = (uint32_t) (in_block / disk->sector_size);
+  uint32_t last = (uint32_t) ((in_block + len - 1) / disk->sector_size);
   int state = vhd_block_state (disk, block);
   uint8_t *bits;
   int r = 0;
@@ -100,7 +100,9 @@ discard_aligned (struct vhd_disk *disk, uint64_t count, uint64_t offset,
 
     if (len > count)
       len = count;
-    if (disk->layout == VHD_LAYOUT_DIFFERENCING) {
+    if (data == VHD_BLOCK_ZERO)
+      ;                         /* reads as zeros already, at this level */
+    else if (disk->layout == VHD_LAYOUT_DIFFERENCING) {
       /* Zeros must be written into the child; trim does nothing here. */
       if (mode == DISCARD_ZERO) {
         int state = 0;
@@ -114,7 +116,7 @@ discard_aligned (struct vhd_disk *disk, uint64_t count, uint64_t offset,
           r = vhd_set_bits (disk, block, in_block, len);
       }
     }
-    else if (data != 0) {
+    else if (vhd_block_present (data)) {
       if (may_trim) {
         r = clear_bits (disk, block, in_block, len);
         if (r == 0)
@@ -134,7 +136,7 @@ static int
 discard (struct vhd_disk *disk, uint64_t count, uint64_t offset,
          enum discard_mode mode, uint32_t flags)
 {
-  uint64_t start, end;
+  uint64_t start, end, sector;
   int r;
 
   if (disk->readonly)
@@ -144,12 +146,13 @@ discard (struct vhd_disk *disk, uint64_t count, uint64_t offset,
   if (r < 0 || count == 0)
     return r;
 
-  start = (offset + VHD_CORE_SECTOR_SIZE - 1) & ~(uint64_t) (VHD_CORE_SECTOR_SIZE - 1);
-  end = (offset + count) & ~(uint64_t) (VHD_CORE_SECTOR_SIZE - 1);
+  sector = disk->sector_size;
+  start = (offset + sector - 1) & ~(uint64_t) (sector - 1);
+  end = (offset + count) & ~(uint64_t) (sector - 1);
   if (mode == DISCARD_ZERO && (start > end || start != offset ||
                                end != offset + count)) {
     /* Unaligned edges (or a range inside one sector): write zeros. */
-    static const uint8_t zeros[VHD_CORE_SECTOR_SIZE];
+    static const uint8_t zeros[VHD_CORE_MAX_SECTOR_SIZE];
     uint64_t head_end = start < offset + count ? start : offset + count;
     if (head_end > offset)
       r = vhd_pwrite (disk, zeros, head_end - offset, offset, 0);

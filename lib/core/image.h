@@ -58,7 +58,12 @@ struct vhd_disk {
   enum vhd_layout layout;
   uint32_t block_size;          /* bytes; 0 for a flat layout */
   uint32_t n_blocks;            /* entries of the block table */
-  uint32_t bitmap_size;         /* bytes of one block's sector bitmap */
+  uint32_t sector_size;         /* logical sector: 512 or 4096 bytes, the
+                                 * unit of the sector bitmaps and of
+                                 * read-modify-write */
+  uint32_t bitmap_size;         /* bytes of one block's sector bitmap in
+                                 * memory (core/bitmap.h), at least one
+                                 * bit per sector */
 
   struct vhd_disk *parent;      /* differencing: the opened parent, or NULL */
   char parent_found_via[64];    /* e.g. "W2ru locator" */
@@ -100,11 +105,26 @@ enum {
                                  * in the file */
 };
 
-/* Where block's data starts in the file, or 0 if it is not present. */
+/* Where block's data starts in the file; 0 if it is not present (a
+ * sparse disk reads zeros, a differencing one its parent); or
+ * VHD_BLOCK_ZERO if it reads as zeros at this level without file space
+ * (VHDX's ZERO, UNMAPPED and UNDEFINED states): not even a differencing
+ * disk looks below it, and a write allocates it with every sector
+ * present.  A present block's offset is always larger, since every
+ * format's blocks lie past its headers.
+ */
+#define VHD_BLOCK_ZERO UINT64_C (1)
+
 static inline uint64_t
 vhd_block_offset (const struct vhd_disk *disk, uint32_t block)
 {
   return disk->ops->block_offset (disk, block);
+}
+
+static inline bool
+vhd_block_present (uint64_t data_offset)
+{
+  return data_offset > VHD_BLOCK_ZERO;
 }
 
 /* io.c: set up and tear down the runtime state (after the BAT is loaded);

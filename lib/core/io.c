@@ -164,7 +164,11 @@ vhd_zero_file_range (struct vhd_disk *disk, uint64_t offset, uint64_t len,
 static int
 allocate_block_locked (struct vhd_disk *disk, uint32_t block)
 {
-  bool differencing = disk->layout == VHD_LAYOUT_DIFFERENCING;
+  /* A block that read as zeros at this level (VHD_BLOCK_ZERO) hides the
+   * parent: all of its sectors are the child's from the start.
+   */
+  bool partial = disk->layout == VHD_LAYOUT_DIFFERENCING &&
+                 vhd_block_offset (disk, block) == 0;
   uint8_t *bitmap;
   int r;
 
@@ -179,8 +183,8 @@ allocate_block_locked (struct vhd_disk *disk, uint32_t block)
   bitmap = calloc (1, disk->bitmap_size);
   if (bitmap == NULL)
     return vhd_error (ENOMEM, "%s: out of memory", disk->path);
-  if (!differencing)
-    for (uint32_t s = 0; s < disk->block_size / VHD_CORE_SECTOR_SIZE; s++)
+  if (!partial)
+    for (uint32_t s = 0; s < disk->block_size / disk->sector_size; s++)
       vhd_bit_set (bitmap, s);
 
   r = disk->ops->allocate_block (disk, block, bitmap);
@@ -188,7 +192,7 @@ allocate_block_locked (struct vhd_disk *disk, uint32_t block)
     free (bitmap);
     return r;
   }
-  if (differencing) {
+  if (partial) {
     vhd_bitmap_adopt_locked (disk, block, bitmap, false);
     disk->block_state[block] = BLOCK_PARTIAL;
   }
@@ -210,10 +214,10 @@ vhd_ensure_allocated (struct vhd_disk *disk, uint32_t block,
   int r = 0;
 
   *data_offset = vhd_block_offset (disk, block);
-  if (*data_offset != 0)
+  if (vhd_block_present (*data_offset))
     return 0;
   pthread_mutex_lock (&disk->meta_lock);
-  if (vhd_block_offset (disk, block) == 0)
+  if (!vhd_block_present (vhd_block_offset (disk, block)))
     r = allocate_block_locked (disk, block);
   *data_offset = vhd_block_offset (disk, block);
   pthread_mutex_unlock (&disk->meta_lock);
@@ -233,8 +237,8 @@ int
 vhd_set_bits (struct vhd_disk *disk, uint32_t block, uint64_t in_block,
               uint64_t len)
 {
-  uint32_t first = (uint32_t) (in_block / VHD_CORE_SECTOR_SIZE);
-  uint32_t last = (uint32_t) ((in_block + len - 1) / VHD_CORE_SECTOR_SIZE);
+  uint32_t first = (uint32_t) (in_block / disk->sector_size);
+  uint32_t last = (uint32_t) ((in_block + len - 1) / disk->sector_size);
   bool changed = false;
   uint8_t *bits;
   int r;
@@ -286,11 +290,13 @@ write_aligned (struct vhd_disk *disk, const uint8_t *buf, uint64_t count,
 
     if (len > count)
       len = count;
-    /* Zeros into an unallocated dynamic block read back as zeros
-     * already: nothing to allocate or write.
+    /* Zeros into a block that reads as zeros already (unallocated in a
+     * dynamic disk, or a zero block): nothing to allocate or write.
      */
-    if (disk->layout != VHD_LAYOUT_DIFFERENCING &&
-        vhd_block_offset (disk, block) == 0 && is_zero (buf, len))
+    data = vhd_block_offset (disk, block);
+    if ((data == VHD_BLOCK_ZERO ||
+         (data == 0 && disk->layout != VHD_LAYOUT_DIFFERENCING)) &&
+        is_zero (buf, len))
       goto next;
     r = vhd_ensure_allocated (disk, block, &data);
     if (r < 0)
@@ -342,9 +348,9 @@ static int
 write_unaligned (struct vhd_disk *disk, const uint8_t *buf, uint64_t count,
                  uint64_t offset)
 {
-  uint64_t start = offset & ~(uint64_t) (VHD_CORE_SECTOR_SIZE - 1);
-  uint64_t end = (offset + count + VHD_CORE_SECTOR_SIZE - 1)
-                 & ~(uint64_t) (VHD_CORE_SECTOR_SIZE - 1);
+  uint64_t start = offset & ~(uint64_t) (disk->sector_size - 1);
+  uint64_t end = (offset + count + disk->sector_size - 1)
+                 & ~(uint64_t) (disk->sector_size - 1);
   uint8_t *bounce;
   int r = 0;
 
@@ -356,12 +362,12 @@ write_unaligned (struct vhd_disk *disk, const uint8_t *buf, uint64_t count,
     return vhd_error (ENOMEM, "%s: out of memory", disk->path);
   pthread_mutex_lock (&disk->rmw_lock);
   if (start != offset)
-    r = vhd_pread (disk, bounce, VHD_CORE_SECTOR_SIZE, start);
+    r = vhd_pread (disk, bounce, disk->sector_size, start);
   /* The last sector, unless it is the first one and was just read. */
-  if (r == 0 && (offset + count) % VHD_CORE_SECTOR_SIZE != 0 &&
-      !(end - VHD_CORE_SECTOR_SIZE == start && start != offset))
-    r = vhd_pread (disk, bounce + (end - start - VHD_CORE_SECTOR_SIZE),
-                   VHD_CORE_SECTOR_SIZE, end - VHD_CORE_SECTOR_SIZE);
+  if (r == 0 && (offset + count) % disk->sector_size != 0 &&
+      !(end - disk->sector_size == start && start != offset))
+    r = vhd_pread (disk, bounce + (end - start - disk->sector_size),
+                   disk->sector_size, end - disk->sector_size);
   if (r == 0) {
     memcpy (bounce + (offset - start), buf, count);
     r = write_aligned (disk, bounce, end - start, start);
@@ -384,7 +390,7 @@ vhd_pwrite (vhd_disk *disk, const void *buf, size_t count, uint64_t offset,
     return r;
 
   pthread_rwlock_rdlock (&disk->flush_lock);
-  if ((offset | count) % VHD_CORE_SECTOR_SIZE)
+  if ((offset | count) % disk->sector_size)
     r = write_unaligned (disk, buf, count, offset);
   else
     r = write_aligned (disk, buf, count, offset);

@@ -366,7 +366,7 @@ vhd_block_state (struct vhd_disk *disk, uint32_t block)
     pthread_mutex_unlock (&disk->meta_lock);
     return r;
   }
-  if (bitmap_is_full (bitmap, disk->block_size / VHD_CORE_SECTOR_SIZE)) {
+  if (bitmap_is_full (bitmap, disk->block_size / disk->sector_size)) {
     free (bitmap);
     state = BLOCK_FULL;
   }
@@ -403,8 +403,8 @@ for_each_bitmap_run (struct vhd_disk *disk, uint32_t block,
                      uint64_t in_block, uint64_t len, run_fn fn, void *ctx)
 {
   uint64_t end = in_block + len, pos = in_block;
-  uint32_t first = (uint32_t) (in_block / VHD_CORE_SECTOR_SIZE);
-  uint32_t last = (uint32_t) ((end - 1) / VHD_CORE_SECTOR_SIZE);
+  uint32_t first = (uint32_t) (in_block / disk->sector_size);
+  uint32_t last = (uint32_t) ((end - 1) / disk->sector_size);
   uint32_t base = first & ~7u;
   size_t nbytes = last / 8 - first / 8 + 1;
   uint8_t small[512];
@@ -442,7 +442,7 @@ for_each_bitmap_run (struct vhd_disk *disk, uint32_t block,
         break;
       t++;
     }
-    run_end = (uint64_t) (t + 1) * VHD_CORE_SECTOR_SIZE;
+    run_end = (uint64_t) (t + 1) * disk->sector_size;
     if (run_end > end)
       run_end = end;
     r = fn (disk, pos, run_end - pos, set, ctx);
@@ -499,6 +499,8 @@ vhd_map_read (struct vhd_disk *disk, uint64_t offset, uint64_t count,
     data = vhd_block_offset (disk, block);
     if (data == 0)
       r = map_below (disk, offset, len, buf, out);
+    else if (data == VHD_BLOCK_ZERO)
+      r = vhd_segments_add (out, NULL, 0, len, buf);
     else {
       int state = vhd_block_state (disk, block);
       if (state < 0)
@@ -566,11 +568,14 @@ vhd_extents (vhd_disk *disk, uint64_t count, uint64_t offset,
   while (count > 0 && r == 0) {
     uint32_t block = (uint32_t) (offset / block_size);
     uint64_t len = block_size - offset % block_size;
+    uint64_t data = vhd_block_offset (disk, block);
 
     if (len > count)
       len = count;
-    if (vhd_block_offset (disk, block) == 0)
+    if (data == 0)
       r = extents_below (disk, offset, len, fn, opaque);
+    else if (data == VHD_BLOCK_ZERO)
+      r = fn (opaque, offset, len, VHD_EXTENT_HOLE | VHD_EXTENT_ZERO);
     else {
       int state = vhd_block_state (disk, block);
       if (state < 0)

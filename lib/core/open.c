@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,6 +34,34 @@ free_disk (struct vhd_disk *disk)
   vhd_backend_close (disk->be);
   free (disk->path);
   free (disk);
+}
+
+/* What the core relies on from a driver's open, checked once, so that a
+ * driver's mistake (or a value it forgot to validate) cannot turn into a
+ * division by zero or an overrun on the data path.
+ */
+static int
+check_geometry (const struct vhd_disk *disk)
+{
+  if (disk->sector_size != 512 && disk->sector_size != 4096)
+    return vhd_error (EIO, "%s: %s driver: sector size %" PRIu32
+                      " is neither 512 nor 4096", disk->path,
+                      disk->ops->name, disk->sector_size);
+  if (disk->size % disk->sector_size != 0)
+    return vhd_error (EIO, "%s: %s driver: disk size %" PRIu64 " is not"
+                      " a multiple of the sector size", disk->path,
+                      disk->ops->name, disk->size);
+  if (disk->layout == VHD_LAYOUT_FLAT)
+    return 0;
+  if (disk->block_size == 0 || disk->block_size % disk->sector_size ||
+      (uint64_t) disk->bitmap_size * 8 <
+      disk->block_size / disk->sector_size ||
+      (uint64_t) disk->n_blocks * disk->block_size < disk->size)
+    return vhd_error (EIO, "%s: %s driver: block size %" PRIu32 ", %"
+                      PRIu32 " blocks and a %" PRIu32 "-byte bitmap do not"
+                      " cover the disk", disk->path, disk->ops->name,
+                      disk->block_size, disk->n_blocks, disk->bitmap_size);
+  return 0;
 }
 
 int
@@ -68,6 +97,8 @@ vhd_open_backend (struct vhd_backend *be, bool readonly, uint32_t flags,
     goto fail;
   disk->ops = vhd_format_for_image (be);
   r = disk->ops->open (disk);
+  if (r == 0)
+    r = check_geometry (disk);
   if (r < 0)
     goto fail;
 

@@ -72,6 +72,7 @@ vhd_open_image (struct vhd_disk *disk)
   memcpy (img->encoded_footer, s.footer_raw, VHD_FOOTER_SIZE);
 
   disk->size = s.footer.current_size;
+  disk->sector_size = VHD_SECTOR_SIZE;
   switch (s.footer.disk_type) {
   case VHD_TYPE_FIXED:
     disk->layout = VHD_LAYOUT_FLAT;
