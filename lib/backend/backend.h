@@ -123,4 +123,20 @@ int vhd_backend_callbacks_new (const struct vhd_backend_callbacks *cb,
                                void *opaque, const char *name,
                                bool readonly, struct vhd_backend **out);
 
+/* overlay.c: a read-only view of lower (which it takes over) with changes
+ * laid over it, in the order they were recorded: how a read-only open
+ * sees a VHDX log replayed without writing the file.  Recording past
+ * lower's end (or extend) makes the view longer, reading zeros there.
+ */
+int vhd_backend_overlay_new (struct vhd_backend *lower,
+                             struct vhd_backend **out);
+int vhd_backend_overlay_write (struct vhd_backend *be, const void *buf,
+                               size_t len, uint64_t offset);
+int vhd_backend_overlay_zero (struct vhd_backend *be, uint64_t offset,
+                              uint64_t len);
+int vhd_backend_overlay_extend (struct vhd_backend *be, uint64_t size);
+/* The storage under an overlay, or NULL for any other backend. */
+const struct vhd_backend *
+vhd_backend_overlay_lower (const struct vhd_backend *be);
+
 #endif /* VHDKIT_BACKEND_H */

@@ -154,5 +154,10 @@ vhd_backend_file_new (int fd, const char *path)
 int
 vhd_backend_file_fd (const struct vhd_backend *be)
 {
+  /* An overlay (a log replayed in memory) is still that file. */
+  const struct vhd_backend *lower = vhd_backend_overlay_lower (be);
+
+  if (lower)
+    be = lower;
   return be && be->ops == &file_ops ? vhd_file_fd_of (be) : -1;
 }
