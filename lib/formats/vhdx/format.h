@@ -106,8 +106,9 @@ const char *vhdx_printable (const uint8_t *p, size_t n, char *out,
  * converts the creator (UTF-16LE, up to 256 units, NUL-padded) to UTF-8;
  * the creator is only for diagnostics ([MS-VHDX] 2.2.1), so malformed
  * UTF-16 in it leaves creator empty rather than refusing the file.
- * encode() writes all VHDX_FILE_ID_SIZE bytes (zeros after the creator);
- * a creator longer than 255 code units is cut.
+ * encode() writes all VHDX_FILE_ID_SIZE bytes (zeros after the creator)
+ * and returns 0, -EINVAL (creator not UTF-8) or -ENAMETOOLONG (more than
+ * 255 UTF-16 code units, which would leave no room for the NUL).
  */
 struct vhdx_file_id {
   char creator[VHDX_CREATOR_UTF8_SIZE];       /* UTF-8, NUL-terminated */
@@ -208,7 +209,9 @@ struct vhdx_metadata_table {
  * the item inside the region (region_length bytes), no two items
  * overlapping, no (ItemId, IsUser) pair twice, no unknown item marked
  * required.  The known items are matched as system items (IsUser clear).
- * encode() writes the present known items, in the order of the struct.
+ * encode() writes the present known items in Hyper-V's order: file
+ * parameters, virtual disk size, logical and physical sector size,
+ * virtual disk id, parent locator; and sets entry_count.
  */
 int vhdx_metadata_table_decode (const uint8_t buf[VHDX_METADATA_TABLE_SIZE],
                                 uint32_t region_length, const char *file,

@@ -52,18 +52,28 @@ struct known_item {
   size_t field;                     /* offsetof in vhdx_metadata_table */
 };
 
+/* In the order that Hyper-V writes its table (and vhdx_metadata_table_encode
+ * does); the enum names each one's index.
+ */
+enum {
+  K_FILE_PARAMETERS, K_VIRTUAL_DISK_SIZE, K_LOGICAL_SECTOR_SIZE,
+  K_PHYSICAL_SECTOR_SIZE, K_VIRTUAL_DISK_ID, K_PARENT_LOCATOR,
+};
 static const struct known_item known_items[] = {
-  { &vhdx_item_file_parameters, "file parameters",
+  [K_FILE_PARAMETERS] = { &vhdx_item_file_parameters, "file parameters",
     offsetof (struct vhdx_metadata_table, file_parameters) },
-  { &vhdx_item_virtual_disk_size, "virtual disk size",
+  [K_VIRTUAL_DISK_SIZE] = { &vhdx_item_virtual_disk_size,
+    "virtual disk size",
     offsetof (struct vhdx_metadata_table, virtual_disk_size) },
-  { &vhdx_item_virtual_disk_id, "virtual disk id",
-    offsetof (struct vhdx_metadata_table, virtual_disk_id) },
-  { &vhdx_item_logical_sector_size, "logical sector size",
+  [K_LOGICAL_SECTOR_SIZE] = { &vhdx_item_logical_sector_size,
+    "logical sector size",
     offsetof (struct vhdx_metadata_table, logical_sector_size) },
-  { &vhdx_item_physical_sector_size, "physical sector size",
+  [K_PHYSICAL_SECTOR_SIZE] = { &vhdx_item_physical_sector_size,
+    "physical sector size",
     offsetof (struct vhdx_metadata_table, physical_sector_size) },
-  { &vhdx_item_parent_locator, "parent locator",
+  [K_VIRTUAL_DISK_ID] = { &vhdx_item_virtual_disk_id, "virtual disk id",
+    offsetof (struct vhdx_metadata_table, virtual_disk_id) },
+  [K_PARENT_LOCATOR] = { &vhdx_item_parent_locator, "parent locator",
     offsetof (struct vhdx_metadata_table, parent_locator) },
 };
 #define N_KNOWN (sizeof known_items / sizeof known_items[0])
@@ -329,22 +339,32 @@ vhdx_metadata_decode (const uint8_t *region, size_t region_len,
   uint32_t flags;
   int r;
 
-  if ((r = item_bytes (region, region_len, table, 0, FP_SIZE, file, &p)) < 0)
+  r = item_bytes (region, region_len, table, K_FILE_PARAMETERS, FP_SIZE,
+                  file, &p);
+  if (r < 0)
     return r;
   out.block_size = vhdx_get_le32 (p);
   flags = vhdx_get_le32 (p + 4);
   out.leave_block_allocated = flags & FP_LEAVE_BLOCK_ALLOCATED;
   out.has_parent = flags & FP_HAS_PARENT;
-  if ((r = item_bytes (region, region_len, table, 1, 8, file, &p)) < 0)
+  r = item_bytes (region, region_len, table, K_VIRTUAL_DISK_SIZE, 8, file,
+                  &p);
+  if (r < 0)
     return r;
   out.virtual_size = vhdx_get_le64 (p);
-  if ((r = item_bytes (region, region_len, table, 2, 16, file, &p)) < 0)
+  r = item_bytes (region, region_len, table, K_VIRTUAL_DISK_ID, 16, file,
+                  &p);
+  if (r < 0)
     return r;
   vhdx_guid_decode (p, &out.virtual_disk_id);
-  if ((r = item_bytes (region, region_len, table, 3, 4, file, &p)) < 0)
+  r = item_bytes (region, region_len, table, K_LOGICAL_SECTOR_SIZE, 4, file,
+                  &p);
+  if (r < 0)
     return r;
   out.logical_sector_size = vhdx_get_le32 (p);
-  if ((r = item_bytes (region, region_len, table, 4, 4, file, &p)) < 0)
+  r = item_bytes (region, region_len, table, K_PHYSICAL_SECTOR_SIZE, 4,
+                  file, &p);
+  if (r < 0)
     return r;
   out.physical_sector_size = vhdx_get_le32 (p);
 
@@ -521,14 +541,14 @@ put_locator_string (const char *s, uint8_t *buf, size_t buf_size,
 
   if (*at > buf_size)
     return -ENOSPC;
+  /* This needs room for a NUL after the string, which the next string
+   * (or nothing) overwrites: at most 2 bytes more than the item needs.
+   */
   n = vhd_utf8_to_utf16 (s, false, buf + *at, buf_size - *at);
+  if (n == -ENAMETOOLONG)
+    return -ENOSPC;
   if (n < 0)
     return n;
-  /* vhd_utf8_to_utf16 truncates silently; room for n units and the NUL
-   * it writes after them means nothing was cut.
-   */
-  if ((size_t) n + 2 > buf_size - *at)
-    return -ENOSPC;
   if (n == 0 || n > UINT16_MAX)
     return -EINVAL;
   *len = (uint16_t) n;
