@@ -1,0 +1,662 @@
+/* vhdkit: the VHDX metadata region: the metadata table, the known items
+ * (file parameters, sizes, disk id, parent locator) and the layout of a
+ * new region for create.  Pure: no I/O.
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "format.h"
+#include "formats/vhd/format.h"
+
+/* Table header and entries ([MS-VHDX] 2.6.1). */
+#define M_SIGNATURE        0
+#define M_ENTRY_COUNT      10
+#define M_ENTRIES          32
+#define M_ENTRY_SIZE       32
+#define ME_ITEM_ID         0
+#define ME_OFFSET          16
+#define ME_LENGTH          20
+#define ME_FLAGS           24
+#define ME_IS_USER         UINT32_C (1)
+#define ME_IS_VIRTUAL_DISK UINT32_C (2)
+#define ME_IS_REQUIRED     UINT32_C (4)
+
+/* Item sizes and bits ([MS-VHDX] 2.6.2). */
+#define FP_SIZE                  8
+#define FP_LEAVE_BLOCK_ALLOCATED UINT32_C (1)
+#define FP_HAS_PARENT            UINT32_C (2)
+
+/* Parent locator header and entries ([MS-VHDX] 2.6.2.6). */
+#define PL_TYPE            0
+#define PL_COUNT           18
+#define PL_ENTRIES         20
+#define PL_ENTRY_SIZE      12
+#define PLE_KEY_OFFSET     0
+#define PLE_VALUE_OFFSET   4
+#define PLE_KEY_LENGTH     8
+#define PLE_VALUE_LENGTH   10
+
+static const char metadata_signature[8] = {
+  'm','e','t','a','d','a','t','a'
+};
+
+/* The known items: a name for messages and a place in the table struct. */
+struct known_item {
+  const struct vhd_guid *guid;
+  const char *name;
+  size_t field;                     /* offsetof in vhdx_metadata_table */
+};
+
+/* In the order that Hyper-V writes its table (and vhdx_metadata_table_encode
+ * does); the enum names each one's index.
+ */
+enum {
+  K_FILE_PARAMETERS, K_VIRTUAL_DISK_SIZE, K_LOGICAL_SECTOR_SIZE,
+  K_PHYSICAL_SECTOR_SIZE, K_VIRTUAL_DISK_ID, K_PARENT_LOCATOR,
+};
+static const struct known_item known_items[] = {
+  [K_FILE_PARAMETERS] = { &vhdx_item_file_parameters, "file parameters",
+    offsetof (struct vhdx_metadata_table, file_parameters) },
+  [K_VIRTUAL_DISK_SIZE] = { &vhdx_item_virtual_disk_size,
+    "virtual disk size",
+    offsetof (struct vhdx_metadata_table, virtual_disk_size) },
+  [K_LOGICAL_SECTOR_SIZE] = { &vhdx_item_logical_sector_size,
+    "logical sector size",
+    offsetof (struct vhdx_metadata_table, logical_sector_size) },
+  [K_PHYSICAL_SECTOR_SIZE] = { &vhdx_item_physical_sector_size,
+    "physical sector size",
+    offsetof (struct vhdx_metadata_table, physical_sector_size) },
+  [K_VIRTUAL_DISK_ID] = { &vhdx_item_virtual_disk_id, "virtual disk id",
+    offsetof (struct vhdx_metadata_table, virtual_disk_id) },
+  [K_PARENT_LOCATOR] = { &vhdx_item_parent_locator, "parent locator",
+    offsetof (struct vhdx_metadata_table, parent_locator) },
+};
+#define N_KNOWN (sizeof known_items / sizeof known_items[0])
+
+static struct vhdx_metadata_item *
+item_of (struct vhdx_metadata_table *t, size_t k)
+{
+  return (struct vhdx_metadata_item *) ((char *) t + known_items[k].field);
+}
+
+static const struct vhdx_metadata_item *
+citem_of (const struct vhdx_metadata_table *t, size_t k)
+{
+  return (const struct vhdx_metadata_item *)
+    ((const char *) t + known_items[k].field);
+}
+
+/* ---- Metadata table ---- */
+
+static int
+check_metadata_entry (const uint8_t *e, uint32_t i, uint32_t region_length,
+                      const char *file)
+{
+  uint32_t offset = vhdx_get_le32 (e + ME_OFFSET);
+  uint32_t length = vhdx_get_le32 (e + ME_LENGTH);
+  struct vhd_guid guid;
+  char g[37];
+
+  vhdx_guid_decode (e + ME_ITEM_ID, &guid);
+  vhd_guid_to_string (&guid, g);
+  if (length > VHDX_METADATA_ITEM_MAX)
+    return vhd_error (EINVAL, "%s: metadata table: entry %" PRIu32
+                      " (%s): length %" PRIu32 " is more than 1 MiB",
+                      file, i, g, length);
+  if (length == 0) {
+    if (offset != 0)
+      return vhd_error (EINVAL, "%s: metadata table: entry %" PRIu32
+                        " (%s): offset %" PRIu32 " with length 0 (must be"
+                        " 0)", file, i, g, offset);
+    return 0;
+  }
+  if (offset < VHDX_METADATA_TABLE_SIZE)
+    return vhd_error (EINVAL, "%s: metadata table: entry %" PRIu32
+                      " (%s): offset %" PRIu32 " is inside the table's"
+                      " 64 KiB", file, i, g, offset);
+  /* Both are 32 bits: their sum in 64 cannot wrap. */
+  if ((uint64_t) offset + length > region_length)
+    return vhd_error (EINVAL, "%s: metadata table: entry %" PRIu32
+                      " (%s): item at %" PRIu32 ", %" PRIu32 " bytes,"
+                      " leaves the metadata region (%" PRIu32 " bytes)",
+                      file, i, g, offset, length, region_length);
+  return 0;
+}
+
+/* Entry i against the entries before it: no (ItemId, IsUser) pair twice,
+ * no overlap.  Quadratic, but in at most 2047 entries of a 64 KiB table
+ * that is read once per open.
+ */
+static int
+check_against_earlier (const uint8_t *buf, uint32_t i, const char *file)
+{
+  const uint8_t *e = buf + M_ENTRIES + (size_t) i * M_ENTRY_SIZE;
+  uint32_t off = vhdx_get_le32 (e + ME_OFFSET);
+  uint32_t len = vhdx_get_le32 (e + ME_LENGTH);
+  bool user = vhdx_get_le32 (e + ME_FLAGS) & ME_IS_USER;
+  struct vhd_guid guid;
+  char g[37];
+
+  vhdx_guid_decode (e + ME_ITEM_ID, &guid);
+  vhd_guid_to_string (&guid, g);
+  for (uint32_t j = 0; j < i; j++) {
+    const uint8_t *f = buf + M_ENTRIES + (size_t) j * M_ENTRY_SIZE;
+    uint32_t foff = vhdx_get_le32 (f + ME_OFFSET);
+    uint32_t flen = vhdx_get_le32 (f + ME_LENGTH);
+    bool fuser = vhdx_get_le32 (f + ME_FLAGS) & ME_IS_USER;
+
+    if (user == fuser && memcmp (e + ME_ITEM_ID, f + ME_ITEM_ID, 16) == 0)
+      return vhd_error (EINVAL, "%s: metadata table: entries %" PRIu32
+                        " and %" PRIu32 " are both item %s", file, j, i, g);
+    if (len != 0 && flen != 0 &&
+        (uint64_t) off < (uint64_t) foff + flen &&
+        (uint64_t) foff < (uint64_t) off + len)
+      return vhd_error (EINVAL, "%s: metadata table: entry %" PRIu32
+                        " (%s, at %" PRIu32 ", %" PRIu32 " bytes) overlaps"
+                        " entry %" PRIu32 " (at %" PRIu32 ", %" PRIu32
+                        " bytes)", file, i, g, off, len, j, foff, flen);
+  }
+  return 0;
+}
+
+int
+vhdx_metadata_table_decode (const uint8_t buf[VHDX_METADATA_TABLE_SIZE],
+                            uint32_t region_length, const char *file,
+                            struct vhdx_metadata_table *table)
+{
+  struct vhdx_metadata_table t = { 0 };
+  uint32_t user_entries = 0;
+  char text[64];
+  int r;
+
+  if (memcmp (buf + M_SIGNATURE, metadata_signature, 8) != 0)
+    return vhd_error (EINVAL, "%s: metadata table: signature \"%s\" is"
+                      " not \"metadata\"", file,
+                      vhdx_printable (buf + M_SIGNATURE, 8, text,
+                                      sizeof text));
+  t.entry_count = vhdx_get_le16 (buf + M_ENTRY_COUNT);
+  if (t.entry_count > VHDX_METADATA_MAX_ENTRIES)
+    return vhd_error (EINVAL, "%s: metadata table: entry count %" PRIu16
+                      " is more than 2047", file, t.entry_count);
+
+  for (uint32_t i = 0; i < t.entry_count; i++) {
+    const uint8_t *e = buf + M_ENTRIES + (size_t) i * M_ENTRY_SIZE;
+    uint32_t flags = vhdx_get_le32 (e + ME_FLAGS);
+    struct vhd_guid guid;
+    size_t k;
+
+    r = check_metadata_entry (e, i, region_length, file);
+    if (r == 0)
+      r = check_against_earlier (buf, i, file);
+    if (r < 0)
+      return r;
+    if ((flags & ME_IS_USER) && ++user_entries > 1024)
+      return vhd_error (EINVAL, "%s: metadata table: more than 1024 user"
+                        " items", file);
+
+    vhdx_guid_decode (e + ME_ITEM_ID, &guid);
+    for (k = 0; k < N_KNOWN; k++)
+      if (vhdx_guid_equal (&guid, known_items[k].guid))
+        break;
+    /* The known items are system metadata: a user item that happens to
+     * carry one of their GUIDs is somebody else's and is skipped.
+     */
+    if (k < N_KNOWN && !(flags & ME_IS_USER)) {
+      struct vhdx_metadata_item *it = item_of (&t, k);
+
+      it->present = true;
+      it->offset = vhdx_get_le32 (e + ME_OFFSET);
+      it->length = vhdx_get_le32 (e + ME_LENGTH);
+      it->is_user = false;
+      it->is_virtual_disk = flags & ME_IS_VIRTUAL_DISK;
+      it->is_required = flags & ME_IS_REQUIRED;
+    }
+    else if (flags & ME_IS_REQUIRED) {
+      char g[37];
+
+      vhd_guid_to_string (&guid, g);
+      return vhd_error (ENOTSUP, "%s: metadata table: entry %" PRIu32
+                        ": unknown %s item %s is marked required", file, i,
+                        flags & ME_IS_USER ? "user" : "system", g);
+    }
+  }
+  *table = t;
+  return 0;
+}
+
+void
+vhdx_metadata_table_encode (struct vhdx_metadata_table *table,
+                            uint8_t buf[VHDX_METADATA_TABLE_SIZE])
+{
+  uint16_t n = 0;
+
+  memset (buf, 0, VHDX_METADATA_TABLE_SIZE);
+  memcpy (buf + M_SIGNATURE, metadata_signature, 8);
+  for (size_t k = 0; k < N_KNOWN; k++) {
+    const struct vhdx_metadata_item *it = citem_of (table, k);
+    uint8_t *e = buf + M_ENTRIES + (size_t) n * M_ENTRY_SIZE;
+    uint32_t flags = 0;
+
+    if (!it->present)
+      continue;
+    if (it->is_user)
+      flags |= ME_IS_USER;
+    if (it->is_virtual_disk)
+      flags |= ME_IS_VIRTUAL_DISK;
+    if (it->is_required)
+      flags |= ME_IS_REQUIRED;
+    vhdx_guid_encode (known_items[k].guid, e + ME_ITEM_ID);
+    vhdx_put_le32 (e + ME_OFFSET, it->offset);
+    vhdx_put_le32 (e + ME_LENGTH, it->length);
+    vhdx_put_le32 (e + ME_FLAGS, flags);
+    n++;
+  }
+  table->entry_count = n;
+  vhdx_put_le16 (buf + M_ENTRY_COUNT, n);
+}
+
+/* ---- Items ---- */
+
+/* The bytes of known item k, checked to be there and of `size` bytes. */
+static int
+item_bytes (const uint8_t *region, size_t region_len,
+            const struct vhdx_metadata_table *t, size_t k, uint32_t size,
+            const char *file, const uint8_t **out)
+{
+  const struct vhdx_metadata_item *it = citem_of (t, k);
+
+  if (!it->present)
+    return vhd_error (EINVAL, "%s: metadata: no %s item", file,
+                      known_items[k].name);
+  if (it->length != size)
+    return vhd_error (EINVAL, "%s: metadata: %s item: length %" PRIu32
+                      " is not %" PRIu32, file, known_items[k].name,
+                      it->length, size);
+  if (it->offset > region_len || size > region_len - it->offset)
+    return vhd_error (EINVAL, "%s: metadata: %s item at %" PRIu32
+                      " is outside the %zu bytes read of the region",
+                      file, known_items[k].name, it->offset, region_len);
+  *out = region + it->offset;
+  return 0;
+}
+
+static int
+check_sector_size (uint32_t v, const char *what, const char *file)
+{
+  if (v != 512 && v != 4096)
+    return vhd_error (EINVAL, "%s: metadata: %s %" PRIu32 " is neither 512"
+                      " nor 4096", file, what, v);
+  return 0;
+}
+
+static int
+check_metadata_values (const struct vhdx_metadata *md, uint32_t reserved,
+                       const char *file)
+{
+  int r;
+
+  if (reserved != 0)
+    return vhd_error (EINVAL, "%s: metadata: file parameters: reserved"
+                      " bits 0x%08" PRIx32 " are set", file, reserved);
+  if (md->block_size < VHDX_MIN_BLOCK_SIZE ||
+      md->block_size > VHDX_MAX_BLOCK_SIZE ||
+      (md->block_size & (md->block_size - 1)) != 0)
+    return vhd_error (EINVAL, "%s: metadata: file parameters: block size %"
+                      PRIu32 " is not a power of two from 1 MiB to 256 MiB",
+                      file, md->block_size);
+  r = check_sector_size (md->logical_sector_size, "logical sector size",
+                         file);
+  if (r == 0)
+    r = check_sector_size (md->physical_sector_size,
+                           "physical sector size", file);
+  if (r < 0)
+    return r;
+  /* A disk of 0 bytes has no last block for the BAT's formulas. */
+  if (md->virtual_size == 0 || md->virtual_size > VHDX_MAX_VIRTUAL_SIZE)
+    return vhd_error (EINVAL, "%s: metadata: virtual disk size %" PRIu64
+                      " is not from 1 byte to 64 TiB", file,
+                      md->virtual_size);
+  if (md->virtual_size % md->logical_sector_size != 0)
+    return vhd_error (EINVAL, "%s: metadata: virtual disk size %" PRIu64
+                      " is not a multiple of the logical sector size %"
+                      PRIu32, file, md->virtual_size,
+                      md->logical_sector_size);
+  return 0;
+}
+
+int
+vhdx_metadata_decode (const uint8_t *region, size_t region_len,
+                      const struct vhdx_metadata_table *table,
+                      const char *file, struct vhdx_metadata *md)
+{
+  struct vhdx_metadata out = { 0 };
+  const uint8_t *p;
+  uint32_t flags;
+  int r;
+
+  r = item_bytes (region, region_len, table, K_FILE_PARAMETERS, FP_SIZE,
+                  file, &p);
+  if (r < 0)
+    return r;
+  out.block_size = vhdx_get_le32 (p);
+  flags = vhdx_get_le32 (p + 4);
+  out.leave_block_allocated = flags & FP_LEAVE_BLOCK_ALLOCATED;
+  out.has_parent = flags & FP_HAS_PARENT;
+  r = item_bytes (region, region_len, table, K_VIRTUAL_DISK_SIZE, 8, file,
+                  &p);
+  if (r < 0)
+    return r;
+  out.virtual_size = vhdx_get_le64 (p);
+  r = item_bytes (region, region_len, table, K_VIRTUAL_DISK_ID, 16, file,
+                  &p);
+  if (r < 0)
+    return r;
+  vhdx_guid_decode (p, &out.virtual_disk_id);
+  r = item_bytes (region, region_len, table, K_LOGICAL_SECTOR_SIZE, 4, file,
+                  &p);
+  if (r < 0)
+    return r;
+  out.logical_sector_size = vhdx_get_le32 (p);
+  r = item_bytes (region, region_len, table, K_PHYSICAL_SECTOR_SIZE, 4,
+                  file, &p);
+  if (r < 0)
+    return r;
+  out.physical_sector_size = vhdx_get_le32 (p);
+
+  r = check_metadata_values (&out, flags & ~(FP_LEAVE_BLOCK_ALLOCATED |
+                                             FP_HAS_PARENT), file);
+  if (r < 0)
+    return r;
+  if (out.has_parent && !table->parent_locator.present)
+    return vhd_error (EINVAL, "%s: metadata: HasParent is set but there is"
+                      " no parent locator item", file);
+  *md = out;
+  return 0;
+}
+
+enum vhdx_disk_kind
+vhdx_disk_kind (const struct vhdx_metadata *md)
+{
+  /* [MS-VHDX] 2.6.2.1: LeaveBlockAllocated is ignored with a parent. */
+  if (md->has_parent)
+    return VHDX_KIND_DIFFERENCING;
+  return md->leave_block_allocated ? VHDX_KIND_FIXED : VHDX_KIND_DYNAMIC;
+}
+
+const char *
+vhdx_disk_kind_name (enum vhdx_disk_kind kind)
+{
+  switch (kind) {
+  case VHDX_KIND_FIXED: return "fixed";
+  case VHDX_KIND_DYNAMIC: return "dynamic";
+  case VHDX_KIND_DIFFERENCING: return "differencing";
+  }
+  return "unknown";
+}
+
+/* ---- Parent locator ---- */
+
+/* One key or value: inside the item, not empty, whole code units, no NUL
+ * (a NUL would end the string early and hide the rest), valid UTF-16.
+ * Returns a malloc'd UTF-8 copy in *out.
+ */
+static int
+locator_string (const uint8_t *item, size_t item_len, uint32_t offset,
+                uint16_t length, uint16_t i, const char *what,
+                const char *file, char **out)
+{
+  size_t size;
+  char *s;
+  int r;
+
+  if (offset == 0 || length == 0 || length % 2 != 0)
+    return vhd_error (EINVAL, "%s: parent locator: entry %" PRIu16 ": %s"
+                      " at %" PRIu32 ", %" PRIu16 " bytes: offset and"
+                      " length must be non-zero, the length even", file, i,
+                      what, offset, length);
+  if (offset > item_len || length > item_len - offset)
+    return vhd_error (EINVAL, "%s: parent locator: entry %" PRIu16 ": %s"
+                      " at %" PRIu32 ", %" PRIu16 " bytes, leaves the"
+                      " item (%zu bytes)", file, i, what, offset, length,
+                      item_len);
+  for (size_t u = 0; u < length; u += 2)
+    if (vhdx_get_le16 (item + offset + u) == 0)
+      return vhd_error (EINVAL, "%s: parent locator: entry %" PRIu16 ":"
+                        " %s holds a NUL character", file, i, what);
+  /* At most 3 UTF-8 bytes per UTF-16 unit (a pair of units: 4). */
+  size = (size_t) length / 2 * 3 + 1;
+  s = malloc (size);
+  if (s == NULL)
+    return vhd_error (ENOMEM, "%s: parent locator: malloc: %m", file);
+  r = vhd_utf16_to_utf8 (item + offset, length, false, s, size);
+  if (r < 0) {
+    free (s);
+    return vhd_error (EINVAL, "%s: parent locator: entry %" PRIu16 ": %s"
+                      " is not valid UTF-16", file, i, what);
+  }
+  *out = s;
+  return 0;
+}
+
+void
+vhdx_parent_locator_free (struct vhdx_parent_locator *loc)
+{
+  if (loc->pairs != NULL)
+    for (uint16_t i = 0; i < loc->count; i++) {
+      free (loc->pairs[i].key);
+      free (loc->pairs[i].value);
+    }
+  free (loc->pairs);
+  loc->pairs = NULL;
+  loc->count = 0;
+}
+
+const char *
+vhdx_parent_locator_get (const struct vhdx_parent_locator *loc,
+                         const char *key)
+{
+  for (uint16_t i = 0; i < loc->count; i++)
+    if (strcmp (loc->pairs[i].key, key) == 0)
+      return loc->pairs[i].value;
+  return NULL;
+}
+
+static int
+decode_locator_pair (const uint8_t *item, size_t item_len, uint16_t i,
+                     const char *file, struct vhdx_locator_pair *pair)
+{
+  const uint8_t *e = item + PL_ENTRIES + (size_t) i * PL_ENTRY_SIZE;
+  int r;
+
+  r = locator_string (item, item_len, vhdx_get_le32 (e + PLE_KEY_OFFSET),
+                      vhdx_get_le16 (e + PLE_KEY_LENGTH), i, "key", file,
+                      &pair->key);
+  if (r < 0)
+    return r;
+  r = locator_string (item, item_len, vhdx_get_le32 (e + PLE_VALUE_OFFSET),
+                      vhdx_get_le16 (e + PLE_VALUE_LENGTH), i, "value",
+                      file, &pair->value);
+  if (r < 0) {
+    free (pair->key);
+    pair->key = NULL;
+  }
+  return r;
+}
+
+int
+vhdx_parent_locator_decode (const uint8_t *item, size_t item_len,
+                            const char *file,
+                            struct vhdx_parent_locator *loc)
+{
+  struct vhdx_parent_locator out = { 0 };
+  int r;
+
+  if (item_len < PL_ENTRIES)
+    return vhd_error (EINVAL, "%s: parent locator: %zu bytes, less than"
+                      " its 20-byte header", file, item_len);
+  vhdx_guid_decode (item + PL_TYPE, &out.type);
+  out.count = vhdx_get_le16 (item + PL_COUNT);
+  if ((size_t) out.count * PL_ENTRY_SIZE > item_len - PL_ENTRIES)
+    return vhd_error (EINVAL, "%s: parent locator: %" PRIu16 " entries do"
+                      " not fit in the item (%zu bytes)", file, out.count,
+                      item_len);
+  if (out.count == 0)
+    return vhd_error (EINVAL, "%s: parent locator: no entries", file);
+
+  out.pairs = calloc (out.count, sizeof *out.pairs);
+  if (out.pairs == NULL)
+    return vhd_error (ENOMEM, "%s: parent locator: calloc: %m", file);
+  for (uint16_t i = 0; i < out.count; i++) {
+    r = decode_locator_pair (item, item_len, i, file, &out.pairs[i]);
+    if (r == 0) {
+      for (uint16_t j = 0; j < i; j++)
+        if (strcmp (out.pairs[j].key, out.pairs[i].key) == 0) {
+          r = vhd_error (EINVAL, "%s: parent locator: entries %" PRIu16
+                         " and %" PRIu16 " have the same key", file, j, i);
+          break;
+        }
+    }
+    if (r < 0) {
+      vhdx_parent_locator_free (&out);
+      return r;
+    }
+  }
+  *loc = out;
+  return 0;
+}
+
+/* Append s as UTF-16LE at *at (checking room) and return its length in
+ * bytes through *len.
+ */
+static int
+put_locator_string (const char *s, uint8_t *buf, size_t buf_size,
+                    size_t *at, uint16_t *len)
+{
+  int n;
+
+  if (*at > buf_size)
+    return -ENOSPC;
+  /* This needs room for a NUL after the string, which the next string
+   * (or nothing) overwrites: at most 2 bytes more than the item needs.
+   */
+  n = vhd_utf8_to_utf16 (s, false, buf + *at, buf_size - *at);
+  if (n == -ENAMETOOLONG)
+    return -ENOSPC;
+  if (n < 0)
+    return n;
+  if (n == 0 || n > UINT16_MAX)
+    return -EINVAL;
+  *len = (uint16_t) n;
+  *at += (size_t) n;
+  return 0;
+}
+
+int
+vhdx_parent_locator_encode (const struct vhdx_parent_locator *loc,
+                            uint8_t *buf, size_t buf_size, size_t *len)
+{
+  size_t at = PL_ENTRIES + (size_t) loc->count * PL_ENTRY_SIZE;
+  int r;
+
+  if (at > buf_size)
+    return -ENOSPC;
+  memset (buf, 0, at);
+  vhdx_guid_encode (&loc->type, buf + PL_TYPE);
+  vhdx_put_le16 (buf + PL_COUNT, loc->count);
+  for (uint16_t i = 0; i < loc->count; i++) {
+    uint8_t *e = buf + PL_ENTRIES + (size_t) i * PL_ENTRY_SIZE;
+    uint16_t klen, vlen;
+
+    if (at > UINT32_MAX)
+      return -ENOSPC;
+    vhdx_put_le32 (e + PLE_KEY_OFFSET, (uint32_t) at);
+    r = put_locator_string (loc->pairs[i].key, buf, buf_size, &at, &klen);
+    if (r < 0)
+      return r;
+    if (at > UINT32_MAX)
+      return -ENOSPC;
+    vhdx_put_le32 (e + PLE_VALUE_OFFSET, (uint32_t) at);
+    r = put_locator_string (loc->pairs[i].value, buf, buf_size, &at, &vlen);
+    if (r < 0)
+      return r;
+    vhdx_put_le16 (e + PLE_KEY_LENGTH, klen);
+    vhdx_put_le16 (e + PLE_VALUE_LENGTH, vlen);
+  }
+  *len = at;
+  return 0;
+}
+
+/* ---- A new metadata region ---- */
+
+static void
+place_item (struct vhdx_metadata_item *it, uint32_t *at, uint32_t length,
+            bool is_virtual_disk)
+{
+  it->present = true;
+  it->offset = *at;
+  it->length = length;
+  it->is_user = false;
+  it->is_virtual_disk = is_virtual_disk;
+  it->is_required = true;
+  *at += length;
+}
+
+int
+vhdx_metadata_encode (const struct vhdx_metadata *md,
+                      const struct vhdx_parent_locator *loc,
+                      uint8_t *region, size_t region_len)
+{
+  struct vhdx_metadata_table t = { 0 };
+  uint32_t at = VHDX_METADATA_TABLE_SIZE;
+  uint32_t flags = 0;
+  int r;
+
+  /* Items fixed in size: 8 + 8 + 4 + 4 + 16 bytes after the table. */
+  if (region_len < VHDX_METADATA_TABLE_SIZE + 40)
+    return -ENOSPC;
+  if (md->has_parent && loc == NULL)
+    return -EINVAL;
+  memset (region, 0, region_len);
+
+  /* The flags Hyper-V gives each item: the file parameters describe the
+   * file (not copied to a child), the rest the virtual disk.
+   */
+  place_item (&t.file_parameters, &at, FP_SIZE, false);
+  place_item (&t.virtual_disk_size, &at, 8, true);
+  place_item (&t.logical_sector_size, &at, 4, true);
+  place_item (&t.physical_sector_size, &at, 4, true);
+  place_item (&t.virtual_disk_id, &at, 16, true);
+
+  if (md->leave_block_allocated)
+    flags |= FP_LEAVE_BLOCK_ALLOCATED;
+  if (md->has_parent)
+    flags |= FP_HAS_PARENT;
+  vhdx_put_le32 (region + t.file_parameters.offset, md->block_size);
+  vhdx_put_le32 (region + t.file_parameters.offset + 4, flags);
+  vhdx_put_le64 (region + t.virtual_disk_size.offset, md->virtual_size);
+  vhdx_put_le32 (region + t.logical_sector_size.offset,
+                 md->logical_sector_size);
+  vhdx_put_le32 (region + t.physical_sector_size.offset,
+                 md->physical_sector_size);
+  vhdx_guid_encode (&md->virtual_disk_id,
+                    region + t.virtual_disk_id.offset);
+
+  if (md->has_parent) {
+    size_t len;
+    size_t room = region_len - at;
+
+    if (room > VHDX_METADATA_ITEM_MAX)
+      room = VHDX_METADATA_ITEM_MAX;
+    r = vhdx_parent_locator_encode (loc, region + at, room, &len);
+    if (r < 0)
+      return r;
+    place_item (&t.parent_locator, &at, (uint32_t) len, false);
+  }
+  vhdx_metadata_table_encode (&t, region);
+  return 0;
+}
