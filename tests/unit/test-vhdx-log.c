@@ -938,20 +938,17 @@ sample (const char *name, uint32_t count, uint64_t first, uint64_t last,
             ">/dev/null 2>&1", qemu);
   assert_int_equal (system (cmd), 0);
 
-  /* Byte-identical except where qemu writes what replay does not: the
-   * two headers (it updates FileWriteGuid and clears LogGuid, 64-192
-   * KiB) and the log itself (our replay leaves it, the driver clears
-   * LogGuid instead).
+  /* Byte-identical except the two headers (64-192 KiB), which qemu
+   * rewrites (FileWriteGuid, LogGuid cleared) and replay does not touch.
+   * Measured with cmp -l on both samples: qemu changes nothing else but
+   * the replayed bytes; not the region tables, not the log itself.
    */
   a = slurp (mine, &asize);
   b = slurp (qemu, &bsize);
   assert_int_equal (asize, bsize);
   assert_memory_equal (a, b, 64 * KiB);
-  assert_memory_equal (a + 192 * KiB, b + 192 * KiB, log_off - 192 * KiB);
-  assert_memory_equal (a + log_off + log_len, b + log_off + log_len,
-                       asize - log_off - log_len);
+  assert_memory_equal (a + 192 * KiB, b + 192 * KiB, asize - 192 * KiB);
   /* And the replay changed something: the log was not a no-op. */
-  file = NULL;
   snprintf (cmd, sizeof cmd, "xz -dc '%s' | cmp -s - '%s'", xz, mine);
   assert_int_not_equal (system (cmd), 0);
   free (a);
