@@ -35,6 +35,7 @@
 #include "copy.h"
 #include "backend/file.h"
 #include "formats/vhd/format.h"
+#include "guid.h"
 #include "image.h"
 #include "driver.h"
 #include "source.h"

@@ -24,6 +24,7 @@
 #include <cmocka.h>
 
 #include "format.h"
+#include "guid.h"
 #include "vhdkit.h"
 #include "scratch.h"
 

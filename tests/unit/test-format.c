@@ -22,6 +22,7 @@
 #include <cmocka.h>
 
 #include "format.h"
+#include "guid.h"
 
 #define KiB (UINT64_C (1) << 10)
 #define MiB (UINT64_C (1) << 20)

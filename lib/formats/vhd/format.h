@@ -152,10 +152,6 @@ uint32_t vhd_timestamp_from_unix (time_t t);
 time_t vhd_timestamp_to_unix (uint32_t vhd_time);
 uint32_t vhd_timestamp_now (void);
 
-/* A random (version 4) GUID from getrandom(2).  Returns 0 or -errno. */
-int vhd_guid_generate (struct vhd_guid *guid);
-bool vhd_guid_is_zero (const struct vhd_guid *guid);
-
 /* Sector bitmaps: one bit per sector of the block, most significant bit
  * first, padded to a whole number of 512-byte sectors.
  */
