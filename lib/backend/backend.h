@@ -135,6 +135,10 @@ int vhd_backend_overlay_write (struct vhd_backend *be, const void *buf,
 int vhd_backend_overlay_zero (struct vhd_backend *be, uint64_t offset,
                               uint64_t len);
 int vhd_backend_overlay_extend (struct vhd_backend *be, uint64_t size);
+/* Free an overlay and give back the storage under it (any other backend
+ * is returned as it is).
+ */
+struct vhd_backend *vhd_backend_overlay_release (struct vhd_backend *be);
 /* The storage under an overlay, or NULL for any other backend. */
 const struct vhd_backend *
 vhd_backend_overlay_lower (const struct vhd_backend *be);

@@ -201,7 +201,8 @@ overlay_close (struct vhd_backend *be)
   for (size_t i = 0; i < st->n; i++)
     free (st->changes[i].data);
   free (st->changes);
-  vhd_backend_close (st->lower);
+  if (st->lower)
+    vhd_backend_close (st->lower);
   free (st);
 }
 
@@ -326,4 +327,19 @@ const struct vhd_backend *
 vhd_backend_overlay_lower (const struct vhd_backend *be)
 {
   return be && be->ops == &overlay_ops ? state_of (be)->lower : NULL;
+}
+
+struct vhd_backend *
+vhd_backend_overlay_release (struct vhd_backend *be)
+{
+  struct overlay_state *st;
+  struct vhd_backend *lower;
+
+  if (be == NULL || be->ops != &overlay_ops)
+    return be;
+  st = state_of (be);
+  lower = st->lower;
+  st->lower = NULL;
+  vhd_backend_close (be);       /* overlay_close: lower is not closed */
+  return lower;
 }

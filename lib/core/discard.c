@@ -118,7 +118,8 @@ discard_aligned (struct vhd_disk *disk, uint64_t count, uint64_t offset,
     }
     else if (vhd_block_present (data)) {
       if (may_trim) {
-        r = clear_bits (disk, block, in_block, len);
+        if (disk->sparse_bitmaps)
+          r = clear_bits (disk, block, in_block, len);
         if (r == 0)
           r = punch_file_range (disk, data + in_block, len, fast);
       }
@@ -143,6 +144,8 @@ discard (struct vhd_disk *disk, uint64_t count, uint64_t offset,
     return vhd_error (EROFS, "%s: the image is open read-only", disk->path);
   r = vhd_check_range (disk, count, offset,
                        mode == DISCARD_TRIM ? "trim" : "zero");
+  if (r == 0 && count > 0)
+    r = vhd_before_first_write (disk);
   if (r < 0 || count == 0)
     return r;
 

@@ -96,6 +96,12 @@ struct vhd_format_ops {
    */
   int (*prepare_write) (struct vhd_disk *disk);
 
+  /* Optional (NULL: nothing to do): called once, with meta_lock held,
+   * before the first change an open makes to the disk (a write, trim or
+   * zero), e.g. to record in the image that it is being changed.
+   */
+  int (*before_first_write) (struct vhd_disk *disk);
+
   /* Where block's data starts in the file, or 0 when the block is not
    * present.  Reads need no lock: entries are published atomically.
    */
@@ -166,6 +172,7 @@ struct vhd_format_ops {
 };
 
 extern const struct vhd_format_ops vhd_format_vhd;
+extern const struct vhd_format_ops vhd_format_vhdx;
 
 /* formats/formats.c: the driver for an image (its backend), or for a new
  * disk of a storage type's device id (VHD_STORAGE_DEVICE_*).

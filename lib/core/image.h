@@ -65,6 +65,12 @@ struct vhd_disk {
                                  * memory (core/bitmap.h), at least one
                                  * bit per sector */
 
+  /* A sparse disk's blocks carry sector bitmaps (VHD), so that a trim
+   * inside a block can clear their bits; without (VHDX), a trim only
+   * punches the data.
+   */
+  bool sparse_bitmaps;
+
   struct vhd_disk *parent;      /* differencing: the opened parent, or NULL */
   char parent_found_via[64];    /* e.g. "W2ru locator" */
 
@@ -95,6 +101,8 @@ struct vhd_disk {
    * atomically.
    */
   bool metadata_dirty;
+  /* ops->before_first_write has run; read atomically. */
+  bool first_write_done;
 };
 
 /* block_state values. */
@@ -143,6 +151,8 @@ int vhd_write_exact (struct vhd_disk *disk, const void *buf, size_t len,
                      uint64_t offset, const char *what);
 int vhd_zero_file_range (struct vhd_disk *disk, uint64_t offset,
                          uint64_t len, bool fast_only);
+/* Before the first change of an open: the driver's hook, once. */
+int vhd_before_first_write (struct vhd_disk *disk);
 /* The block's data offset, allocating the block first if needed. */
 int vhd_ensure_allocated (struct vhd_disk *disk, uint32_t block,
                           uint64_t *data_offset);

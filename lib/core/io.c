@@ -378,6 +378,24 @@ write_unaligned (struct vhd_disk *disk, const uint8_t *buf, uint64_t count,
 }
 
 int
+vhd_before_first_write (struct vhd_disk *disk)
+{
+  int r = 0;
+
+  if (__atomic_load_n (&disk->first_write_done, __ATOMIC_ACQUIRE))
+    return 0;
+  pthread_mutex_lock (&disk->meta_lock);
+  if (!disk->first_write_done) {
+    if (disk->ops->before_first_write)
+      r = disk->ops->before_first_write (disk);
+    if (r == 0)
+      __atomic_store_n (&disk->first_write_done, true, __ATOMIC_RELEASE);
+  }
+  pthread_mutex_unlock (&disk->meta_lock);
+  return r;
+}
+
+int
 vhd_pwrite (vhd_disk *disk, const void *buf, size_t count, uint64_t offset,
             uint32_t flags)
 {
@@ -386,6 +404,8 @@ vhd_pwrite (vhd_disk *disk, const void *buf, size_t count, uint64_t offset,
   if (disk->readonly)
     return vhd_error (EROFS, "%s: the image is open read-only", disk->path);
   r = vhd_check_range (disk, count, offset, "write");
+  if (r == 0 && count > 0)
+    r = vhd_before_first_write (disk);
   if (r < 0 || count == 0)
     return r;
 

@@ -5,6 +5,9 @@
 
 #include <config.h>
 
+#include <string.h>
+
+#include "backend/backend.h"
 #include "core/driver.h"
 
 /* VHD is the only format so far: its scanner says "not a VHD image"
@@ -14,7 +17,11 @@
 const struct vhd_format_ops *
 vhd_format_for_image (struct vhd_backend *be)
 {
-  (void) be;
+  char sig[8];
+
+  if (vhd_backend_pread_exact (be, sig, sizeof sig, 0, "signature") == 0 &&
+      memcmp (sig, "vhdxfile", sizeof sig) == 0)
+    return &vhd_format_vhdx;
   return &vhd_format_vhd;
 }
 

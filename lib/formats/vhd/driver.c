@@ -73,6 +73,7 @@ vhd_open_image (struct vhd_disk *disk)
 
   disk->size = s.footer.current_size;
   disk->sector_size = VHD_SECTOR_SIZE;
+  disk->sparse_bitmaps = true;
   switch (s.footer.disk_type) {
   case VHD_TYPE_FIXED:
     disk->layout = VHD_LAYOUT_FLAT;

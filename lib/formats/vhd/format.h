@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "core/error.h"
+#include "core/utf16.h"
 #include "vhdkit.h"
 
 #define VHD_SECTOR_SIZE         512u
@@ -178,17 +179,5 @@ uint64_t vhd_bat_size (uint32_t max_table_entries);
  * (vhd_open_options.max_metadata_bytes) before it does (scan.c).
  */
 uint64_t vhd_metadata_bytes (uint32_t max_table_entries);
-
-/* Text codecs for the parent name and locators.  Each writes a
- * NUL-terminated result into out (out_size bytes, truncated safely) and
- * returns the number of bytes written (excluding the NUL), or -EINVAL for
- * malformed input (bad surrogates, invalid UTF-8).  A NUL code unit in the
- * input ends the string.
- */
-int vhd_utf16_to_utf8 (const uint8_t *in, size_t in_len, bool big_endian,
-                       char *out, size_t out_size);
-/* UTF-8 -> UTF-16; returns bytes written to out, or -EINVAL / -ENAMETOOLONG. */
-int vhd_utf8_to_utf16 (const char *in, bool big_endian,
-                       uint8_t *out, size_t out_size);
 
 #endif /* VHDKIT_FORMAT_H */

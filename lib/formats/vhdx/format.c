@@ -13,7 +13,8 @@
 
 #include "format.h"
 #include "crc32c.h"
-#include "formats/vhd/format.h"
+#include "core/guid.h"
+#include "core/utf16.h"
 
 /* Byte offsets of the header's fields. */
 #define H_SIGNATURE        0

@@ -11,7 +11,8 @@
 #include <string.h>
 
 #include "format.h"
-#include "formats/vhd/format.h"
+#include "core/guid.h"
+#include "core/utf16.h"
 
 /* Table header and entries ([MS-VHDX] 2.6.1). */
 #define M_SIGNATURE        0

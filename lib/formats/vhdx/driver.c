@@ -1,0 +1,199 @@
+/* vhdkit: the VHDX driver (struct vhd_format_ops): open, the block
+ * states the core reads, and the hooks of the write path (write.c).
+ *
+ * Payload block states map onto the core's three answers: FULLY_PRESENT
+ * (and PARTIALLY_PRESENT) blocks are at their file offset; NOT_PRESENT
+ * ones are absent (zeros in a dynamic disk); UNDEFINED, ZERO and
+ * UNMAPPED ones read as zeros at this level (VHD_BLOCK_ZERO), which is
+ * one of the behaviours [MS-VHDX] 2.5.1.1 allows for each and the one
+ * every reader we compare with (qemu, libvhdi) has.
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "backend/file.h"
+#include "core/driver.h"
+#include "formats/vhdx/vhdx.h"
+
+static void vhdx_close_image (struct vhd_disk *disk);
+
+static int
+vhdx_open_image (struct vhd_disk *disk)
+{
+  struct vhdx_image *img = calloc (1, sizeof *img);
+  uint64_t pages;
+  int r;
+
+  if (img == NULL)
+    return vhd_error (ENOMEM, "%s: out of memory", disk->path);
+  disk->fmt = img;
+  r = vhdx_scan_image (disk, img);
+  if (r < 0)
+    return r;
+
+  /* Past everything the scan found inside the file. */
+  img->end = (disk->file_size + VHDX_MiB - 1) & ~(VHDX_MiB - 1);
+  img->durable_size = disk->file_size;
+  pages = (img->geom.total_entries + VHDX_BAT_PAGE_ENTRIES - 1)
+          / VHDX_BAT_PAGE_ENTRIES;
+  img->page_dirty = calloc (pages, 1);
+  img->dirty_pages = calloc (pages, sizeof *img->dirty_pages);
+  if (img->page_dirty == NULL || img->dirty_pages == NULL)
+    return vhd_error (ENOMEM, "%s: out of memory for the BAT", disk->path);
+  return 0;
+}
+
+static void
+vhdx_close_image (struct vhd_disk *disk)
+{
+  struct vhdx_image *img = vhdx_image_of (disk);
+
+  if (img == NULL)
+    return;
+  if (img->bat && img->header_updated)
+    vhdx_close_log (disk);
+  free (img->bat);
+  free (img->page_dirty);
+  free (img->dirty_pages);
+  free (img);
+  disk->fmt = NULL;
+}
+
+/* The log, if it held anything, was replayed at open. */
+static int
+vhdx_prepare_write (struct vhd_disk *disk)
+{
+  (void) disk;
+  return 0;
+}
+
+static uint64_t
+vhdx_block_offset_op (const struct vhd_disk *disk, uint32_t block)
+{
+  uint64_t e = vhdx_payload_entry (vhdx_image_of (disk), block);
+
+  switch (e & 7) {
+  case VHDX_PAYLOAD_FULLY_PRESENT:
+  case VHDX_PAYLOAD_PARTIALLY_PRESENT:
+    return vhdx_entry_offset (e);
+  case VHDX_PAYLOAD_NOT_PRESENT:
+    return 0;
+  default:                      /* UNDEFINED, ZERO, UNMAPPED */
+    return VHD_BLOCK_ZERO;
+  }
+}
+
+/* Outside differencing disks, a present block has all its sectors: there
+ * is no sector bitmap to read or write.
+ */
+static int
+vhdx_read_bitmap (struct vhd_disk *disk, uint32_t block, uint8_t *bits)
+{
+  (void) block;
+  memset (bits, 0xff, disk->bitmap_size);
+  return 0;
+}
+
+static int
+vhdx_write_bitmap (struct vhd_disk *disk, uint32_t block,
+                   const uint8_t *bits)
+{
+  (void) bits;
+  return vhd_error (EIO, "%s: block %" PRIu32 ": a VHDX disk without a"
+                    " parent has no sector bitmaps to write", disk->path,
+                    block);
+}
+
+/* Differencing VHDX comes with its parent locator (the scan refuses it
+ * until then), so there is no parent to look for.
+ */
+static void
+vhdx_parent_candidates (const struct vhd_disk *child,
+                        const struct vhd_parent_sink *sink)
+{
+  (void) child;
+  (void) sink;
+}
+
+static bool
+vhdx_is_parent (const struct vhd_disk *child, const struct vhd_disk *parent,
+                bool ignore_id, char *why, size_t why_size)
+{
+  (void) child;
+  (void) parent;
+  (void) ignore_id;
+  snprintf (why, why_size, "differencing VHDX images are not supported");
+  return false;
+}
+
+static void
+vhdx_describe_parent (const struct vhd_disk *child, char *out,
+                      size_t out_size)
+{
+  (void) child;
+  snprintf (out, out_size, "(unknown)");
+}
+
+static void
+vhdx_image_info (const struct vhd_disk *disk, struct vhd_image_info *info)
+{
+  const struct vhdx_image *img = vhdx_image_of (disk);
+
+  info->disk_type = img->kind == VHDX_KIND_FIXED ? VHD_TYPE_FIXED
+                    : img->kind == VHDX_KIND_DYNAMIC ? VHD_TYPE_DYNAMIC
+                    : VHD_TYPE_DIFFERENCING;
+  info->current_size = disk->size;
+  info->original_size = disk->size;
+  info->unique_id = img->md.virtual_disk_id;
+  info->block_size = disk->block_size;
+  info->max_table_entries = disk->n_blocks;
+  info->allocated_blocks = img->allocated_blocks;
+  info->bat_offset = img->regions.bat.offset;
+}
+
+static int
+vhdx_recognise (int fd, const char *path, uint64_t size, char *why,
+                size_t why_size)
+{
+  char sig[8];
+  int r;
+
+  (void) why;
+  (void) why_size;
+  if (size < sizeof sig)
+    return 0;
+  r = vhd_file_pread_exact (fd, sig, sizeof sig, 0, path,
+                            "the file type identifier");
+  if (r < 0)
+    return r;
+  return memcmp (sig, "vhdxfile", sizeof sig) == 0;
+}
+
+const struct vhd_format_ops vhd_format_vhdx = {
+  .name = "VHDX",
+  .open = vhdx_open_image,
+  .close = vhdx_close_image,
+  .prepare_write = vhdx_prepare_write,
+  .before_first_write = vhdx_before_first_write,
+  .block_offset = vhdx_block_offset_op,
+  .read_bitmap = vhdx_read_bitmap,
+  .write_bitmap = vhdx_write_bitmap,
+  .allocate_block = vhdx_allocate_block,
+  .write_table = vhdx_write_table,
+  .parent_candidates = vhdx_parent_candidates,
+  .is_parent = vhdx_is_parent,
+  .describe_parent = vhdx_describe_parent,
+  .check = vhdx_check,
+  .repair = vhdx_repair,
+  .check_done = vhdx_check_done,
+  .image_info = vhdx_image_info,
+  .create = vhdx_create_image,
+  .recognise = vhdx_recognise,
+};

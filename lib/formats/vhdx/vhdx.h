@@ -1,0 +1,113 @@
+/* vhdkit: the VHDX driver's state of an open image (internal).
+ *
+ * The core sees a VHDX disk as blocks (fixed VHDX too: its blocks are
+ * all FULLY_PRESENT, but they are still located through the BAT).  The
+ * BAT lives in memory as the 64-bit entries of the file, published with
+ * atomic stores so that reads need no lock; changed entries reach the
+ * file only at a flush, through the log (write.c).
+ */
+
+#ifndef VHDKIT_VHDX_H
+#define VHDKIT_VHDX_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/image.h"
+#include "formats/vhdx/format.h"
+#include "formats/vhdx/log.h"
+
+/* Bytes of the BAT that one log data sector carries: 512 entries. */
+#define VHDX_BAT_PAGE_SIZE      4096u
+#define VHDX_BAT_PAGE_ENTRIES   (VHDX_BAT_PAGE_SIZE / VHDX_BAT_ENTRY_SIZE)
+
+struct vhdx_image {
+  bool identified;              /* the file type identifier is VHDX's */
+  struct vhdx_file_id file_id;
+  struct vhdx_header header;    /* the current one */
+  int header_slot;              /* 1 or 2: where the current one is */
+  struct vhdx_regions regions;
+  struct vhdx_metadata_table mtable;
+  struct vhdx_metadata md;
+  enum vhdx_disk_kind kind;
+  struct vhdx_bat_geometry geom;
+  unsigned chunk_shift;         /* log2 (chunk ratio): both are powers of 2 */
+
+  /* Every BAT entry, as the file's little-endian words decoded. */
+  uint64_t *bat;
+  uint32_t allocated_blocks;    /* payload blocks with file space */
+
+  /* The log as this open found it: an active sequence that was replayed
+   * (into the file, or into an overlay for a read-only open).
+   */
+  bool log_replayed;
+  struct vhdx_log_sequence replayed;
+
+  /* Writing (meta_lock held for all of these). */
+  bool header_updated;          /* new FileWriteGuid, DataWriteGuid and
+                                 * LogGuid written: before the first
+                                 * change of an open */
+  uint8_t log_guid_raw[16];     /* the LogGuid entries carry */
+  uint64_t log_sequence;        /* of the next entry */
+  unsigned log_half;            /* which half of the log the next entry
+                                 * starts (write.c says why) */
+  uint64_t end;                 /* where the next block goes: 1 MiB aligned,
+                                 * past every structure and block */
+  uint64_t durable_size;        /* the file's size at the last flush */
+  uint8_t *page_dirty;          /* per BAT page: changed since the flush */
+  uint32_t *dirty_pages;
+  size_t n_dirty_pages;
+};
+
+static inline struct vhdx_image *
+vhdx_image_of (const struct vhd_disk *disk)
+{
+  return disk->fmt;
+}
+
+/* The BAT entry of payload block `block`, read atomically. */
+static inline uint64_t
+vhdx_payload_entry (const struct vhdx_image *img, uint32_t block)
+{
+  uint64_t index = (uint64_t) block + (block >> img->chunk_shift);
+
+  return __atomic_load_n (&img->bat[index], __ATOMIC_ACQUIRE);
+}
+
+static inline uint64_t
+vhdx_entry_offset (uint64_t entry)
+{
+  return (entry >> 20) << 20;
+}
+
+/* scan.c: read and validate an image into img (the disk's generic fields
+ * too), replaying its log first: into the file when the disk is writable,
+ * else into an overlay that takes the place of disk->be.
+ */
+int vhdx_scan_image (struct vhd_disk *disk, struct vhdx_image *img);
+/* Write header h into the slot that is not current, with the next
+ * sequence number, and flush: it becomes the current header.
+ */
+int vhdx_write_header (struct vhd_disk *disk, struct vhdx_image *img,
+                       const struct vhdx_header *h);
+
+/* write.c: the writing half of the driver ops. */
+int vhdx_before_first_write (struct vhd_disk *disk);
+int vhdx_allocate_block (struct vhd_disk *disk, uint32_t block,
+                         const uint8_t *bits);
+int vhdx_write_table (struct vhd_disk *disk);
+/* At close of a writable image whose log was used: an empty log. */
+void vhdx_close_log (struct vhd_disk *disk);
+
+/* check.c: the driver's part of vhd_check. */
+int vhdx_check (struct vhd_check_walk *w);
+int vhdx_repair (struct vhd_check_walk *w);
+void vhdx_check_done (struct vhd_check_walk *w);
+
+/* create.c: a new image in fd (struct vhd_format_ops create). */
+int vhdx_create_image (int fd, const char *path, const char *child_dir,
+                       const struct vhd_guid *unique_id, uint64_t size,
+                       uint32_t block_size, uint32_t flags,
+                       const struct vhd_disk *parent);
+
+#endif /* VHDKIT_VHDX_H */

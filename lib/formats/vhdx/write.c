@@ -1,0 +1,245 @@
+/* vhdkit: writing a VHDX image: the header update before the first
+ * change, where a new block goes, and the BAT made durable through the
+ * log.
+ *
+ * The core's order (core/io.c) is: data written, synced; then
+ * write_table; then synced again.  Here write_table puts the changed BAT
+ * pages in a log entry, writes it and syncs, and only then writes the
+ * pages in place (the core's last sync makes them durable).  A crash
+ * before the entry is durable loses only metadata that no flush had
+ * promised; a crash after it is repaired by the next open, which replays
+ * the entry ([MS-VHDX] 2.3).  Nothing is synced per write, and one flush
+ * costs one log entry, whatever the number of allocations it covers.
+ *
+ * Each entry is a sequence of its own (its Tail is itself): when it is
+ * written, every earlier entry's in-place writes are durable (the core
+ * synced before calling us).  Entries alternate between the two halves
+ * of the log, and one entry never takes more than a half, so that a new
+ * entry can never overwrite the entry before it.  That matters when the
+ * new one is torn by a crash: the newest intact entry, which the next
+ * open replays, is then the one before, whose pages are still current;
+ * were it overwritten, an older entry would be replayed and put back BAT
+ * pages that later entries had changed.
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "core/cleanup.h"
+#include "core/guid.h"
+#include "formats/vhdx/vhdx.h"
+
+#define MiB VHDX_MiB
+
+static uint64_t
+round_up_mib (uint64_t v)
+{
+  return (v + MiB - 1) & ~(MiB - 1);
+}
+
+/* [MS-VHDX] 2.2.2: FileWriteGuid changes before the first change to the
+ * file of an open, DataWriteGuid before the first change to what the
+ * virtual disk reads (a child records its parent's, so a changed parent
+ * is detected); and a new LogGuid makes every entry already in the log
+ * stale.  Called once, with meta_lock held, before the first write.
+ */
+int
+vhdx_before_first_write (struct vhd_disk *disk)
+{
+  struct vhdx_image *img = vhdx_image_of (disk);
+  struct vhdx_header h = img->header;
+  int r;
+
+  if (img->header_updated)
+    return 0;
+  r = vhd_guid_generate (&h.file_write_guid);
+  if (r == 0)
+    r = vhd_guid_generate (&h.data_write_guid);
+  if (r == 0)
+    r = vhd_guid_generate (&h.log_guid);
+  if (r == 0)
+    r = vhdx_write_header (disk, img, &h);
+  if (r < 0)
+    return r;
+  vhdx_guid_encode (&h.log_guid, img->log_guid_raw);
+  img->log_sequence = 1;
+  img->log_half = 0;
+  img->header_updated = true;
+  return 0;
+}
+
+static void
+mark_page_dirty (struct vhdx_image *img, uint64_t index)
+{
+  uint32_t page = (uint32_t) (index / VHDX_BAT_PAGE_ENTRIES);
+
+  if (!img->page_dirty[page]) {
+    img->page_dirty[page] = 1;
+    img->dirty_pages[img->n_dirty_pages++] = page;
+  }
+}
+
+/* A new block goes at the end of the file, on a 1 MiB boundary, its
+ * space reading as zeros (every sector present: bits is full for a
+ * dynamic disk).  Published in memory at once; in the file at the next
+ * flush.
+ */
+int
+vhdx_allocate_block (struct vhd_disk *disk, uint32_t block,
+                     const uint8_t *bits)
+{
+  struct vhdx_image *img = vhdx_image_of (disk);
+  uint64_t offset = img->end, end = offset + disk->block_size;
+  uint64_t index = (uint64_t) block + (block >> img->chunk_shift);
+  struct vhdx_bat_entry e = { .state = VHDX_PAYLOAD_FULLY_PRESENT };
+  uint8_t raw[VHDX_BAT_ENTRY_SIZE];
+  int r = 0;
+
+  (void) bits;                  /* no sector bitmaps outside differencing */
+  if (offset / MiB > VHDX_BAT_MAX_OFFSET_MB)
+    return vhd_error (ENOSPC, "%s: a new block at offset %" PRIu64 " is"
+                      " past what a BAT entry can address", disk->path,
+                      offset);
+  /* What the file holds there already (a crash's leftover) is zeroed;
+   * past the end, extending the file gives zeros.
+   */
+  if (offset < disk->file_end)
+    r = vhd_zero_file_range (disk, offset,
+                             (end < disk->file_end ? end : disk->file_end)
+                             - offset, false);
+  if (r == 0 && end > disk->file_end)
+    r = vhd_backend_truncate (disk->be, end);
+  if (r < 0)
+    return r;
+  if (end > disk->file_end)
+    disk->file_end = end;
+  img->end = end;
+
+  e.offset_mb = offset / MiB;
+  vhdx_bat_entry_encode (&e, raw);
+  __atomic_store_n (&img->bat[index], vhdx_get_le64 (raw), __ATOMIC_RELEASE);
+  img->allocated_blocks++;
+  mark_page_dirty (img, index);
+  return 0;
+}
+
+/* Sectors of an entry carrying n data sectors: the descriptors (126 in
+ * the header's sector, 128 in each further one), then the data.
+ */
+static uint64_t
+entry_sectors (uint64_t n)
+{
+  uint64_t desc = 1 + (n > 126 ? (n - 126 + 127) / 128 : 0);
+
+  return desc + n;
+}
+
+static int
+write_entry (struct vhd_disk *disk, struct vhdx_image *img,
+             const struct vhdx_log_update *updates, size_t n)
+{
+  uint32_t half = img->header.log_length / 2;
+  struct vhdx_log_writer w;
+  struct vhdx_log_encoded enc = { .buf = NULL };
+  uint64_t flushed = disk->file_end & ~(MiB - 1);
+  int r;
+
+  r = vhdx_log_writer_init (&w, img->header.log_offset,
+                            img->header.log_length, img->log_guid_raw,
+                            img->log_half * half, img->log_sequence);
+  if (r == 0)
+    r = vhdx_log_encode_entry (&w, updates, n, flushed,
+                               round_up_mib (disk->file_end), &enc);
+  for (unsigned i = 0; r == 0 && i < enc.npieces; i++)
+    r = vhd_write_exact (disk, enc.buf + enc.pieces[i].buf_offset,
+                         enc.pieces[i].len, enc.pieces[i].file_offset,
+                         "log entry");
+  free (enc.buf);
+  if (r == 0)
+    r = vhd_backend_flush (disk->be, false);
+  if (r < 0)
+    return r;
+  img->log_sequence = w.sequence;
+  img->log_half ^= 1;
+  /* Then in place; durable at the core's next sync. */
+  for (size_t i = 0; r == 0 && i < n; i++)
+    r = vhd_write_exact (disk, updates[i].data, updates[i].length,
+                         updates[i].file_offset, "BAT");
+  return r;
+}
+
+/* Write back the BAT pages changed since the last flush (meta_lock held,
+ * data synced), as log entries of at most half the log each.
+ */
+int
+vhdx_write_table (struct vhd_disk *disk)
+{
+  struct vhdx_image *img = vhdx_image_of (disk);
+  size_t n = img->n_dirty_pages, per_entry = 0;
+  CLEANUP_FREE uint8_t *pages = NULL;
+  CLEANUP_FREE struct vhdx_log_update *updates = NULL;
+  uint64_t half_sectors = img->header.log_length / 2 / VHDX_LOG_SECTOR;
+  int r = 0;
+
+  if (n == 0)
+    return 0;
+  while (entry_sectors (per_entry + 1) <= half_sectors)
+    per_entry++;
+  if (per_entry == 0)
+    return vhd_error (ENOSPC, "%s: the log (%" PRIu32 " bytes) is too small"
+                      " for any entry", disk->path, img->header.log_length);
+  pages = malloc (n * VHDX_BAT_PAGE_SIZE);
+  updates = malloc (n * sizeof *updates);
+  if (pages == NULL || updates == NULL)
+    return vhd_error (ENOMEM, "%s: out of memory", disk->path);
+  for (size_t i = 0; i < n; i++) {
+    uint64_t first = (uint64_t) img->dirty_pages[i] * VHDX_BAT_PAGE_ENTRIES;
+    uint8_t *p = pages + i * VHDX_BAT_PAGE_SIZE;
+
+    for (uint64_t k = 0; k < VHDX_BAT_PAGE_ENTRIES; k++)
+      vhdx_put_le64 (p + k * VHDX_BAT_ENTRY_SIZE,
+                     first + k < img->geom.total_entries
+                     ? img->bat[first + k] : 0);
+    updates[i] = (struct vhdx_log_update) {
+      .file_offset = img->regions.bat.offset
+                     + (uint64_t) img->dirty_pages[i] * VHDX_BAT_PAGE_SIZE,
+      .length = VHDX_BAT_PAGE_SIZE,
+      .data = p,
+    };
+  }
+  for (size_t done = 0; r == 0 && done < n; done += per_entry)
+    r = write_entry (disk, img, updates + done,
+                     n - done < per_entry ? n - done : per_entry);
+  if (r < 0)
+    return r;
+  for (size_t i = 0; i < n; i++)
+    img->page_dirty[img->dirty_pages[i]] = 0;
+  img->n_dirty_pages = 0;
+  return 0;
+}
+
+/* A clean close: every entry applied and synced (the core flushed), so
+ * the header can say the log is empty, and every reader (qemu among
+ * them, which refuses a read-only open of an image with a log to replay)
+ * opens the file as it is.  A failure only leaves a log that the next
+ * open replays again, harmlessly.
+ */
+void
+vhdx_close_log (struct vhd_disk *disk)
+{
+  struct vhdx_image *img = vhdx_image_of (disk);
+  struct vhdx_header h;
+
+  if (disk->readonly || !img->header_updated ||
+      __atomic_load_n (&disk->metadata_dirty, __ATOMIC_ACQUIRE) ||
+      vhd_guid_is_zero (&img->header.log_guid))
+    return;
+  h = img->header;
+  memset (&h.log_guid, 0, sizeof h.log_guid);
+  vhdx_write_header (disk, img, &h);
+}
