@@ -211,6 +211,52 @@ manifest_files ()
   ' "$samples/MANIFEST.tsv"
 }
 
+# vhdx_manifest_files [EXPECT]
+#
+# The VHDX samples (samples/vhdx/MANIFEST.tsv), all or those whose expect
+# column is EXPECT (open, open-with-standin-parent, parent-only).
+vhdx_manifest_files ()
+{
+  local samples
+  samples=$(samples_dir) || return 1
+  awk -F '\t' -v expect="${1:-}" '
+    NR == 1 { for (i = 1; i <= NF; i++) if ($i == "expect") col = i; next }
+    expect == "" || $col == expect { print $1 }
+  ' "$samples/vhdx/MANIFEST.tsv"
+}
+
+# vhdx_manifest_field NAME COLUMN
+#
+# One field of samples/vhdx/MANIFEST.tsv (file, kind, creator,
+# virtual_size, block_size, logical_sector_size, expect,
+# sha256_of_virtual_disk, ...).
+vhdx_manifest_field ()
+{
+  local samples
+  samples=$(samples_dir) || return 1
+  awk -F '\t' -v name="${1%.xz}.xz" -v column="$2" '
+    NR == 1 {
+      sub(/^# */, "")
+      for (i = 1; i <= NF; i++) if ($i == column) col = i
+      if (!col) { print "vhdx_manifest_field: no column " column > "/dev/stderr"; exit 1 }
+      next
+    }
+    $1 == name { print $col; found = 1; exit }
+    END { if (col && !found) { print "vhdx_manifest_field: no row " name > "/dev/stderr"; exit 1 } }
+  ' "$samples/vhdx/MANIFEST.tsv"
+}
+
+# decompress_vhdx_sample NAME DESTDIR
+#
+# Decompress VHDX sample NAME into DESTDIR (without .xz); print the path.
+decompress_vhdx_sample ()
+{
+  local name=${1%.xz} dest=$2 samples
+  samples=$(samples_dir) || return 1
+  xz -dc "$samples/vhdx/$name.xz" > "$dest/$name" || return 1
+  echo "$dest/$name"
+}
+
 # json_field FILE KEY[.KEY...]
 #
 # Print one value from a JSON document (vhdtool info --json,
