@@ -55,7 +55,10 @@ vhd_format_at (size_t i)
 }
 
 /* VHD is the only driver so far: its scanner says "not a VHD image" when
- * the bytes are something else.
+ * the bytes are something else (a VHDX too).  With a second driver this
+ * picks by the signatures, as vhd_probe_format does, but through the
+ * backend (a callback backend has no fd), and must decide what a fixed
+ * VHD that holds a VHDX image at its start opens as: probe says VHDX.
  */
 const struct vhd_format_ops *
 vhd_format_for_image (struct vhd_backend *be)
