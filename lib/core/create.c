@@ -34,7 +34,6 @@
 #include "cleanup.h"
 #include "copy.h"
 #include "backend/file.h"
-#include "formats/vhd/format.h"
 #include "guid.h"
 #include "image.h"
 #include "driver.h"
@@ -43,16 +42,12 @@
 #define FN "vhd_create_virtual_disk"
 
 
-/* The parameters of either version, in one shape. */
+/* The parameters of either version, in one shape: req holds those that
+ * the format has rules for (core/driver.h).
+ */
 struct create_args {
-  uint32_t version;
+  struct vhd_create_request req;        /* paths NULL when not set (or "") */
   struct vhd_guid unique_id;
-  uint64_t maximum_size;
-  uint32_t block_size;
-  uint32_t sector_size;
-  uint32_t physical_sector_size;        /* version 2 only */
-  const char *parent_path;              /* NULL when not set (or "") */
-  const char *source_path;
   uint32_t open_flags;                  /* version 2 only */
   const struct vhd_storage_type *parent_type; /* version 2 only, else NULL */
   const struct vhd_storage_type *source_type;
@@ -65,38 +60,43 @@ nonempty (const char *s)
 }
 
 static void
-unpack_parameters (const struct vhd_create_parameters *p,
+unpack_parameters (const struct vhd_create_parameters *p, uint32_t flags,
                    struct create_args *a)
 {
   memset (a, 0, sizeof *a);
-  a->version = p->version;
+  a->req.version = p->version;
+  a->req.flags = flags;
   if (p->version == VHD_CREATE_VERSION_1) {
     a->unique_id = p->version1.unique_id;
-    a->maximum_size = p->version1.maximum_size;
-    a->block_size = p->version1.block_size_in_bytes;
-    a->sector_size = p->version1.sector_size_in_bytes;
-    a->parent_path = nonempty (p->version1.parent_path);
-    a->source_path = nonempty (p->version1.source_path);
+    a->req.maximum_size = p->version1.maximum_size;
+    a->req.block_size = p->version1.block_size_in_bytes;
+    a->req.sector_size = p->version1.sector_size_in_bytes;
+    a->req.parent_path = nonempty (p->version1.parent_path);
+    a->req.source_path = nonempty (p->version1.source_path);
   }
   else {
     /* resiliency_guid is for shared VHDX disks; VHD has no use for it. */
     a->unique_id = p->version2.unique_id;
-    a->maximum_size = p->version2.maximum_size;
-    a->block_size = p->version2.block_size_in_bytes;
-    a->sector_size = p->version2.sector_size_in_bytes;
-    a->physical_sector_size = p->version2.physical_sector_size_in_bytes;
-    a->parent_path = nonempty (p->version2.parent_path);
-    a->source_path = nonempty (p->version2.source_path);
+    a->req.maximum_size = p->version2.maximum_size;
+    a->req.block_size = p->version2.block_size_in_bytes;
+    a->req.sector_size = p->version2.sector_size_in_bytes;
+    a->req.physical_sector_size =
+      p->version2.physical_sector_size_in_bytes;
+    a->req.parent_path = nonempty (p->version2.parent_path);
+    a->req.source_path = nonempty (p->version2.source_path);
     a->open_flags = p->version2.open_flags;
     a->parent_type = &p->version2.parent_virtual_storage_type;
     a->source_type = &p->version2.source_virtual_storage_type;
   }
 }
 
+/* The vendor, then the format that writes the new disk (format). */
 static int
-check_storage_type (const struct vhd_storage_type *st)
+check_storage_type (const struct vhd_storage_type *st, const char *path,
+                    const struct vhd_format_ops **format)
 {
   static const struct vhd_guid microsoft = VHD_VENDOR_MICROSOFT;
+  const struct vhd_format_ops *ops;
   char uuid[37];
 
   if (!vhd_guid_is_zero (&st->vendor_id) &&
@@ -106,18 +106,25 @@ check_storage_type (const struct vhd_storage_type *st)
                       " VHD_VENDOR_MICROSOFT (ec984aec-a0f9-47e9-901f-"
                       "71415a66345b) or all zero", uuid);
   }
-  switch (st->device_id) {
-  case VHD_STORAGE_DEVICE_UNKNOWN:      /* the provider picks: VHD */
-  case VHD_STORAGE_DEVICE_VHD:
-    return 0;
-  case VHD_STORAGE_DEVICE_VHDX:
-    return vhd_error (ENOTSUP, FN ": storage_type->device_id 3 (VHDX):"
-                      " VHDX is not supported; use VHD_STORAGE_DEVICE_VHD");
-  default:
+  ops = vhd_format_for_storage (st->device_id, path);
+  if (ops == NULL)
     return vhd_error (EINVAL, FN ": storage_type->device_id %" PRIu32
                       " cannot be created; use VHD_STORAGE_DEVICE_VHD (2)",
                       st->device_id);
-  }
+  if (!vhd_format_has_driver (ops) &&
+      st->device_id == VHD_STORAGE_DEVICE_UNKNOWN)
+    return vhd_error (ENOTSUP, FN ": storage_type->device_id 0 (UNKNOWN)"
+                      " picks %s for path %s by its extension, as Windows"
+                      " does: %s is not supported; use"
+                      " VHD_STORAGE_DEVICE_VHD or another extension",
+                      ops->name, path, ops->name);
+  if (!vhd_format_has_driver (ops))
+    return vhd_error (ENOTSUP, FN ": storage_type->device_id %" PRIu32
+                      " (%s): %s is not supported; use"
+                      " VHD_STORAGE_DEVICE_VHD", st->device_id, ops->name,
+                      ops->name);
+  *format = ops;
+  return 0;
 }
 
 /* Flags that Windows documents but that the VHD provider rejects. */
@@ -168,59 +175,35 @@ check_access_and_flags (uint32_t version, uint32_t access_mask,
   return 0;
 }
 
+/* The format checks the size itself (check_create_size) in the middle
+ * of the rules that every format shares.
+ */
 static int
-check_block_and_sector_sizes (const struct create_args *a)
+check_size_and_parent (const struct vhd_format_ops *format,
+                       const struct create_args *a)
 {
-  if (a->block_size != 0 && a->block_size != VHD_BLOCK_SIZE_SMALL &&
-      a->block_size != VHD_BLOCK_SIZE_DEFAULT)
-    return vhd_error (EINVAL, FN ": block_size_in_bytes is %" PRIu32 "; it"
-                      " must be 0 (the default, 2 MiB), 524288 (512 KiB) or"
-                      " 2097152 (2 MiB)", a->block_size);
-  if (a->sector_size != 0 && a->sector_size != VHD_SECTOR_SIZE)
-    return vhd_error (EINVAL, FN ": sector_size_in_bytes is %" PRIu32 "; a"
-                      " VHD has 512-byte sectors, pass 0 or 512",
-                      a->sector_size);
-  /* VHD records no physical sector size; 4096 is accepted, as Windows
-   * accepts it, and changes nothing in the file.
-   */
-  if (a->physical_sector_size != 0 && a->physical_sector_size != 512 &&
-      a->physical_sector_size != 4096)
-    return vhd_error (EINVAL, FN ": physical_sector_size_in_bytes is %"
-                      PRIu32 "; it must be 0, 512 or 4096",
-                      a->physical_sector_size);
-  return 0;
-}
+  const struct vhd_create_request *req = &a->req;
+  uint64_t size = req->maximum_size;
+  int r;
 
-static int
-check_maximum_size (const struct create_args *a, uint32_t flags)
-{
-  uint64_t size = a->maximum_size;
-
-  if (a->parent_path && a->source_path)
+  if (req->parent_path && req->source_path)
     return vhd_error (EINVAL, FN ": parent_path (%s) and source_path (%s)"
                       " are both set; a new disk has one or the other",
-                      a->parent_path, a->source_path);
-  if (size == 0 && !a->parent_path && !a->source_path)
+                      req->parent_path, req->source_path);
+  if (size == 0 && !req->parent_path && !req->source_path)
     return vhd_error (EINVAL, FN ": maximum_size is 0; it may only be 0"
                       " when parent_path or source_path gives the size");
-  if (size != 0 && size < VHD_MIN_DISK_SIZE)
-    return vhd_error (EINVAL, FN ": maximum_size %" PRIu64 " is under the"
-                      " minimum of 3 MiB (3145728 bytes)", size);
-  if (size % VHD_SECTOR_SIZE != 0)
-    return vhd_error (EINVAL, FN ": maximum_size %" PRIu64 " is not a"
-                      " multiple of the 512-byte sector size", size);
-  if (size > VHD_MAX_DISK_SIZE)
-    return vhd_error (EINVAL, FN ": maximum_size %" PRIu64 " is over the"
-                      " VHD limit of 2040 GiB (%" PRIu64 " bytes)",
-                      size, VHD_MAX_DISK_SIZE);
-  if (size != 0 && a->parent_path)
+  if ((r = format->check_create_size (req)) < 0)
+    return r;
+  if (size != 0 && req->parent_path)
     return vhd_error (EINVAL, FN ": maximum_size is %" PRIu64 " with"
                       " parent_path %s; a differencing disk takes its"
-                      " parent's size, pass 0", size, a->parent_path);
-  if ((flags & VHD_CREATE_FLAG_FULL_PHYSICAL_ALLOCATION) && a->parent_path)
+                      " parent's size, pass 0", size, req->parent_path);
+  if ((req->flags & VHD_CREATE_FLAG_FULL_PHYSICAL_ALLOCATION) &&
+      req->parent_path)
     return vhd_error (EINVAL, FN ": flags has FULL_PHYSICAL_ALLOCATION with"
                       " parent_path %s; a differencing disk cannot be"
-                      " fixed", a->parent_path);
+                      " fixed", req->parent_path);
   return 0;
 }
 
@@ -228,24 +211,32 @@ static int
 check_other_storage_type (const struct vhd_storage_type *st,
                           const char *name)
 {
-  if (st == NULL || st->device_id == VHD_STORAGE_DEVICE_UNKNOWN ||
-      st->device_id == VHD_STORAGE_DEVICE_VHD)
+  const struct vhd_format_ops *ops;
+
+  if (st == NULL || st->device_id == VHD_STORAGE_DEVICE_UNKNOWN)
     return 0;
-  if (st->device_id == VHD_STORAGE_DEVICE_VHDX)
-    return vhd_error (ENOTSUP, FN ": %s.device_id 3 (VHDX): VHDX is not"
-                      " supported; use VHD_STORAGE_DEVICE_VHD", name);
+  ops = vhd_format_for_device (st->device_id);
+  if (ops && vhd_format_has_driver (ops))
+    return 0;
+  if (ops)
+    return vhd_error (ENOTSUP, FN ": %s.device_id %" PRIu32 " (%s): %s is"
+                      " not supported; use VHD_STORAGE_DEVICE_VHD", name,
+                      st->device_id, ops->name, ops->name);
   return vhd_error (EINVAL, FN ": %s.device_id is %" PRIu32 "; it must be"
                     " 0 or VHD_STORAGE_DEVICE_VHD (2)", name, st->device_id);
 }
 
-/* Every rule, in order; on success *a holds the unpacked parameters. */
+/* Every rule, in order; on success *a holds the unpacked parameters and
+ * *format the format of the new disk.
+ */
 static int
 check_arguments (const struct vhd_storage_type *storage_type,
                  const char *path, uint32_t access_mask, uint32_t flags,
                  uint32_t provider_specific_flags,
                  const struct vhd_create_parameters *parameters,
                  const struct vhd_overlapped *overlapped,
-                 vhd_disk **handle, struct create_args *a)
+                 vhd_disk **handle, struct create_args *a,
+                 const struct vhd_format_ops **format)
 {
   int r;
 
@@ -261,13 +252,13 @@ check_arguments (const struct vhd_storage_type *storage_type,
       parameters->version != VHD_CREATE_VERSION_2)
     return vhd_error (EINVAL, FN ": parameters->version is %" PRIu32 "; it"
                       " must be 1 or 2", parameters->version);
-  unpack_parameters (parameters, a);
+  unpack_parameters (parameters, flags, a);
 
-  if ((r = check_access_and_flags (a->version, access_mask, flags,
+  if ((r = check_access_and_flags (a->req.version, access_mask, flags,
                                    provider_specific_flags)) < 0 ||
-      (r = check_storage_type (storage_type)) < 0 ||
-      (r = check_block_and_sector_sizes (a)) < 0 ||
-      (r = check_maximum_size (a, flags)) < 0 ||
+      (r = check_storage_type (storage_type, path, format)) < 0 ||
+      (r = (*format)->check_create_geometry (&a->req)) < 0 ||
+      (r = check_size_and_parent (*format, a)) < 0 ||
       (r = check_other_storage_type (a->parent_type,
                                      "parent_virtual_storage_type")) < 0 ||
       (r = check_other_storage_type (a->source_type,
@@ -522,41 +513,33 @@ split_path (const char *path, char **dir, const char **name)
 }
 
 /* A source's size settles the new disk's size (maximum_size 0), or
- * bounds it.
+ * bounds it; the format says which sizes it can take.
  */
 static int
-size_from_source (struct create_args *a, const struct vhd_source *src)
+size_from_source (const struct vhd_format_ops *format, struct create_args *a,
+                  const struct vhd_source *src)
 {
+  CLEANUP_FREE char *what = NULL;
   uint64_t size = src->size;
+  int r;
 
-  if (size % VHD_SECTOR_SIZE != 0)
-    return vhd_error (EINVAL, FN ": source_path %s (%s) is %" PRIu64
-                      " bytes, not a whole number of 512-byte sectors; as"
-                      " on Windows, a source must be (pad it to %" PRIu64
-                      " bytes first)", src->path, vhd_source_describe (src),
-                      size, (size + VHD_SECTOR_SIZE - 1)
-                      / VHD_SECTOR_SIZE * VHD_SECTOR_SIZE);
-  if (a->maximum_size != 0) {
-    if (a->maximum_size < size)
-      return vhd_error (EINVAL, FN ": maximum_size %" PRIu64 " is smaller"
-                        " than source_path %s (%s, %" PRIu64 " bytes); the"
-                        " new disk must hold all of the source: pass 0 (the"
-                        " source's size) or more", a->maximum_size,
-                        src->path, vhd_source_describe (src), size);
+  if (asprintf (&what, "source_path %s (%s)", src->path,
+                vhd_source_describe (src)) == -1) {
+    what = NULL;
+    return vhd_error (ENOMEM, FN ": out of memory");
+  }
+  if ((r = format->check_source_size (&a->req, what, size)) < 0)
+    return r;
+  if (a->req.maximum_size == 0) {
+    a->req.maximum_size = size;
     return 0;
   }
-  if (size < VHD_MIN_DISK_SIZE)
-    return vhd_error (EINVAL, FN ": source_path %s (%s) is %" PRIu64
-                      " bytes, under the minimum VHD size of 3 MiB (3145728"
-                      " bytes); pass a maximum_size of at least that to"
-                      " extend it with zeros", src->path,
-                      vhd_source_describe (src), size);
-  if (size > VHD_MAX_DISK_SIZE)
-    return vhd_error (EINVAL, FN ": source_path %s (%s) is %" PRIu64
-                      " bytes, over the VHD limit of 2040 GiB (%" PRIu64
-                      " bytes)", src->path, vhd_source_describe (src), size,
-                      VHD_MAX_DISK_SIZE);
-  a->maximum_size = size;
+  if (a->req.maximum_size < size)
+    return vhd_error (EINVAL, FN ": maximum_size %" PRIu64 " is smaller"
+                      " than source_path %s (%s, %" PRIu64 " bytes); the"
+                      " new disk must hold all of the source: pass 0 (the"
+                      " source's size) or more", a->req.maximum_size,
+                      src->path, vhd_source_describe (src), size);
   return 0;
 }
 
@@ -569,6 +552,8 @@ struct create_job {
   uint32_t flags;
   const struct vhd_format_ops *format;  /* the new disk's */
   vhd_disk *parent;
+  struct vhd_create_parent parent_info; /* for format->create */
+  char *parent_real_path;
   struct vhd_source *source;
   vhd_disk **handle;
 };
@@ -584,6 +569,7 @@ free_job (void *opaque)
   if (job->parent)
     vhd_close (job->parent);
   vhd_source_close (job->source);
+  free (job->parent_real_path);
   free (job->child_dir);
   free (job->path);
   free (job);
@@ -610,8 +596,10 @@ build_disk (void *opaque, struct vhd_operation *op)
   int fd, r;
 
   r = job->format->create (job->nf.fd, job->path, job->child_dir,
-                           &job->a.unique_id, job->a.maximum_size,
-                           job->a.block_size, job->flags, job->parent);
+                           &job->a.unique_id, job->a.req.maximum_size,
+                           job->a.req.block_size, job->a.req.sector_size,
+                           job->a.req.physical_sector_size, job->flags,
+                           job->parent ? &job->parent_info : NULL);
   if (r < 0)
     return r;
   /* With a source, the flush after the copy makes it all durable. */
@@ -647,6 +635,33 @@ build_disk (void *opaque, struct vhd_operation *op)
   return 0;
 }
 
+/* What the new disk's driver needs of the parent (opened), found here so
+ * that a driver never reaches into another disk's storage: the path as
+ * the caller gave it is the parent's, resolved to where it really is.
+ */
+static int
+describe_parent (struct create_job *job)
+{
+  const vhd_disk *parent = job->parent;
+  struct stat st;
+
+  job->parent_real_path = realpath (parent->path, NULL);
+  if (job->parent_real_path == NULL)
+    return vhd_error (errno, "parent %s: resolving its path: %m",
+                      parent->path);
+  if (fstat (vhd_backend_file_fd (parent->be), &st) == -1)
+    return vhd_error (errno, "parent %s: fstat: %m", parent->path);
+  job->parent_info = (struct vhd_create_parent) {
+    .disk = parent,
+    .ops = parent->ops,
+    .path = parent->path,
+    .real_path = job->parent_real_path,
+    .size = parent->size,
+    .mtime = (int64_t) st.st_mtime,
+  };
+  return 0;
+}
+
 /* The checks that need the file system, and the unnamed file: everything
  * that can fail before the work starts.
  */
@@ -676,22 +691,24 @@ prepare_job (struct create_job *job, const char *path,
       (r = vhd_guid_generate (&a->unique_id)) < 0)
     return vhd_error (r, "%s: generating a unique id: %s", path,
                       strerror (-r));
-  if (a->parent_path && (r = open_parent (a->parent_path, &job->parent)) < 0)
+  if (a->req.parent_path &&
+      ((r = open_parent (a->req.parent_path, &job->parent)) < 0 ||
+       (r = describe_parent (job)) < 0))
     return r;
-  if (a->source_path) {
-    r = vhd_source_open (a->source_path,
+  if (a->req.source_path) {
+    r = vhd_source_open (a->req.source_path,
                          a->source_type ? a->source_type->device_id
                                         : VHD_STORAGE_DEVICE_UNKNOWN,
                          job->flags
                          & VHD_CREATE_FLAG_PREVENT_WRITES_TO_SOURCE_DISK,
                          &job->source);
     if (r == 0)
-      r = size_from_source (a, job->source);
+      r = size_from_source (job->format, a, job->source);
     if (r < 0)
       return r;
   }
   /* The caller's strings need not outlive the call. */
-  a->parent_path = a->source_path = NULL;
+  a->req.parent_path = a->req.source_path = NULL;
   a->parent_type = a->source_type = NULL;
 
   if ((r = open_new_file (&job->nf, dir, security && security->set_mode
@@ -728,10 +745,7 @@ vhd_create_virtual_disk (const struct vhd_storage_type *storage_type,
 
   r = check_arguments (storage_type, path, access_mask, flags,
                        provider_specific_flags, parameters, overlapped,
-                       handle, &job->a);
-  /* check_arguments admitted the storage type: its format writes it. */
-  if (r == 0)
-    job->format = vhd_format_for_storage (storage_type->device_id);
+                       handle, &job->a, &job->format);
   if (r == 0)
     r = prepare_job (job, path, security);
   if (r < 0) {
@@ -740,7 +754,7 @@ vhd_create_virtual_disk (const struct vhd_storage_type *storage_type,
   }
 
   if (overlapped) {
-    size = job->parent ? vhd_get_size (job->parent) : job->a.maximum_size;
+    size = job->parent ? vhd_get_size (job->parent) : job->a.req.maximum_size;
     return vhd_operation_start (overlapped, size, build_disk, free_job, job);
   }
   r = build_disk (job, NULL);

@@ -80,8 +80,64 @@ struct vhd_check_walk {
   void *state;                  /* the driver's, until check_done */
 };
 
+/* A cheap test of what a file claims to be: len bytes at offset (from
+ * the file's end when from_end).  Only what vhd_probe_format reads: a
+ * signature says what a file claims to be, not that it is sound.
+ */
+#define VHD_SIGNATURE_MAX 16
+struct vhd_signature {
+  const char *bytes;            /* NULL ends a list */
+  size_t len;                   /* 1..VHD_SIGNATURE_MAX */
+  uint64_t offset;
+  bool from_end;
+};
+
+/* vhd_create_virtual_disk's parameters that a format has rules for,
+ * unpacked from either parameters version.
+ */
+struct vhd_create_request {
+  uint32_t version;             /* VHD_CREATE_VERSION_1 or _2 */
+  uint64_t maximum_size;        /* 0: the parent's or the source's */
+  uint32_t block_size;          /* 0: the format's default */
+  uint32_t sector_size;         /* 0: the format's default */
+  uint32_t physical_sector_size; /* always 0 with version 1 */
+  uint32_t flags;               /* VHD_CREATE_FLAG_* */
+  const char *parent_path;      /* NULL when there is none */
+  const char *source_path;      /* NULL when there is none */
+};
+
+/* What a new differencing disk's driver needs of its parent, found by
+ * the core so that a driver never reaches into another disk's storage.
+ */
+struct vhd_create_parent {
+  const struct vhd_disk *disk;  /* opened read-only with its chain; a
+                                 * driver reads its state only when
+                                 * ops is the driver itself */
+  const struct vhd_format_ops *ops;     /* its format */
+  const char *path;             /* as the caller named it (messages) */
+  const char *real_path;        /* resolved: no links, no "..", absolute */
+  uint64_t size;                /* its virtual size in bytes */
+  int64_t mtime;                /* its file's modification time (Unix) */
+};
+
 struct vhd_format_ops {
   const char *name;             /* "VHD" */
+
+  /* How the format is known: vhd_probe_format's answer (VHD_FORMAT_*),
+   * the storage type device id that creates it (VHD_STORAGE_DEVICE_*),
+   * the file name extension that picks it when the storage type is
+   * VHD_STORAGE_DEVICE_UNKNOWN (compared without case, as Windows does),
+   * and the signatures any one of which, tried in order, says a file
+   * claims to be of this format.
+   */
+  int probe_format;
+  uint32_t device_id;
+  const char *extension;        /* ".vhd" */
+  const struct vhd_signature *signatures;
+
+  /* Every operation below is NULL for a format that is recognised but
+   * has no driver yet (vhd_format_has_driver).
+   */
 
   /* Walk and check an image whose backend, path, size and cap the core
    * has set; fill the generic fields and the driver's state.  Returns 0
@@ -155,12 +211,29 @@ struct vhd_format_ops {
    * has VHD_CREATE_FLAG_FULL_PHYSICAL_ALLOCATION, differencing when
    * parent is set (its size from the parent), else sparse.  child_dir:
    * the new disk's folder, resolved, for a relative parent locator.
-   * block_size 0 means the format's default.
+   * block_size, sector_size and physical_sector_size 0 mean the
+   * format's defaults (the geometry check has admitted the rest).
    */
   int (*create) (int fd, const char *path, const char *child_dir,
                  const struct vhd_guid *unique_id, uint64_t size,
-                 uint32_t block_size, uint32_t flags,
-                 const struct vhd_disk *parent);
+                 uint32_t block_size, uint32_t sector_size,
+                 uint32_t physical_sector_size, uint32_t flags,
+                 const struct vhd_create_parent *parent);
+
+  /* vhd_create_virtual_disk's rules of the format, each failure -EINVAL
+   * with a message "vhd_create_virtual_disk: FIELD ..." naming the
+   * parameter and its value.  The core calls them in its fixed order of
+   * checks: geometry (block size, logical and physical sector sizes)
+   * right after the storage type; size (maximum_size, when not 0) after
+   * its own rule that a size of 0 needs a parent or a source; and, once
+   * the source is open, source_size for the source's size (what: e.g.
+   * "source_path /x.raw (a raw file)"), which the new disk takes when
+   * maximum_size is 0 and must hold otherwise.
+   */
+  int (*check_create_geometry) (const struct vhd_create_request *req);
+  int (*check_create_size) (const struct vhd_create_request *req);
+  int (*check_source_size) (const struct vhd_create_request *req,
+                            const char *what, uint64_t size);
 
   /* Is the file (fd, size bytes) an image of this format?  1 yes, 0 no,
    * 2 it carries the format's signature but is damaged (why says what it
@@ -174,11 +247,35 @@ struct vhd_format_ops {
 extern const struct vhd_format_ops vhd_format_vhd;
 extern const struct vhd_format_ops vhd_format_vhdx;
 
-/* formats/formats.c: the driver for an image (its backend), or for a new
- * disk of a storage type's device id (VHD_STORAGE_DEVICE_*).
+/* Whether a format has a driver, or is only recognised by its signature
+ * (then every operation is NULL).
+ */
+static inline bool
+vhd_format_has_driver (const struct vhd_format_ops *ops)
+{
+  return ops->open != NULL;
+}
+
+/* formats/formats.c, the registry.  The driver for an image (its
+ * backend).
  */
 struct vhd_backend;
 const struct vhd_format_ops *vhd_format_for_image (struct vhd_backend *be);
-const struct vhd_format_ops *vhd_format_for_storage (uint32_t device_id);
+/* The format of a storage type's device id (VHD_STORAGE_DEVICE_*), or
+ * NULL when no format has that id (VHD_STORAGE_DEVICE_UNKNOWN included).
+ * It may have no driver.
+ */
+const struct vhd_format_ops *vhd_format_for_device (uint32_t device_id);
+/* The format of a new disk at path of a storage type's device id: as
+ * vhd_format_for_device, except that VHD_STORAGE_DEVICE_UNKNOWN picks by
+ * path's extension as Windows does (a format's extension, without case;
+ * any other is VHD).
+ */
+const struct vhd_format_ops *vhd_format_for_storage (uint32_t device_id,
+                                                     const char *path);
+/* The i-th format the library knows, in the order vhd_probe_format
+ * tries their signatures; NULL past the last.
+ */
+const struct vhd_format_ops *vhd_format_at (size_t i);
 
 #endif /* VHDKIT_DRIVER_H */

@@ -21,45 +21,38 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "driver.h"
+#include "error.h"
 #include "backend/file.h"
-#include "formats/vhd/format.h"
 #include "vhdkit.h"
 
-#define VHD_COOKIE "conectix"
-#define VHDX_SIGNATURE "vhdxfile"
-#define SIGNATURE_LEN 8
-
-/* Read the SIGNATURE_LEN bytes at offset into sig.  Returns 1 when they
- * were read, 0 when the file is too short, -errno (with a message) on an
- * I/O error.
+/* Does the file (size bytes) carry sig?  Returns 1 yes, 0 no (or the
+ * file is too short), -errno (with a message) on an I/O error.
  */
 static int
-read_signature (int fd, const char *path, uint64_t size, uint64_t offset,
-                char sig[SIGNATURE_LEN])
+signature_is (int fd, const char *path, uint64_t size,
+              const struct vhd_signature *sig)
 {
+  char buf[VHD_SIGNATURE_MAX];
+  uint64_t offset = sig->offset;
   ssize_t n;
 
-  if (offset + SIGNATURE_LEN > size)
+  if (sig->len == 0 || sig->len > sizeof buf)
+    return 0;
+  if (sig->from_end) {
+    if (offset > size)
+      return 0;
+    offset = size - offset;
+  }
+  if (offset > size || sig->len > size - offset)
     return 0;
   do
-    n = pread (fd, sig, SIGNATURE_LEN, (off_t) offset);
+    n = pread (fd, buf, sig->len, (off_t) offset);
   while (n == -1 && errno == EINTR);
   if (n == -1)
     return vhd_error (errno, "%s: reading the signature at offset %" PRIu64
                       ": %m", path, offset);
-  return n == SIGNATURE_LEN;
-}
-
-static int
-signature_is (int fd, const char *path, uint64_t size, uint64_t offset,
-              const char *want)
-{
-  char sig[SIGNATURE_LEN];
-  int r = read_signature (fd, path, size, offset, sig);
-
-  if (r <= 0)
-    return r;
-  return memcmp (sig, want, SIGNATURE_LEN) == 0;
+  return (size_t) n == sig->len && memcmp (buf, sig->bytes, sig->len) == 0;
 }
 
 static int
@@ -86,6 +79,7 @@ int
 vhd_probe_format (const char *path, unsigned flags)
 {
   CLEANUP_CLOSE int fd = -1;
+  const struct vhd_format_ops *ops;
   uint64_t size = 0;
   int r;
 
@@ -101,29 +95,13 @@ vhd_probe_format (const char *path, unsigned flags)
   if (r < 0)
     return r;
 
-  /* VHDX: the file type identifier opens the file. */
-  r = signature_is (fd, path, size, 0, VHDX_SIGNATURE);
-  if (r != 0)
-    return r < 0 ? r : VHD_FORMAT_VHDX;
-
-  /* VHD: the trailing footer (512 bytes, or the 511 that some old
-   * writers left), else the copy at offset 0 of a dynamic or
-   * differencing disk whose trailing footer was lost: the places where
-   * vhd_open looks for a footer.
-   */
-  if (size >= VHD_FOOTER_SIZE) {
-    r = signature_is (fd, path, size, size - VHD_FOOTER_SIZE, VHD_COOKIE);
-    if (r != 0)
-      return r < 0 ? r : VHD_FORMAT_VHD;
-  }
-  if (size >= VHD_FOOTER_SIZE - 1) {
-    r = signature_is (fd, path, size, size - (VHD_FOOTER_SIZE - 1),
-                      VHD_COOKIE);
-    if (r != 0)
-      return r < 0 ? r : VHD_FORMAT_VHD;
-  }
-  r = signature_is (fd, path, size, 0, VHD_COOKIE);
-  if (r != 0)
-    return r < 0 ? r : VHD_FORMAT_VHD;
+  /* Each format's signatures, in the registry's order (formats.c). */
+  for (size_t i = 0; (ops = vhd_format_at (i)) != NULL; i++)
+    for (const struct vhd_signature *sig = ops->signatures;
+         sig && sig->bytes; sig++) {
+      r = signature_is (fd, path, size, sig);
+      if (r != 0)
+        return r < 0 ? r : ops->probe_format;
+    }
   return VHD_FORMAT_UNKNOWN;
 }

@@ -78,7 +78,7 @@ source_size (int fd, const char *path, enum vhd_source_kind *kind,
 static int
 probe_image (int fd, uint64_t size, const char *path)
 {
-  const struct vhd_format_ops *ops = vhd_format_for_storage
+  const struct vhd_format_ops *ops = vhd_format_for_device
                                        (VHD_STORAGE_DEVICE_VHD);
   char why[1200] = "";
   int r = ops->recognise (fd, path, size, why, sizeof why);

@@ -23,6 +23,7 @@
 
 #include <cmocka.h>
 
+#include "driver.h"
 #include "format.h"
 #include "guid.h"
 #include "vhdkit.h"
@@ -320,6 +321,50 @@ test_unknown_device_picks_vhd (void **state)
   c.st.device_id = VHD_STORAGE_DEVICE_UNKNOWN;
   expect_success (&c);
   close_call (&c);
+}
+
+/* UNKNOWN picks the format by the path's extension, as Windows does:
+ * ".vhdx" in any case is VHDX (not supported yet: ENOTSUP, nothing
+ * created), anything else a VHD.  An explicit device id wins.
+ */
+static void
+test_unknown_device_picks_by_extension (void **state)
+{
+  static const char *const vhd_names[] = { "x.vhd", "x.img", "x.vhdx.bak",
+                                           "vhdx" };
+  char path[PATH_MAX];
+  struct call c;
+
+  assert_int_equal (vhd_format_for_storage (VHD_STORAGE_DEVICE_UNKNOWN,
+                                            "d/x.VHDX")->device_id,
+                    VHD_STORAGE_DEVICE_VHDX);
+  assert_int_equal (vhd_format_for_storage (VHD_STORAGE_DEVICE_UNKNOWN,
+                                            "x.vhdx")->device_id,
+                    VHD_STORAGE_DEVICE_VHDX);
+  assert_int_equal (vhd_format_for_storage (VHD_STORAGE_DEVICE_VHD,
+                                            "x.vhdx")->device_id,
+                    VHD_STORAGE_DEVICE_VHD);
+  assert_null (vhd_format_for_storage (VHD_STORAGE_DEVICE_ISO, "x.vhd"));
+
+  init_call (&c, 2, 64 * MiB);
+  c.st.device_id = VHD_STORAGE_DEVICE_UNKNOWN;
+  snprintf (c.path_buf, sizeof c.path_buf, "%s/x%d.VHDX", dir, counter++);
+  expect_failure (&c, ENOTSUP, "VHDX is not supported");
+  assert_non_null (strstr (vhd_last_error (), "extension"));
+
+  for (size_t i = 0; i < sizeof vhd_names / sizeof vhd_names[0]; i++) {
+    assert_int_equal (vhd_format_for_storage (VHD_STORAGE_DEVICE_UNKNOWN,
+                                              vhd_names[i])->device_id,
+                      VHD_STORAGE_DEVICE_VHD);
+    init_call (&c, 2, 64 * MiB);
+    c.st.device_id = VHD_STORAGE_DEVICE_UNKNOWN;
+    snprintf (c.path_buf, sizeof c.path_buf, "%s/%d-%s", dir, counter++,
+              vhd_names[i]);
+    expect_success (&c);
+    snprintf (path, sizeof path, "%s", c.path);
+    close_call (&c);
+    assert_int_equal (vhd_probe_format (path, 0), VHD_FORMAT_VHD);
+  }
 }
 
 static void
@@ -1080,6 +1125,7 @@ main (void)
     cmocka_unit_test (test_vhdx_not_supported),
     cmocka_unit_test (test_other_devices),
     cmocka_unit_test (test_unknown_device_picks_vhd),
+    cmocka_unit_test (test_unknown_device_picks_by_extension),
     cmocka_unit_test (test_bad_block_size),
     cmocka_unit_test (test_bad_sector_size),
     cmocka_unit_test (test_bad_physical_sector_size),

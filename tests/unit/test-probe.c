@@ -115,6 +115,41 @@ test_dynamic_vhd_footer_copy_only (void **state)
   assert_int_equal (vhd_probe_format (path, 0), VHD_FORMAT_VHD);
 }
 
+/* Old writers left a 511-byte footer: its cookie is 511 bytes from the
+ * end.
+ */
+static void
+test_fixed_vhd_511_byte_footer (void **state)
+{
+  char path[512];
+  struct stat st;
+
+  create_image ("short-footer.vhd", VHD_CREATE_FLAG_FULL_PHYSICAL_ALLOCATION,
+                path, sizeof path);
+  assert_int_equal (stat (path, &st), 0);
+  assert_int_equal (truncate (path, st.st_size - 1), 0);
+  assert_int_equal (vhd_probe_format (path, 0), VHD_FORMAT_VHD);
+}
+
+/* The registry tries VHDX's signature first: a file that opens with it
+ * and ends with a VHD footer (a fixed VHD holding a VHDX) is reported as
+ * VHDX, as it always was.
+ */
+static void
+test_vhdx_signature_tried_first (void **state)
+{
+  char path[512];
+  int fd;
+
+  create_image ("both.vhd", VHD_CREATE_FLAG_FULL_PHYSICAL_ALLOCATION,
+                path, sizeof path);
+  fd = open (path, O_WRONLY);
+  assert_true (fd >= 0);
+  assert_int_equal (pwrite (fd, "vhdxfile", 8, 0), 8);
+  close (fd);
+  assert_int_equal (vhd_probe_format (path, 0), VHD_FORMAT_VHDX);
+}
+
 static void
 test_vhdx_signature (void **state)
 {
@@ -207,6 +242,8 @@ main (void)
     cmocka_unit_test (test_dynamic_vhd_any_name),
     cmocka_unit_test (test_dynamic_vhd_footer_copy_only),
     cmocka_unit_test (test_vhdx_signature),
+    cmocka_unit_test (test_fixed_vhd_511_byte_footer),
+    cmocka_unit_test (test_vhdx_signature_tried_first),
     cmocka_unit_test (test_not_images),
     cmocka_unit_test (test_fifo_never_hangs),
     cmocka_unit_test (test_directory_is_an_error),

@@ -301,6 +301,10 @@ vhd_write_table (struct vhd_disk *disk)
 
 const struct vhd_format_ops vhd_format_vhd = {
   .name = "VHD",
+  .probe_format = VHD_FORMAT_VHD,
+  .device_id = VHD_STORAGE_DEVICE_VHD,
+  .extension = ".vhd",
+  .signatures = vhd_vhd_signatures,
   .open = vhd_open_image,
   .close = vhd_close_image,
   .prepare_write = vhd_prepare_write,
@@ -317,5 +321,8 @@ const struct vhd_format_ops vhd_format_vhd = {
   .check_done = vhd_vhd_check_done,
   .image_info = vhd_vhd_image_info,
   .create = vhd_layout_write_image,
+  .check_create_geometry = vhd_vhd_check_create_geometry,
+  .check_create_size = vhd_vhd_check_create_size,
+  .check_source_size = vhd_vhd_check_source_size,
   .recognise = vhd_vhd_recognise,
 };

@@ -28,11 +28,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/cleanup.h"
-#include "backend/file.h"
+#include "backend/file.h"           /* this file's own writes */
 #include "format.h"
 #include "core/image.h"
 #include "layout.h"
@@ -246,27 +246,21 @@ locator_from_path (struct locator_data *loc, uint32_t code, const char *text,
   return 0;
 }
 
-/* The header's parent fields and the locators, from the opened parent.
- * child_dir is the new disk's folder, resolved.
+/* The header's parent fields and the locators, from the parent (a VHD)
+ * as the core found it.  child_dir is the new disk's folder, resolved.
  */
 static int
-describe_parent (const vhd_disk *parent, const char *child_dir,
-                 struct vhd_dyn_header *h, struct locator_data locs[2],
-                 const char *path)
+describe_parent (const struct vhd_create_parent *parent,
+                 const char *child_dir, struct vhd_dyn_header *h,
+                 struct locator_data locs[2], const char *path)
 {
-  const struct vhd_footer *pf = &vhd_image_of (parent)->footer;
-  char real[PATH_MAX], relative[PATH_MAX * 3];
-  struct stat st;
+  const struct vhd_footer *pf = &vhd_image_of (parent->disk)->footer;
+  const char *real = parent->real_path;
+  char relative[PATH_MAX * 3];
   int r;
 
-  if (realpath (parent->path, real) == NULL)
-    return vhd_error (errno, "parent %s: resolving its path: %m",
-                      parent->path);
-  if (fstat (vhd_backend_file_fd (parent->be), &st) == -1)
-    return vhd_error (errno, "parent %s: fstat: %m", parent->path);
-
   h->parent_unique_id = pf->unique_id;
-  h->parent_timestamp = vhd_timestamp_from_unix (st.st_mtime);
+  h->parent_timestamp = vhd_timestamp_from_unix ((time_t) parent->mtime);
   r = vhd_utf8_to_utf16 (real, true, h->parent_unicode_name,
                          sizeof h->parent_unicode_name);
   if (r == -ENAMETOOLONG)
@@ -295,9 +289,15 @@ describe_parent (const vhd_disk *parent, const char *child_dir,
 int
 vhd_layout_write_image (int fd, const char *path, const char *child_dir,
                         const struct vhd_guid *unique_id, uint64_t size,
-                        uint32_t block_size, uint32_t flags,
-                        const vhd_disk *parent)
+                        uint32_t block_size, uint32_t sector_size,
+                        uint32_t physical_sector_size, uint32_t flags,
+                        const struct vhd_create_parent *parent)
 {
+  /* 512 (or 0) and 512 or 4096: the geometry check admitted nothing
+   * else, and a VHD records neither.
+   */
+  (void) sector_size;
+  (void) physical_sector_size;
   __attribute__ ((cleanup (cleanup_locators)))
     struct locator_data locs[2] = { { 0 }, { 0 } };
   const struct vhd_footer *pf;
@@ -325,7 +325,7 @@ vhd_layout_write_image (int fd, const char *path, const char *child_dir,
     return vhd_error (EINVAL, "%s: parent %s is a %s image: a VHD's parent"
                       " must be a VHD", path, parent->path,
                       parent->ops->name);
-  pf = &vhd_image_of (parent)->footer;
+  pf = &vhd_image_of (parent->disk)->footer;
   new_footer (&footer, VHD_TYPE_DIFFERENCING, pf->current_size,
               unique_id);
   footer.cylinders = pf->cylinders;

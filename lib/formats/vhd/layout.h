@@ -5,6 +5,7 @@
 
 #include <stdint.h>
 
+#include "core/driver.h"
 #include "vhdkit.h"
 
 /* Write a whole new image into fd (an empty file): fixed when flags has
@@ -15,7 +16,8 @@
  */
 int vhd_layout_write_image (int fd, const char *path, const char *child_dir,
                             const struct vhd_guid *unique_id, uint64_t size,
-                            uint32_t block_size, uint32_t flags,
-                            const vhd_disk *parent);
+                            uint32_t block_size, uint32_t sector_size,
+                            uint32_t physical_sector_size, uint32_t flags,
+                            const struct vhd_create_parent *parent);
 
 #endif /* VHDKIT_LAYOUT_H */

@@ -15,6 +15,18 @@
 #include "formats/vhd/format.h"
 #include "formats/vhd/vhd.h"
 
+/* What vhd_probe_format looks for: the cookie of the trailing footer
+ * (512 bytes, or the 511 that some old writers left), else of the copy
+ * at offset 0 of a dynamic or differencing disk whose trailing footer was
+ * lost: the places where vhd_open looks for a footer.
+ */
+const struct vhd_signature vhd_vhd_signatures[] = {
+  { "conectix", 8, VHD_FOOTER_SIZE, true },
+  { "conectix", 8, VHD_FOOTER_SIZE - 1, true },
+  { "conectix", 8, 0, false },
+  { NULL, 0, 0, false },
+};
+
 /* Does buf (a footer's 512 bytes, read at where) hold a valid footer?
  * Sets *cookie when it at least starts with "conectix", and keeps the
  * decoder's message in why[].

@@ -67,6 +67,17 @@ void vhd_vhd_check_done (struct vhd_check_walk *w);
 int vhd_vhd_recognise (int fd, const char *path, uint64_t size, char *why,
                        size_t why_size);
 
+/* recognise.c: the cookie that vhd_probe_format looks for. */
+extern const struct vhd_signature vhd_vhd_signatures[];
+
+/* create-check.c: vhd_create_virtual_disk's rules for a VHD
+ * (struct vhd_format_ops).
+ */
+int vhd_vhd_check_create_geometry (const struct vhd_create_request *req);
+int vhd_vhd_check_create_size (const struct vhd_create_request *req);
+int vhd_vhd_check_source_size (const struct vhd_create_request *req,
+                               const char *what, uint64_t size);
+
 /* info.c: the VHD part of vhd_get_image_info. */
 void vhd_vhd_image_info (const struct vhd_disk *disk,
                          struct vhd_image_info *info);

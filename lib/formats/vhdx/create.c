@@ -148,8 +148,9 @@ write_fixed_bat (int fd, const char *path,
 int
 vhdx_create_image (int fd, const char *path, const char *child_dir,
                    const struct vhd_guid *unique_id, uint64_t size,
-                   uint32_t block_size, uint32_t flags,
-                   const struct vhd_disk *parent)
+                   uint32_t block_size, uint32_t sector_size,
+                   uint32_t physical_sector_size, uint32_t flags,
+                   const struct vhd_create_parent *parent)
 {
   bool fixed = flags & VHD_CREATE_FLAG_FULL_PHYSICAL_ALLOCATION;
   struct vhdx_metadata md = {
@@ -157,8 +158,9 @@ vhdx_create_image (int fd, const char *path, const char *child_dir,
     .leave_block_allocated = fixed,
     .virtual_size = size,
     .virtual_disk_id = *unique_id,
-    .logical_sector_size = 512,
-    .physical_sector_size = 4096,
+    .logical_sector_size = sector_size ? sector_size : 512,
+    .physical_sector_size = physical_sector_size ? physical_sector_size
+                                                 : 4096,
   };
   struct vhdx_bat_geometry g;
   uint64_t bat_length, data, end;

@@ -176,8 +176,18 @@ vhdx_recognise (int fd, const char *path, uint64_t size, char *why,
   return memcmp (sig, "vhdxfile", sizeof sig) == 0;
 }
 
+/* [MS-VHDX] 2.2.1: the file type identifier opens the file. */
+static const struct vhd_signature vhdx_signatures[] = {
+  { "vhdxfile", 8, 0, false },
+  { NULL, 0, 0, false },
+};
+
 const struct vhd_format_ops vhd_format_vhdx = {
   .name = "VHDX",
+  .probe_format = VHD_FORMAT_VHDX,
+  .device_id = VHD_STORAGE_DEVICE_VHDX,
+  .extension = ".vhdx",
+  .signatures = vhdx_signatures,
   .open = vhdx_open_image,
   .close = vhdx_close_image,
   .prepare_write = vhdx_prepare_write,
@@ -195,5 +205,8 @@ const struct vhd_format_ops vhd_format_vhdx = {
   .check_done = vhdx_check_done,
   .image_info = vhdx_image_info,
   .create = vhdx_create_image,
+  .check_create_geometry = vhdx_check_create_geometry,
+  .check_create_size = vhdx_check_create_size,
+  .check_source_size = vhdx_check_source_size,
   .recognise = vhdx_recognise,
 };

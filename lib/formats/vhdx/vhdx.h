@@ -107,7 +107,14 @@ void vhdx_check_done (struct vhd_check_walk *w);
 /* create.c: a new image in fd (struct vhd_format_ops create). */
 int vhdx_create_image (int fd, const char *path, const char *child_dir,
                        const struct vhd_guid *unique_id, uint64_t size,
-                       uint32_t block_size, uint32_t flags,
-                       const struct vhd_disk *parent);
+                       uint32_t block_size, uint32_t sector_size,
+                       uint32_t physical_sector_size, uint32_t flags,
+                       const struct vhd_create_parent *parent);
+
+/* create-check.c: vhd_create_virtual_disk's rules for a VHDX. */
+int vhdx_check_create_geometry (const struct vhd_create_request *req);
+int vhdx_check_create_size (const struct vhd_create_request *req);
+int vhdx_check_source_size (const struct vhd_create_request *req,
+                            const char *what, uint64_t size);
 
 #endif /* VHDKIT_VHDX_H */
