@@ -355,6 +355,13 @@ test_region_table_round_trip (void **state)
   assert_int_equal (back.entry_count, 2);
   assert_regions_equal (&back, &r);
 
+  /* Required clear, as qemu writes it, stays clear. */
+  r.metadata.required = false;
+  vhdx_region_table_encode (&r, buf);
+  assert_int_equal (vhdx_region_table_decode (buf, F, 1, &back), 0);
+  assert_regions_equal (&back, &r);
+  assert_int_equal (vhdx_get_le32 (buf + 16 + 32 + 28), 0);
+
   /* An unknown optional region is skipped. */
   add_region_entry (buf, &other, 8 * MiB, MiB, 0);
   assert_int_equal (vhdx_region_table_decode (buf, F, 1, &back), 0);
