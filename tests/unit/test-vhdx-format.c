@@ -396,11 +396,28 @@ test_region_table_rejections (void **state)
   vhdx_region_table_encode (&r, buf);
   add_region_entry (buf, &vhdx_region_bat, 8 * MiB, MiB, 1);
   assert_error (vhdx_region_table_decode (buf, F, 1, &out), EINVAL,
-                "two BAT region entries");
+                "entries 0 and 2 are both region 2dc27766-f623-4200-9d64-"
+                "115e9bfd4a08");
   vhdx_region_table_encode (&r, buf);
   add_region_entry (buf, &vhdx_region_metadata, 8 * MiB, MiB, 0);
   assert_error (vhdx_region_table_decode (buf, F, 1, &out), EINVAL,
-                "two metadata region entries");
+                "entries 1 and 2 are both region 8b7ca206");
+  /* Unknown regions too: unique, and clear of the others. */
+  vhdx_region_table_encode (&r, buf);
+  add_region_entry (buf, &unknown, 8 * MiB, MiB, 0);
+  add_region_entry (buf, &unknown, 9 * MiB, MiB, 0);
+  assert_error (vhdx_region_table_decode (buf, F, 1, &out), EINVAL,
+                "entries 2 and 3 are both region");
+  vhdx_region_table_encode (&r, buf);
+  add_region_entry (buf, &unknown, 3 * MiB, 2 * MiB, 0);
+  assert_error (vhdx_region_table_decode (buf, F, 1, &out), EINVAL,
+                "entry 2 (");
+  assert_non_null (strstr (vhd_last_error (), "at 3145728, 2097152 bytes)"
+                           " overlaps entry 0 (at 3145728, 1048576 bytes)"));
+  /* An empty unknown region takes no room. */
+  vhdx_region_table_encode (&r, buf);
+  add_region_entry (buf, &unknown, 3 * MiB, 0, 0);
+  assert_int_equal (vhdx_region_table_decode (buf, F, 1, &out), 0);
 
   vhdx_region_table_encode (&r, buf);
   set_region_count (buf, 1);

@@ -171,9 +171,9 @@ struct vhdx_regions {
 };
 
 /* decode() checks the signature "regi", the checksum, the entry count
- * (<= 2047), every entry's offset and length, and refuses an unknown
- * required region (naming its GUID), a second BAT or metadata entry and
- * a missing one.  which (1 or 2) names the table in messages.
+ * (<= 2047), every entry's offset and length, that no two entries share
+ * a GUID or overlap, and refuses an unknown required region (naming its
+ * GUID) and a missing BAT or metadata entry.  which (1 or 2) names the table in messages.
  * encode() writes the BAT entry then the metadata entry (as Hyper-V
  * does), both marked required, and sets entry_count and checksum.
  */
