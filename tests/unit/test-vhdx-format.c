@@ -355,6 +355,13 @@ test_region_table_round_trip (void **state)
   assert_int_equal (back.entry_count, 2);
   assert_regions_equal (&back, &r);
 
+  /* Required clear, as qemu writes it, stays clear. */
+  r.metadata.required = false;
+  vhdx_region_table_encode (&r, buf);
+  assert_int_equal (vhdx_region_table_decode (buf, F, 1, &back), 0);
+  assert_regions_equal (&back, &r);
+  assert_int_equal (vhdx_get_le32 (buf + 16 + 32 + 28), 0);
+
   /* An unknown optional region is skipped. */
   add_region_entry (buf, &other, 8 * MiB, MiB, 0);
   assert_int_equal (vhdx_region_table_decode (buf, F, 1, &back), 0);
@@ -389,11 +396,28 @@ test_region_table_rejections (void **state)
   vhdx_region_table_encode (&r, buf);
   add_region_entry (buf, &vhdx_region_bat, 8 * MiB, MiB, 1);
   assert_error (vhdx_region_table_decode (buf, F, 1, &out), EINVAL,
-                "two BAT region entries");
+                "entries 0 and 2 are both region 2dc27766-f623-4200-9d64-"
+                "115e9bfd4a08");
   vhdx_region_table_encode (&r, buf);
   add_region_entry (buf, &vhdx_region_metadata, 8 * MiB, MiB, 0);
   assert_error (vhdx_region_table_decode (buf, F, 1, &out), EINVAL,
-                "two metadata region entries");
+                "entries 1 and 2 are both region 8b7ca206");
+  /* Unknown regions too: unique, and clear of the others. */
+  vhdx_region_table_encode (&r, buf);
+  add_region_entry (buf, &unknown, 8 * MiB, MiB, 0);
+  add_region_entry (buf, &unknown, 9 * MiB, MiB, 0);
+  assert_error (vhdx_region_table_decode (buf, F, 1, &out), EINVAL,
+                "entries 2 and 3 are both region");
+  vhdx_region_table_encode (&r, buf);
+  add_region_entry (buf, &unknown, 3 * MiB, 2 * MiB, 0);
+  assert_error (vhdx_region_table_decode (buf, F, 1, &out), EINVAL,
+                "entry 2 (");
+  assert_non_null (strstr (vhd_last_error (), "at 3145728, 2097152 bytes)"
+                           " overlaps entry 0 (at 3145728, 1048576 bytes)"));
+  /* An empty unknown region takes no room. */
+  vhdx_region_table_encode (&r, buf);
+  add_region_entry (buf, &unknown, 3 * MiB, 0, 0);
+  assert_int_equal (vhdx_region_table_decode (buf, F, 1, &out), 0);
 
   vhdx_region_table_encode (&r, buf);
   set_region_count (buf, 1);
@@ -1178,6 +1202,39 @@ check_locator (const uint8_t *img, const struct vhdx_metadata_table *t,
   vhdx_parent_locator_free (&loc);
 }
 
+/* A file that Hyper-V made is what our create encoders make from its
+ * decoded values (the bytes that its tables hold past their entry counts
+ * aside: stale entries, which no reader looks at).
+ */
+static void
+check_hyperv_encoding (const uint8_t *img, const struct vhdx_regions *r1,
+                       const struct vhdx_metadata_table *t,
+                       const struct vhdx_metadata *md, const char *name)
+{
+  static uint8_t table[VHDX_REGION_TABLE_SIZE];
+  static uint8_t mdr[MiB];
+  const uint8_t *orig = img + r1->metadata.offset;
+  struct vhdx_regions r = *r1;
+  struct vhdx_parent_locator loc = { 0 };
+  size_t items = 40;
+
+  vhdx_region_table_encode (&r, table);
+  assert_memory_equal (table, img + VHDX_REGION_TABLE1_OFFSET,
+                       VHDX_REGION_TABLE_SIZE);
+
+  if (md->has_parent) {
+    assert_int_equal (vhdx_parent_locator_decode (orig
+                                                  + t->parent_locator.offset,
+                                                  t->parent_locator.length,
+                                                  name, &loc), 0);
+    items += t->parent_locator.length;
+  }
+  assert_int_equal (vhdx_metadata_encode (md, &loc, mdr, sizeof mdr), 0);
+  vhdx_parent_locator_free (&loc);
+  assert_memory_equal (mdr, orig, 32 + t->entry_count * 32);
+  assert_memory_equal (mdr + 64 * KiB, orig + 64 * KiB, items);
+}
+
 static void
 check_sample (const char *sdir, const struct manifest_row *row)
 {
@@ -1246,8 +1303,9 @@ check_sample (const char *sdir, const struct manifest_row *row)
                  which, h.sequence_number, g.chunk_ratio, g.total_entries,
                  present);
 
-  /* Our encoders write back what Windows wrote, byte for byte, for the
-   * header (whose reserved bytes Windows leaves zero).
+  /* Our encoders write back what the writer wrote, byte for byte: the
+   * header (whose reserved bytes every writer leaves zero) and, for
+   * Hyper-V's files, the region table and the metadata region.
    */
   {
     uint8_t again[VHDX_HEADER_SIZE];
@@ -1256,6 +1314,8 @@ check_sample (const char *sdir, const struct manifest_row *row)
     assert_memory_equal (again, img + VHDX_HEADER1_OFFSET,
                          VHDX_HEADER_SIZE);
   }
+  if (strncmp (id.creator, "Microsoft Windows", 17) == 0)
+    check_hyperv_encoding (img, &r1, &t, &md, name);
   free (img);
   remove (path);
 }

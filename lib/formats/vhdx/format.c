@@ -363,12 +363,53 @@ vhdx_pick_header (const uint8_t buf1[VHDX_HEADER_SIZE],
 
 /* ---- Region table ---- */
 
+/* Entry i against the entries before it ([MS-VHDX] 2.2.3.2): GUIDs
+ * unique, objects not overlapping.  Quadratic in at most 2047 entries of a
+ * table read once per open.  Offsets and lengths are already checked not
+ * to wrap.
+ */
+static int
+check_region_against_earlier (const uint8_t *buf, uint32_t i,
+                              const char *file, int which)
+{
+  const uint8_t *e = buf + R_ENTRIES + (size_t) i * R_ENTRY_SIZE;
+  uint64_t off = vhdx_get_le64 (e + RE_OFFSET);
+  uint32_t len = vhdx_get_le32 (e + RE_LENGTH);
+  struct vhd_guid guid;
+  char g[37];
+
+  vhdx_guid_decode (e + RE_GUID, &guid);
+  vhd_guid_to_string (&guid, g);
+  for (uint32_t j = 0; j < i; j++) {
+    const uint8_t *f = buf + R_ENTRIES + (size_t) j * R_ENTRY_SIZE;
+    uint64_t foff = vhdx_get_le64 (f + RE_OFFSET);
+    uint32_t flen = vhdx_get_le32 (f + RE_LENGTH);
+
+    if (memcmp (e + RE_GUID, f + RE_GUID, 16) == 0)
+      return vhd_error (EINVAL, "%s: region table %d: entries %" PRIu32
+                        " and %" PRIu32 " are both region %s", file, which,
+                        j, i, g);
+    if (len != 0 && flen != 0 && off < foff + flen && foff < off + len)
+      return vhd_error (EINVAL, "%s: region table %d: entry %" PRIu32
+                        " (%s, at %" PRIu64 ", %" PRIu32 " bytes) overlaps"
+                        " entry %" PRIu32 " (at %" PRIu64 ", %" PRIu32
+                        " bytes)", file, which, i, g, off, len, j, foff,
+                        flen);
+  }
+  return 0;
+}
+
 static int
 check_region_entry (const struct vhd_guid *guid, uint64_t offset,
                     uint32_t length, uint32_t index, const char *file,
                     int which)
 {
   char g[37];
+  /* The spec asks only for a multiple of 1 MiB; an empty BAT or metadata
+   * region cannot hold what it must, an empty unknown one is harmless.
+   */
+  bool known = vhdx_guid_equal (guid, &vhdx_region_bat) ||
+    vhdx_guid_equal (guid, &vhdx_region_metadata);
 
   vhd_guid_to_string (guid, g);
   if (offset % VHDX_ALIGNMENT != 0 || offset < VHDX_HEADER_AREA_SIZE)
@@ -376,10 +417,11 @@ check_region_entry (const struct vhd_guid *guid, uint64_t offset,
                       " (%s): file offset %" PRIu64 " is not a multiple"
                       " of 1 MiB at or above 1 MiB", file, which, index, g,
                       offset);
-  if (length == 0 || length % VHDX_ALIGNMENT != 0)
+  if ((known && length == 0) || length % VHDX_ALIGNMENT != 0)
     return vhd_error (EINVAL, "%s: region table %d: entry %" PRIu32
-                      " (%s): length %" PRIu32 " is not a non-zero"
-                      " multiple of 1 MiB", file, which, index, g, length);
+                      " (%s): length %" PRIu32 " is not a%s"
+                      " multiple of 1 MiB", file, which, index, g, length,
+                      known ? " non-zero" : "");
   if (offset > UINT64_MAX - length)
     return vhd_error (EINVAL, "%s: region table %d: entry %" PRIu32
                       " (%s): offset %" PRIu64 " + length %" PRIu32
@@ -387,20 +429,14 @@ check_region_entry (const struct vhd_guid *guid, uint64_t offset,
   return 0;
 }
 
-/* Record a known region, refusing a second entry for it. */
-static int
-take_region (struct vhdx_region *dst, bool *seen, const char *name,
-             uint64_t offset, uint32_t length, bool required,
-             const char *file, int which)
+static void
+take_region (struct vhdx_region *dst, bool *seen, uint64_t offset,
+             uint32_t length, bool required)
 {
-  if (*seen)
-    return vhd_error (EINVAL, "%s: region table %d: two %s region"
-                      " entries", file, which, name);
   *seen = true;
   dst->offset = offset;
   dst->length = length;
   dst->required = required;
-  return 0;
 }
 
 int
@@ -441,22 +477,21 @@ vhdx_region_table_decode (const uint8_t buf[VHDX_REGION_TABLE_SIZE],
 
     vhdx_guid_decode (e + RE_GUID, &guid);
     r = check_region_entry (&guid, offset, length, i, file, which);
+    if (r == 0)
+      r = check_region_against_earlier (buf, i, file, which);
     if (r < 0)
       return r;
+    /* Each GUID is unique (checked above), so neither is seen twice. */
     if (vhdx_guid_equal (&guid, &vhdx_region_bat))
-      r = take_region (&out.bat, &have_bat, "BAT", offset, length,
-                       required, file, which);
+      take_region (&out.bat, &have_bat, offset, length, required);
     else if (vhdx_guid_equal (&guid, &vhdx_region_metadata))
-      r = take_region (&out.metadata, &have_metadata, "metadata", offset,
-                       length, required, file, which);
+      take_region (&out.metadata, &have_metadata, offset, length, required);
     else if (required) {
       vhd_guid_to_string (&guid, g);
       return vhd_error (ENOTSUP, "%s: region table %d: entry %" PRIu32
                         ": unknown region %s is marked required", file,
                         which, i, g);
     }
-    if (r < 0)
-      return r;
   }
   if (!have_bat || !have_metadata)
     return vhd_error (EINVAL, "%s: region table %d: no %s region", file,

@@ -8,7 +8,9 @@
  * the structure and the field; vhdx_*_encode() writes one back (computing
  * its CRC-32C where it has one).  Checks that need several structures or
  * the file's size are vhdx_bat_geometry(), vhdx_bat_entry_check() and
- * vhdx_layout_check().  Nothing here does I/O.
+ * vhdx_layout_check().  Nothing here does I/O.  Code: format.c (header
+ * section, GUIDs, layout), metadata.c (metadata region, parent locator),
+ * bat.c (BAT geometry and entries).
  *
  * Layout of a file (offsets from its start):
  *   0       file type identifier ("vhdxfile", creator)   64 KiB
@@ -171,9 +173,9 @@ struct vhdx_regions {
 };
 
 /* decode() checks the signature "regi", the checksum, the entry count
- * (<= 2047), every entry's offset and length, and refuses an unknown
- * required region (naming its GUID), a second BAT or metadata entry and
- * a missing one.  which (1 or 2) names the table in messages.
+ * (<= 2047), every entry's offset and length, that no two entries share
+ * a GUID or overlap, and refuses an unknown required region (naming its
+ * GUID) and a missing BAT or metadata entry.  which (1 or 2) names the table in messages.
  * encode() writes the BAT entry then the metadata entry (as Hyper-V
  * does), both marked required, and sets entry_count and checksum.
  */
