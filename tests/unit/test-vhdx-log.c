@@ -531,7 +531,8 @@ test_gaps (void **state)
 }
 
 /* An entry may wrap round the end of the log (other writers do that):
- * header in the last sector, data sector at log offset 0.
+ * header and first data sector in the last two sectors, the second data
+ * sector at log offset 0, so that one read of the entry is split.
  */
 static void
 test_entry_wraps (void **state)
@@ -540,12 +541,14 @@ test_entry_wraps (void **state)
   struct vhdx_log_sequence seq;
   struct vhdx_log_params p = params_for ("mem.vhdx", LOG_OFF, LOG_LEN,
                                          guid_a, FILE_SIZE);
-  uint32_t pos = LOG_LEN - SECTOR;
+  uint32_t pos = LOG_LEN - 2 * SECTOR;
 
   mem_init (&m, FILE_SIZE);
-  h_entry (&m, pos, 2 * SECTOR, pos, 77, 1, guid_a, FILE_SIZE, FILE_SIZE);
+  h_entry (&m, pos, 3 * SECTOR, pos, 77, 2, guid_a, FILE_SIZE, FILE_SIZE);
   h_desc (&m, pos, 0, "desc", 0x04030201, 0, 3 * MiB, 77);
-  h_data (&m, 0, 77, 0x5a);
+  h_desc (&m, pos, 1, "desc", 0, 0x0807060504030201, 3 * MiB + SECTOR, 77);
+  h_data (&m, pos + SECTOR, 77, 0x5a);
+  h_data (&m, 0, 77, 0x6b);
   h_crc (&m, pos);
   assert_int_equal (find (&m, guid_a, &seq), 0);
   assert_int_equal (seq.entry_count, 1);
@@ -556,6 +559,10 @@ test_entry_wraps (void **state)
   assert_int_equal (m.buf[3 * MiB + 8], 0x5a);
   assert_int_equal (m.buf[3 * MiB + 4091], 0x5a);
   assert_int_equal (get32 (m.buf + 3 * MiB + 4092), 0x04030201);
+  assert_int_equal (get64 (m.buf + 3 * MiB + SECTOR), 0x0807060504030201);
+  assert_int_equal (m.buf[3 * MiB + SECTOR + 8], 0x6b);
+  assert_int_equal (m.buf[3 * MiB + SECTOR + 4091], 0x6b);
+  assert_int_equal (get32 (m.buf + 3 * MiB + SECTOR + 4092), 0);
   free (m.buf);
 }
 
