@@ -4,7 +4,9 @@
  * input, is touched; a real VHD and a real VHDX come out of a repair of
  * their smashed checksums byte for byte as their writers left them (so
  * the sums are the ones real writers compute); about 1 input in 8 is
- * left unrepaired.
+ * left unrepaired.  And the VHDX template patches of
+ * fuzz/fuzz-vhdx-template.c: the seed gives back the template, a patch
+ * changes the bytes it names and no others.
  */
 
 #include <config.h>
@@ -17,12 +19,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
 #include "format.h"
 #include "formats/vhdx/crc32c.h"
 #include "fuzz-repair.h"
+#include "fuzz-vhdx-template.h"
+#include "scratch.h"
 
 #define KiB (UINT64_C (1) << 10)
 
@@ -143,14 +150,14 @@ test_vhd_repair_leaves_what_it_cannot_see (void **state)
 static size_t
 read_sample (const char *name, uint8_t *buf, size_t size)
 {
-  const char *dir = getenv ("VHDKIT_SAMPLES");
+  const char *samples = getenv ("VHDKIT_SAMPLES");
   char cmd[4096];
   FILE *p;
   size_t n;
 
-  if (dir == NULL)
+  if (samples == NULL)
     fail_msg ("VHDKIT_SAMPLES is not set");
-  snprintf (cmd, sizeof cmd, "xz -dc '%s/%s'", dir, name);
+  snprintf (cmd, sizeof cmd, "xz -dc '%s/%s'", samples, name);
   p = popen (cmd, "r");
   assert_non_null (p);
   n = fread (buf, 1, size, p);
@@ -238,6 +245,89 @@ test_should_repair_share (void **state)
                    total * 7 / 8 + total / 32);
 }
 
+static size_t
+read_file (const char *path, uint8_t *buf, size_t size)
+{
+  FILE *fp = fopen (path, "rb");
+  size_t n;
+
+  assert_non_null (fp);
+  n = fread (buf, 1, size, fp);
+  fclose (fp);
+  return n;
+}
+
+/* The seed that the harness writes gives back the template's first
+ * 4 MiB byte for byte (and its size, the rest a hole); a patched header
+ * byte is the only change without the repair, and comes with its
+ * header's CRC-32C with it.
+ */
+static void
+test_vhdx_template_patches (void **state)
+{
+  static uint8_t orig[4 << 20], out[4 << 20], seed[8192];
+  char tmpl[300], seed_path[300], img[300], cmd[1024];
+  const char *samples = getenv ("VHDKIT_SAMPLES");
+  size_t seed_len;
+  int fd;
+
+  (void) state;
+  assert_non_null (samples);
+  snprintf (tmpl, sizeof tmpl, "%s/template.vhdx", dir);
+  snprintf (seed_path, sizeof seed_path, "%s/seed", dir);
+  snprintf (img, sizeof img, "%s/image.vhdx", dir);
+  snprintf (cmd, sizeof cmd, "xz -dc '%s/vhdx/dissect-dynamic.vhdx.xz' > '%s'",
+            samples, tmpl);
+  assert_int_equal (system (cmd), 0);
+  assert_int_equal (read_file (tmpl, orig, sizeof orig), sizeof orig);
+
+  assert_int_equal (fuzz_vhdx_template_load (tmpl), 0);
+  assert_int_equal (fuzz_vhdx_template_write_seed (seed_path), 0);
+  seed_len = read_file (seed_path, seed, sizeof seed);
+  assert_true (seed_len > 8 + 512 + 4 * 256);
+  assert_true (fuzz_vhdx_template_applies (seed, seed_len));
+  assert_false (fuzz_vhdx_template_applies (orig, 4096));
+
+  for (int patched = 0; patched <= 2; patched++) {
+    struct stat st;
+    if (patched)
+      seed[8 + 512 + 8] ^= 1;   /* header 1's sequence number */
+    fd = open (img, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true (fd >= 0);
+    assert_int_equal (fuzz_vhdx_template_write (fd, seed, seed_len,
+                                                patched == 2), 0);
+    assert_int_equal (fstat (fd, &st), 0);
+    close (fd);
+    assert_int_equal (st.st_size, 37748736);
+    assert_int_equal (read_file (img, out, sizeof out), sizeof out);
+    if (!patched)
+      assert_memory_equal (out, orig, sizeof out);
+    else {
+      out[64 * KiB + 8] ^= 1;
+      if (patched == 2) {
+        assert_memory_not_equal (out + 64 * KiB + 4, orig + 64 * KiB + 4, 4);
+        memcpy (out + 64 * KiB + 4, orig + 64 * KiB + 4, 4);
+      }
+      assert_memory_equal (out, orig, sizeof out);
+      seed[8 + 512 + 8] ^= 1;
+    }
+  }
+}
+
+static int
+setup (void **state)
+{
+  (void) state;
+  return make_scratch ("fuzz-repair");
+}
+
+static int
+teardown (void **state)
+{
+  (void) state;
+  return remove_scratch ();
+}
+
 int
 main (void)
 {
@@ -246,6 +336,7 @@ main (void)
     cmocka_unit_test (test_vhd_repair_leaves_what_it_cannot_see),
     cmocka_unit_test (test_real_images_come_back_unchanged),
     cmocka_unit_test (test_should_repair_share),
+    cmocka_unit_test (test_vhdx_template_patches),
   };
-  return cmocka_run_group_tests (tests, NULL, NULL);
+  return cmocka_run_group_tests (tests, setup, teardown);
 }
