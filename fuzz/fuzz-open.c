@@ -4,6 +4,13 @@
  * names).  Any crash, sanitizer report or read outside the buffers is a
  * bug; errors are the expected outcome for nearly every input.
  *
+ * Most inputs have their checksums recomputed first (fuzz-repair.c), so
+ * that mutations reach the checks behind them; about 1 in 8 is written
+ * as it came, to keep the checksum checks themselves covered.  An input
+ * that starts with "VHDXTMPL" is a patch of a VHDX template when
+ * VHDKIT_FUZZ_VHDX_TEMPLATE names one (fuzz-vhdx-template.c);
+ * VHDKIT_FUZZ_VHDX_SEED=FILE writes the seed that reproduces it.
+ *
  * Build: make fuzz (clang -fsanitize=fuzzer,address,undefined).
  * Run:   fuzz/fuzz-open -max_total_time=60 CORPUS_DIR SEEDS_DIR
  */
@@ -20,6 +27,8 @@
 #include <unistd.h>
 
 #include "vhdkit.h"
+#include "fuzz-repair.h"
+#include "fuzz-vhdx-template.h"
 
 static char dir[PATH_MAX];
 static char image_path[PATH_MAX + 16], parent_path[PATH_MAX + 16];
@@ -78,6 +87,17 @@ LLVMFuzzerInitialize (int *argc, char ***argv)
   snprintf (image_path, sizeof image_path, "%s/image.vhd", dir);
   snprintf (parent_path, sizeof parent_path, "%s/parent.vhd", dir);
   make_parent ();
+  /* VHDX inputs as patches of a template (fuzz-vhdx-template.h), and the
+   * seed that gives back the template itself.
+   */
+  if ((tmp = getenv ("VHDKIT_FUZZ_VHDX_TEMPLATE")) != NULL && *tmp &&
+      fuzz_vhdx_template_load (tmp) < 0)
+    abort ();
+  if ((tmp = getenv ("VHDKIT_FUZZ_VHDX_SEED")) != NULL && *tmp &&
+      fuzz_vhdx_template_write_seed (tmp) < 0) {
+    fprintf (stderr, "fuzz: cannot write the VHDX seed %s\n", tmp);
+    abort ();
+  }
   return 0;
 }
 
@@ -110,19 +130,49 @@ exercise (vhd_disk *disk, const uint8_t *data, size_t size)
                count_extent, &seen);
 }
 
+/* Write the input as the image, its checksums repaired when
+ * fuzz_should_repair says so.  libFuzzer's buffer is read-only: the
+ * repair works on a copy.
+ */
+static void
+write_image (const uint8_t *data, size_t size)
+{
+  bool repair = size > 0 && fuzz_should_repair (data, size);
+  uint8_t *copy = NULL;
+  int fd;
+
+  if (fuzz_vhdx_template_applies (data, size)) {
+    unlink (image_path);
+    fd = open (image_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd == -1 || fuzz_vhdx_template_write (fd, data, size, repair) < 0)
+      abort ();
+    close (fd);
+    return;
+  }
+  if (repair) {
+    copy = malloc (size);
+    if (copy == NULL)
+      abort ();
+    memcpy (copy, data, size);
+    fuzz_repair (copy, size);
+    data = copy;
+  }
+  unlink (image_path);
+  fd = open (image_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  if (fd == -1 || write (fd, data, size) != (ssize_t) size)
+    abort ();
+  close (fd);
+  free (copy);
+}
+
 int
 LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 {
   struct vhd_open_options ro = { .readonly = true };
   struct vhd_check_result result;
   vhd_disk *disk;
-  int fd;
 
-  unlink (image_path);
-  fd = open (image_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  if (fd == -1 || write (fd, data, size) != (ssize_t) size)
-    abort ();
-  close (fd);
+  write_image (data, size);
 
   if (vhd_open (image_path, &ro, &disk) == 0) {
     exercise (disk, data, size);

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # A short libFuzzer run over open + info + read + write + check of
 # arbitrary bytes as an image, seeded with the small sample images and a
-# child/parent pair, plus every input in fuzz/regressions that once
-# crashed the engine.  Any crash or sanitizer report fails the test.
+# child/parent pair and a VHDX template, plus every input in
+# fuzz/regressions that once crashed the engine.  Any crash or sanitizer report fails the test.
 # VHDKIT_FUZZ_SECONDS sets the run's length (default 60).
 
 source "$VHDKIT_SRCDIR/functions.sh"
@@ -39,14 +39,24 @@ if ! make -C "$top_builddir" fuzz; then
 fi
 fuzzer=$top_builddir/fuzz/fuzz-open
 
+tmp=$(scratch_dir)
+mkdir "$tmp/seeds" "$tmp/corpus" "$tmp/pair"
+# A small dynamic VHDX as the template that "VHDXTMPL" inputs patch
+# (fuzz/fuzz-vhdx-template.h); the harness writes the seed that gives it
+# back unchanged.
+samples=$(samples_dir)
+xz -dc "$samples/vhdx/dissect-dynamic.vhdx.xz" > "$tmp/pair/template.vhdx"
+export VHDKIT_FUZZ_VHDX_TEMPLATE=$tmp/pair/template.vhdx
+VHDKIT_FUZZ_VHDX_SEED=$tmp/seeds/vhdx-template TMPDIR=$tmp "$fuzzer" -runs=0 \
+  "$tmp/corpus"
+test -s "$tmp/seeds/vhdx-template"
+
 # Every stored crashing input must now be handled cleanly.
 for f in "$top_srcdir"/fuzz/regressions/*; do
   [ -f "$f" ] && [ "$(basename "$f")" != .gitkeep ] || continue
   "$fuzzer" "$f"
 done
 
-tmp=$(scratch_dir)
-mkdir "$tmp/seeds" "$tmp/corpus" "$tmp/pair"
 for name in win8.vhd win8-child.vhd qemu-dynamic-40m.vhd vbox43-dynamic.vhd \
             xenserver-tap-dynamic.vhd win81-dynamic-1g.vhd \
             hyperv2012r2-dynamic.vhd virtualpc-dynamic.vhd \
