@@ -228,14 +228,7 @@ open_export (const char *name, bool readonly)
   e->readonly = readonly;
   options.readonly = readonly;
 
-  /* Only VHD is served today: say so, rather than "not a VHD image". */
-  if (vhd_probe_format (e->path, 0) == VHD_FORMAT_VHDX) {
-    nbdkit_error ("%s: a VHDX image, which this version does not serve",
-                  e->path);
-    r = -ENOTSUP;
-  }
-  else
-    r = vhd_open (e->path, &options, &e->disk);
+  r = vhd_open (e->path, &options, &e->disk);
   if (r < 0) {
     /* A parent's lock conflict reaches us wrapped in the child's error,
      * with that error's errno: look for the engine's words.
@@ -312,13 +305,14 @@ type_name (uint32_t disk_type)
   }
 }
 
-/* "VHD dynamic, 16777216 bytes", and for a differencing disk the parent
+/* "VHDX dynamic, 16777216 bytes", and for a differencing disk the parent
  * as the image names it.  An image in use describes itself from its open
  * disk; any other is opened only for this, without its parents and
  * without locks (a writer may have it: the description is a hint).
  */
 static void
-describe (const char *name, const char *path, char *out, size_t out_size)
+describe (const char *name, const char *path, const char *format,
+          char *out, size_t out_size)
 {
   struct vhd_open_options options = {
     .readonly = true,
@@ -344,17 +338,17 @@ describe (const char *name, const char *path, char *out, size_t out_size)
   }
   if (r < 0) {
     nbdkit_debug ("vhd: describing export %s: %s", name, vhd_last_error ());
-    snprintf (out, out_size, "VHD that does not open (see the server's log"
-              " when a client opens it)");
+    snprintf (out, out_size, "%s that does not open (see the server's log"
+              " when a client opens it)", format);
   }
   else if (info->disk_type == VHD_TYPE_DIFFERENCING)
-    snprintf (out, out_size, "VHD %s, %" PRIu64 " bytes, parent %s",
-              type_name (info->disk_type), info->current_size,
+    snprintf (out, out_size, "%s %s, %" PRIu64 " bytes, parent %s",
+              format, type_name (info->disk_type), info->current_size,
               info->parent_name[0]
               ? vhd_escape_text (info->parent_name, parent, sizeof parent)
               : "(unnamed)");
   else
-    snprintf (out, out_size, "VHD %s, %" PRIu64 " bytes",
+    snprintf (out, out_size, "%s %s, %" PRIu64 " bytes", format,
               type_name (info->disk_type), info->current_size);
   if (disk)
     vhd_close (disk);
@@ -430,6 +424,7 @@ int
 exports_list (struct nbdkit_exports *list)
 {
   char **names, *path, description[1200], esc[ESCAPED_NAME_MAX];
+  int format;
   size_t n, i;
   int r = 0;
 
@@ -450,8 +445,10 @@ exports_list (struct nbdkit_exports *list)
     /* The content decides, whatever the name; a file that cannot be
      * probed (gone, unreadable) is left out of the list.
      */
-    if (vhd_probe_format (path, 0) == VHD_FORMAT_VHD) {
-      describe (names[i], path, description, sizeof description);
+    format = vhd_probe_format (path, 0);
+    if (format == VHD_FORMAT_VHD || format == VHD_FORMAT_VHDX) {
+      describe (names[i], path, format == VHD_FORMAT_VHD ? "VHD" : "VHDX",
+                description, sizeof description);
       if (nbdkit_add_export (list, names[i], description) == -1)
         r = -1;
     }

@@ -32,12 +32,22 @@ requires_nbdsh ()
 roundtrip ()
 {
   local type=$1 size=$2 seed=$3
+  local format=${ROUNDTRIP_FORMAT:-vhd} qemu_format
   local tmp img ref
   tmp=$(scratch_dir)
-  img=$tmp/disk.vhd
+  img=$tmp/disk.$format
   ref=$tmp/reference.raw
 
-  vhdtool create --"$type" "$size" "$img"
+  # ROUNDTRIP_FORMAT: vhd or vhdx (vhdtool picks by the extension), or
+  # qemu-vhdx for an image that qemu-img made.
+  case $format in
+    vhd) qemu_format=vpc
+         vhdtool create --"$type" "$size" "$img" ;;
+    vhdx) qemu_format=vhdx
+          vhdtool create --"$type" "$size" "$img" ;;
+    qemu-vhdx) qemu_format=vhdx
+               qemu-img create -q -f vhdx -o subformat="$type" "$img" "$size" ;;
+  esac
   truncate -s "$size" "$ref"
 
   cat > "$tmp/writes.py" <<'PY'
@@ -110,8 +120,11 @@ PY
     --run 'nbdcopy "$uri" "$tmp/reopened.raw"'
   cmp "$ref" "$tmp/reopened.raw"
 
-  qemu-img convert -f vpc -O raw "$img" "$tmp/qemu.raw"
+  qemu-img convert -f $qemu_format -O raw "$img" "$tmp/qemu.raw"
   cmp "$ref" "$tmp/qemu.raw"
+  if [ $qemu_format = vhdx ]; then
+    qemu-img check -f vhdx "$img"
+  fi
 
   rm -rf "$tmp"
 }

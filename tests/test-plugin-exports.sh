@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# nbdkit vhd dir=DIR serves every VHD directly in DIR, whatever its
+# nbdkit vhd dir=DIR serves every VHD or VHDX directly in DIR, whatever its
 # extension, as an export named by its file name: the list (which must
 # complete although a FIFO named fifo.vhd sits in the folder) holds
 # exactly the images, each with its type, size and (differencing) parent;
@@ -31,6 +31,9 @@ mkdir "$dir" "$dir/sub"
 decompress_sample win10-fixed.vhd "$dir" > /dev/null
 decompress_sample win8.vhd "$dir" > /dev/null
 decompress_sample win8-child.vhd "$dir" > /dev/null
+# A VHDX that Hyper-V wrote, named without its extension.
+decompress_vhdx_sample dissect-dynamic.vhdx "$tmp" > /dev/null
+mv "$tmp/dissect-dynamic.vhdx" "$dir/hyperv-disk"
 # A dynamic disk that qemu writes, with a name that does not say VHD.
 qemu-img create -f vpc -o subformat=dynamic "$dir/qemu-dynamic.disk" 16M
 qemu-io -f vpc -c 'write -P 0x5a 0 1M' -c 'write -P 0xa5 5M 64k' \
@@ -48,6 +51,8 @@ ln -s win10-fixed.vhd "$dir/link.vhd"
 for name in win10-fixed.vhd win8.vhd win8-child.vhd; do
   echo "$name $(manifest_field "$name" sha256_of_current_size_bytes)"
 done > "$tmp/expected-hashes"
+echo "hyperv-disk $(vhdx_manifest_field dissect-dynamic.vhdx \
+                     sha256_of_virtual_disk)" >> "$tmp/expected-hashes"
 export dir tmp
 cat > "$tmp/client.sh" <<'SH'
 set -e
@@ -62,8 +67,10 @@ import json, os, sys
 exports = {e["export-name"]: e.get("description", "")
            for e in json.load(open(sys.argv[1]))["exports"]}
 print(exports)
-assert sorted(exports) == ["qemu-dynamic.disk", "win10-fixed.vhd",
-                           "win8-child.vhd", "win8.vhd"], sorted(exports)
+assert sorted(exports) == ["hyperv-disk", "qemu-dynamic.disk",
+                           "win10-fixed.vhd", "win8-child.vhd",
+                           "win8.vhd"], sorted(exports)
+assert exports["hyperv-disk"] == "VHDX dynamic, 10485760 bytes", exports
 assert exports["win10-fixed.vhd"] == "VHD fixed, 10485760 bytes"
 # qemu rounds the size up to whole CHS geometry: its raw reading says.
 size = os.path.getsize(os.environ["tmp"] + "/qemu-dynamic.raw")

@@ -109,7 +109,8 @@ check_storage_type (const struct vhd_storage_type *st, const char *path,
   ops = vhd_format_for_storage (st->device_id, path);
   if (ops == NULL)
     return vhd_error (EINVAL, FN ": storage_type->device_id %" PRIu32
-                      " cannot be created; use VHD_STORAGE_DEVICE_VHD (2)",
+                      " cannot be created; use VHD_STORAGE_DEVICE_VHD (2) or"
+                      " VHD_STORAGE_DEVICE_VHDX (3)",
                       st->device_id);
   if (!vhd_format_has_driver (ops) &&
       st->device_id == VHD_STORAGE_DEVICE_UNKNOWN)
@@ -223,7 +224,8 @@ check_other_storage_type (const struct vhd_storage_type *st,
                       " not supported; use VHD_STORAGE_DEVICE_VHD", name,
                       st->device_id, ops->name, ops->name);
   return vhd_error (EINVAL, FN ": %s.device_id is %" PRIu32 "; it must be"
-                    " 0 or VHD_STORAGE_DEVICE_VHD (2)", name, st->device_id);
+                    " 0, VHD_STORAGE_DEVICE_VHD (2) or VHD_STORAGE_DEVICE_VHDX"
+                    " (3)", name, st->device_id);
 }
 
 /* Every rule, in order; on success *a holds the unpacked parameters and

@@ -76,19 +76,30 @@ source_size (int fd, const char *path, enum vhd_source_kind *kind,
  * metadata would become the new disk's data.
  */
 static int
-probe_image (int fd, uint64_t size, const char *path)
+probe_image (int fd, uint64_t size, const char *path,
+             const struct vhd_format_ops **found)
 {
-  const struct vhd_format_ops *ops = vhd_format_for_device
-                                       (VHD_STORAGE_DEVICE_VHD);
-  char why[1200] = "";
-  int r = ops->recognise (fd, path, size, why, sizeof why);
+  const struct vhd_format_ops *ops;
 
-  if (r == 2)
-    return vhd_error (EINVAL, FN ": source_path %s has %s; a damaged %s"
-                      " is not copied, neither as a %s nor as a raw disk"
-                      " (vhdtool check --repair may restore it)", path, why,
-                      ops->name, ops->name);
-  return r;
+  *found = NULL;
+  for (size_t i = 0; (ops = vhd_format_at (i)) != NULL; i++) {
+    char why[1200] = "";
+    int r;
+
+    if (!vhd_format_has_driver (ops))
+      continue;
+    r = ops->recognise (fd, path, size, why, sizeof why);
+    if (r == 2)
+      return vhd_error (EINVAL, FN ": source_path %s has %s; a damaged %s"
+                        " is not copied, neither as a %s nor as a raw disk"
+                        " (vhdtool check --repair may restore it)", path,
+                        why, ops->name, ops->name);
+    if (r != 0) {
+      *found = ops;
+      return r;
+    }
+  }
+  return 0;
 }
 
 /* Deny writers for as long as fd stays open; fail if one holds it now. */
@@ -201,7 +212,9 @@ static int
 setup_source (struct vhd_source *src, int fd, uint32_t device_id,
               bool prevent_writes)
 {
-  int r, is_vhd;
+  const struct vhd_format_ops *format;
+  const struct vhd_format_ops *wanted = vhd_format_for_device (device_id);
+  int r, is_image;
 
   r = source_size (fd, src->path, &src->kind, &src->size);
   if (r < 0) {
@@ -210,20 +223,23 @@ setup_source (struct vhd_source *src, int fd, uint32_t device_id,
   }
   /* Before the probe reads anything. */
   note_uncached (src, fd);
-  is_vhd = probe_image (fd, src->size, src->path);
-  if (is_vhd < 0) {
+  is_image = probe_image (fd, src->size, src->path, &format);
+  if (is_image < 0) {
     close (fd);
-    return is_vhd;
+    return is_image;
   }
-  if (!is_vhd && device_id == VHD_STORAGE_DEVICE_VHD) {
+  if (wanted && format != wanted) {
     close (fd);
-    return vhd_error (EINVAL, FN ": source_path %s is not a VHD image (no"
-                      " valid footer), but source_virtual_storage_type says"
-                      " VHD; pass VHD_STORAGE_DEVICE_UNKNOWN to copy a raw"
-                      " disk", src->path);
+    return vhd_error (EINVAL, FN ": source_path %s is not a %s image (%s),"
+                      " but source_virtual_storage_type says %s; pass"
+                      " VHD_STORAGE_DEVICE_UNKNOWN to copy %s", src->path,
+                      wanted->name,
+                      format ? format->name : "no valid signature",
+                      wanted->name,
+                      format ? "any image" : "a raw disk");
   }
 
-  if (is_vhd) {
+  if (is_image) {
     /* Read through the VHD engine, which the bits do not cover. */
     free (src->uncached);
     src->uncached = NULL;

@@ -224,7 +224,7 @@ test_source_type (void **state)
   vhd_close (disk);
 
   o.source_device = VHD_STORAGE_DEVICE_VHDX;
-  expect_create_failure (vhd, &o, ENOTSUP, "VHDX is not supported");
+  expect_create_failure (vhd, &o, EINVAL, "is not a VHDX image (VHD)");
 }
 
 /* A "conectix" cookie without a valid footer is a damaged VHD: it is not

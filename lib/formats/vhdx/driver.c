@@ -40,7 +40,6 @@ vhdx_open_image (struct vhd_disk *disk)
 
   /* Past everything the scan found inside the file. */
   img->end = (disk->file_size + VHDX_MiB - 1) & ~(VHDX_MiB - 1);
-  img->durable_size = disk->file_size;
   pages = (img->geom.total_entries + VHDX_BAT_PAGE_ENTRIES - 1)
           / VHDX_BAT_PAGE_ENTRIES;
   img->page_dirty = calloc (pages, 1);

@@ -152,8 +152,12 @@ replay_log (struct vhd_disk *disk, struct vhdx_image *img)
     }
     if (r == 0)
       r = vhd_backend_flush (disk->be, true);
-    /* Replayed and durable: the log is empty from now on. */
+    /* Replayed and durable: the log is empty from now on, and the file
+     * has changed since its FileWriteGuid was set ([MS-VHDX] 2.2.2).
+     */
     memset (&h.log_guid, 0, sizeof h.log_guid);
+    if (r == 0)
+      r = vhd_guid_generate (&h.file_write_guid);
     if (r == 0)
       r = vhdx_write_header (disk, img, &h);
   }

@@ -53,7 +53,6 @@ struct vhdx_image {
                                  * starts (write.c says why) */
   uint64_t end;                 /* where the next block goes: 1 MiB aligned,
                                  * past every structure and block */
-  uint64_t durable_size;        /* the file's size at the last flush */
   uint8_t *page_dirty;          /* per BAT page: changed since the flush */
   uint32_t *dirty_pages;
   size_t n_dirty_pages;
