@@ -50,11 +50,14 @@ cat > "$tmp/client.py" <<'PY'
 import json, random, sys
 import nbd
 
-sock, ref_path, dontcare_path, seed, block = sys.argv[1:6]
+sock, ref_path, dontcare_path, seed, block, started = sys.argv[1:7]
 rng = random.Random(int(seed))
 block = int(block)
 h = nbd.NBD()
 h.connect_unix(sock)
+# Connected: only now does the test start the clock that kills the
+# server (under load, starting python can take longer than the delay).
+open(started, "w").close()
 size = h.get_size()
 pending = []
 try:
@@ -110,9 +113,13 @@ run_image ()
   for (( r = 1; r <= rounds; r++ )); do
     nbdkit_start_stack_bg "$sock" "$pidfile" "$tmp/nbdkit.log" \
       --filter="$VHDKIT_FILTER" file file="$img"
+    rm -f "$tmp/started"
     python3 "$tmp/client.py" "$sock" "$ref" "$tmp/dontcare.json" \
-      "$RANDOM" "$block" &
+      "$RANDOM" "$block" "$tmp/started" &
     client=$!
+    while [ ! -e "$tmp/started" ] && kill -0 "$client" 2>/dev/null; do
+      sleep 0.01
+    done
     ms=$(( RANDOM % 900 + 100 ))
     sleep "$(printf '0.%03d' "$ms")"
     kill -9 "$nbdkit_pid"
