@@ -16,10 +16,12 @@ requires nbdcopy --version
 requires sha256sum --version
 requires xz --version
 requires qemu-img --version
+requires nbdinfo --version
 
 tmp=$(scratch_dir)
 files=$(vhdx_manifest_files open)
 test -n "$files"
+dirty="qemu-iotest-dirtylog-10G-4M.vhdx discutils-vhdx-log-replay.vhdx"
 for f in $files; do
   img=$(decompress_vhdx_sample "$f" "$tmp")
   want=$(vhdx_manifest_field "$f" sha256_of_virtual_disk)
@@ -31,21 +33,31 @@ for f in $files; do
   # A read-only open never writes, not even a log replay.
   test "$(sha256sum < "$img")" = "$before"
 
-  got=$(nbdkit -U - "$VHDKIT_PLUGIN" file="$img" \
-          --run 'nbdcopy "$uri" - | sha256sum' | cut -d' ' -f1)
-  test "$got" = "$want"
-  qemu-img check -f vhdx "$img"
-  got=$(qemu-img convert -f vhdx -O raw "$img" "$tmp/raw" &&
-        sha256sum < "$tmp/raw" | cut -d' ' -f1)
-  test "$got" = "$want"
+  case " $dirty " in
+    *" ${f%.xz} "*)
+      # A reader that skipped the log would fail: qemu refuses it as is.
+      if qemu-img check -f vhdx "$img"; then
+        echo "$0: $f: qemu-img checks it clean before the replay" >&2
+        exit 1
+      fi
+      # Read-write: the log replayed into the file, which then reads the
+      # same, and which qemu-img checks clean and reads the same too.
+      got=$(nbdkit -U - "$VHDKIT_PLUGIN" file="$img" \
+              --run 'nbdcopy "$uri" - | sha256sum' | cut -d' ' -f1)
+      test "$got" = "$want"
+      test "$(sha256sum < "$img")" != "$before"
+      qemu-img check -f vhdx "$img"
+      got=$(qemu-img convert -f vhdx -O raw "$img" "$tmp/raw" &&
+            sha256sum < "$tmp/raw" | cut -d' ' -f1)
+      test "$got" = "$want"
+      ;;
+    *)
+      # A read-write open and close of a clean image leaves it clean for
+      # qemu-img (no stale log, headers valid).
+      nbdkit -U - "$VHDKIT_PLUGIN" file="$img" --run 'nbdinfo "$uri"' \
+        > /dev/null
+      qemu-img check -f vhdx "$img"
+      ;;
+  esac
   rm -f "$img" "$tmp/raw"
-done
-
-# A reader that skipped the log would read what the notes name instead:
-# the dirty-log images must really have needed the replay.
-for f in qemu-iotest-dirtylog-10G-4M.vhdx discutils-vhdx-log-replay.vhdx; do
-  img=$(decompress_vhdx_sample "$f" "$tmp")
-  ! qemu-img info -f vhdx "$img" > /dev/null 2>&1 || \
-    ! qemu-img check -f vhdx "$img" > /dev/null 2>&1
-  rm -f "$img"
 done
