@@ -6,9 +6,9 @@
  * file as a power loss at op k could have left it: what was durable at
  * the last sync before k, plus none, all, random subsets and sector-torn
  * subsets of the ops after it), on VHDX images: dynamic with 1 MiB
- * blocks (every op a crash point, on the ring and on pread, and with
- * four writer threads), dynamic with 32 MiB blocks (a disk of two
- * blocks, random points: each state is ~40 MiB), and fixed.  Each state
+ * blocks (every op a crash point, with one writer and with four writer
+ * threads), dynamic with 32 MiB blocks (a disk of two blocks, 10 random
+ * points: each state is ~70 MiB), and fixed (every op).  Each state
  * must check with no corruption (a log to replay is allowed: that is
  * "recoverable"), open read-only (the log replayed into an overlay) and
  * read, sector by sector, what the last completed flush left or what a
@@ -245,12 +245,12 @@ test_dynamic_1m_crash_at_every_op (void **state)
 
   one_run ("vhdx-dynamic-1m-every-op-ring", s, short_requests,
            base_seed + 1, 0);
-  s.ring = false;
-  one_run ("vhdx-dynamic-1m-every-op-pread", s, short_requests,
-           base_seed + 2, 0);
-  s.ring = true;
+  /* The pread backend is the fixed and 32 MiB runs'; a pread run here
+   * too would double the test's time for little (the ring takes only the
+   * multi-segment writes).
+   */
   s.threads = 4;
-  one_run ("vhdx-threads-dynamic-1m-every-op", s, 2 * short_requests,
+  one_run ("vhdx-threads-dynamic-1m-every-op", s, short_requests,
            base_seed + 3, 0);
   assert_no_failures (before);
 }
@@ -268,7 +268,7 @@ test_dynamic_32m_crash_at_random_points (void **state)
                          .disk_size = 40 * MiB };
 
   one_run ("vhdx-dynamic-32m-random", s, short_requests, base_seed + 4,
-           short_requests < 25 ? short_requests : 25);
+           short_requests < 10 ? short_requests : 10);
   assert_no_failures (before);
 }
 
