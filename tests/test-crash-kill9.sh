@@ -22,6 +22,11 @@
 # $TMPDIR/vhdkit-kill9-failure.  VHDKIT_KILL9_SIGNAL (KILL) is for
 # test-crash-kill9-detects-abort.sh only: another signal stands for an
 # nbdkit that dies on its own during the writes, and must fail the test.
+# VHDKIT_KILL9_FORMAT=vhdx (test-crash-kill9-vhdx.sh) runs the same on a
+# dynamic VHDX in 1 MiB blocks made by qemu-img: a kill leaves its log in
+# use, so qemu-img reads a copy after its own `check -r all` has replayed
+# that log (qemu refuses an image with a log to replay otherwise), which
+# also checks that another implementation replays our entries the same.
 
 source "$VHDKIT_SRCDIR/functions.sh"
 source "$VHDKIT_SRCDIR/plugin-functions.sh"
@@ -34,22 +39,33 @@ requires vhdtool --help
 
 rounds=${VHDKIT_KILL9_ROUNDS:-50}
 signal=${VHDKIT_KILL9_SIGNAL:-KILL}
+format=${VHDKIT_KILL9_FORMAT:-vhd}
+case $format in
+  vhd) qemu_format=vpc ;;
+  vhdx) qemu_format=vhdx ;;
+  *) echo "$0: VHDKIT_KILL9_FORMAT=$format: vhd or vhdx" >&2; exit 1 ;;
+esac
 per_image=25            # rounds on one image before a fresh one
 size=$((128 * 1024 * 1024))
 tmp=$(scratch_dir)
-img=$tmp/disk.vhd
+img=$tmp/disk.$format
 sock=$tmp/nbd.sock
 pidfile=$tmp/nbdkit.pid
 ref=$tmp/reference.raw
 state=$tmp/state.json
 seed=${VHDKIT_KILL9_SEED:-$RANDOM}
 RANDOM=$seed
-echo "$0: seed $seed (VHDKIT_KILL9_SEED), $rounds rounds"
+echo "$0: seed $seed (VHDKIT_KILL9_SEED), $rounds rounds on a $format image"
 
 new_image ()
 {
   rm -f "$img" "$ref" "$tmp/requests.log"
-  vhdtool create --dynamic --block-size 512K "$size" "$img"
+  if [ "$format" = vhd ]; then
+    vhdtool create --dynamic --block-size 512K "$size" "$img"
+  else
+    qemu-img create -q -f vhdx -o subformat=dynamic,block_size=1M \
+      "$img" "$size"
+  fi
   truncate -s "$size" "$ref"
   echo '{"dontcare": [], "touched": [], "qemu_differs": []}' > "$state"
 }
@@ -380,7 +396,23 @@ check_image ()
       exit 1
       ;;
   esac
-  qemu-img convert -f vpc -O raw "$img" "$tmp/qemu.raw"
+  if [ "$format" = vhd ]; then
+    qemu-img convert -f vpc -O raw "$img" "$tmp/qemu.raw"
+  else
+    # qemu replays the log that the kill left in a copy, and must find
+    # nothing else to repair.
+    cp --sparse=always "$img" "$tmp/qemu-copy.vhdx"
+    if ! qemu-img check -q -r all -f vhdx "$tmp/qemu-copy.vhdx" \
+         > "$tmp/qemu-check.out" 2>&1; then
+      cat "$tmp/qemu-check.out" >&2
+      echo "$0: after round $1: qemu-img check -r all refuses the copy" \
+           "(seed $seed)" >&2
+      keep_failure
+      exit 1
+    fi
+    qemu-img convert -f vhdx -O raw "$tmp/qemu-copy.vhdx" "$tmp/qemu.raw"
+    rm -f "$tmp/qemu-copy.vhdx"
+  fi
 }
 
 client ()
@@ -437,6 +469,6 @@ for (( round = 1; round <= rounds; round++ )); do
 done
 verify_and_stop "$rounds"
 
-echo "$0: $rounds kill -9 rounds in $((SECONDS - start)) s ($leaks checks" \
+echo "$0: $format: $rounds kill -9 rounds in $((SECONDS - start)) s ($leaks checks" \
      "found leaked space, allowed after a kill); flushed data intact, no" \
      "corruption; nbdkit died of the kill every round, its log clean"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A FIFO, a character device, a directory or a socket, used as an image
-# (vhdtool info, vhdtool check, the plugin), as the parent of a
+# named .vhd or .vhdx (vhdtool info, vhdtool check, the plugin), as the parent of a
 # differencing child (the parent's file replaced by it, so that the
 # child's locators lead there) or as vhdtool convert's source, is refused
 # with a message naming what it is, and never hangs the open: a FIFO's
@@ -74,8 +74,10 @@ for kind in $kinds; do
   d=$tmp/$kind
   mkdir "$d"
 
-  # As the image itself.
-  img=$d/image.vhd
+  # As the image itself, named as a VHD and as a VHDX (the name picks
+  # the format's driver, and each must refuse before it reads).
+  for ext in vhd vhdx; do
+  img=$d/image.$ext
   if [ "$kind" = chardev ]; then
     make_special "$kind" "$img"
     # A nodev filesystem refuses to open device nodes at all: use the
@@ -87,14 +89,15 @@ for kind in $kinds; do
   else
     make_special "$kind" "$img"
   fi
-  refused "$what" "$d/info.log" vhdtool info "$img"
-  refused "$what" "$d/check.log" vhdtool check "$img"
-  refused "$what" "$d/serve.log" \
+  refused "$what" "$d/info-$ext.log" vhdtool info "$img"
+  refused "$what" "$d/check-$ext.log" vhdtool check "$img"
+  refused "$what" "$d/serve-$ext.log" \
     nbdkit -U - "$VHDKIT_PLUGIN" file="$img" readonly=true --run true
-  refused "$what" "$d/serve-rw.log" \
+  refused "$what" "$d/serve-rw-$ext.log" \
     nbdkit -U - "$VHDKIT_PLUGIN" file="$img" --run true
-  refused "$what" "$d/convert.log" vhdtool convert "$img" "$d/out.vhd"
+  refused "$what" "$d/convert-$ext.log" vhdtool convert "$img" "$d/out.vhd"
   test ! -e "$d/out.vhd"
+  done
 
   # As the parent of a differencing child: the locators (W2ru .\p.vhd,
   # W2ku with the absolute path) and the parent name all lead to p.vhd,

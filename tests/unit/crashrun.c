@@ -20,8 +20,19 @@
 
 #define KiB (UINT64_C (1) << 10)
 #define MiB (UINT64_C (1) << 20)
-#define BLOCK_SIZE VHD_BLOCK_SIZE_SMALL
 #define SECTOR 512u
+
+uint32_t
+crash_block_size (const struct crash_run *run)
+{
+  return run->block_size ? run->block_size : VHD_BLOCK_SIZE_SMALL;
+}
+
+const char *
+crash_ext (const struct crash_run *run)
+{
+  return run->vhdx ? "vhdx" : "vhd";
+}
 
 double
 now_seconds (void)
@@ -77,10 +88,11 @@ random_range (struct rng *r, uint64_t size, uint64_t max_len, bool aligned,
 
 /* A range across a block boundary (or two). */
 static void
-crossing_range (struct rng *r, uint64_t size, bool aligned, struct request *q)
+crossing_range (struct rng *r, uint64_t size, uint64_t block, bool aligned,
+                struct request *q)
 {
-  uint64_t boundary = BLOCK_SIZE * (1 + rng_below (r, size / BLOCK_SIZE - 1));
-  uint64_t max_len = rng_below (r, 4) == 0 ? BLOCK_SIZE + 200 * KiB
+  uint64_t boundary = block * (1 + rng_below (r, size / block - 1));
+  uint64_t max_len = rng_below (r, 4) == 0 ? block + 200 * KiB
                                           : 64 * KiB;
 
   q->length = 2 + rng_below (r, max_len);
@@ -91,7 +103,7 @@ crossing_range (struct rng *r, uint64_t size, bool aligned, struct request *q)
 
 /* What zero and trim get: small, medium, or whole blocks. */
 static void
-discard_range (struct rng *r, uint64_t size, struct request *q)
+discard_range (struct rng *r, uint64_t size, uint64_t block, struct request *q)
 {
   uint64_t pick = rng_below (r, 10);
   bool aligned = rng_below (r, 2);
@@ -101,8 +113,8 @@ discard_range (struct rng *r, uint64_t size, struct request *q)
   else if (pick < 8)
     random_range (r, size, 128 * KiB, aligned, q);
   else {
-    q->offset = BLOCK_SIZE * rng_below (r, size / BLOCK_SIZE);
-    q->length = BLOCK_SIZE * (1 + rng_below (r, 2));
+    q->offset = block * rng_below (r, size / block);
+    q->length = block * (1 + rng_below (r, 2));
     if (q->length > size - q->offset)
       q->length = size - q->offset;
   }
@@ -133,7 +145,7 @@ generate_request (const struct crash_run *run, struct rng *r,
   else if (p < 51)
     random_range (r, size, 6000, false, q);
   else if (p < 60)
-    crossing_range (r, size, rng_below (r, 2), q);
+    crossing_range (r, size, crash_block_size (run), rng_below (r, 2), q);
   else if (p < 63) {
     random_range (r, size, 64 * KiB, rng_below (r, 2), q);
     q->data_seed = 0;
@@ -144,7 +156,7 @@ generate_request (const struct crash_run *run, struct rng *r,
   }
   else {
     q->kind = p < 87 ? REQ_ZERO : REQ_TRIM;
-    discard_range (r, size, q);
+    discard_range (r, size, crash_block_size (run), q);
     if (p >= 77 && p < 87)
       q->flags |= VHD_IO_MAY_TRIM;
     if (rng_below (r, 8) == 0)
@@ -208,19 +220,21 @@ crash_open_disk (const char *path, bool readonly, vhd_disk **d)
 }
 
 static int
-create_disk (const char *path, uint64_t size, const char *parent,
-             vhd_disk **d)
+create_disk (const struct crash_run *run, const char *path, uint64_t size,
+             const char *parent, vhd_disk **d)
 {
-  struct vhd_storage_type st = { VHD_STORAGE_DEVICE_VHD,
+  struct vhd_storage_type st = { run->vhdx ? VHD_STORAGE_DEVICE_VHDX
+                                           : VHD_STORAGE_DEVICE_VHD,
                                  VHD_VENDOR_MICROSOFT };
   struct vhd_create_parameters p = { .version = VHD_CREATE_VERSION_2 };
   int r;
 
   p.version2.maximum_size = parent ? 0 : size;
-  p.version2.block_size_in_bytes = BLOCK_SIZE;
+  p.version2.block_size_in_bytes = crash_block_size (run);
   p.version2.parent_path = parent;
-  r = vhd_create_virtual_disk (&st, path, VHD_ACCESS_NONE, NULL, 0, 0, &p,
-                               NULL, d);
+  r = vhd_create_virtual_disk (&st, path, VHD_ACCESS_NONE, NULL,
+                               run->fixed ? VHD_CREATE_FLAG_FULL_PHYSICAL_ALLOCATION
+                                          : 0, 0, &p, NULL, d);
   if (r < 0)
     fprintf (stderr, "create %s: %s\n", path, vhd_last_error ());
   return r;
@@ -280,16 +294,17 @@ static int
 make_parent (struct crash_run *run, struct rng *r)
 {
   const struct crash_run parent_run = { .differencing = false };
+  const uint64_t bs = crash_block_size (run);
   uint8_t *ref = calloc (1, run->disk_size);
   vhd_disk *d = NULL;
   int ret = -1;
 
   if (ref == NULL ||
-      create_disk (run->parent_path, run->disk_size, NULL, &d) < 0)
+      create_disk (run, run->parent_path, run->disk_size, NULL, &d) < 0)
     goto out;
-  for (uint64_t b = 0; b < run->disk_size / BLOCK_SIZE; b++) {
+  for (uint64_t b = 0; b < run->disk_size / bs; b++) {
     struct request q = {
-      .kind = REQ_WRITE, .offset = b * BLOCK_SIZE, .length = BLOCK_SIZE,
+      .kind = REQ_WRITE, .offset = b * bs, .length = bs,
       .data_seed = rng_next (r) | 1,
     };
     if (b % 4 == 3)
@@ -299,8 +314,8 @@ make_parent (struct crash_run *run, struct rng *r)
       goto fail;
     if (b % 4 == 1) {
       q.kind = REQ_TRIM;
-      q.offset += rng_below (r, BLOCK_SIZE / 2);
-      q.length = 1 + rng_below (r, BLOCK_SIZE / 2);
+      q.offset += rng_below (r, bs / 2);
+      q.length = 1 + rng_below (r, bs / 2);
       crash_apply_request (&parent_run, &q, ref);
       if (vhd_trim (d, q.length, q.offset, 0) < 0)
         goto fail;
@@ -466,11 +481,12 @@ prepare (struct crash_run *run, struct rng *r)
              strerror (errno));
     return -1;
   }
-  snprintf (run->path, sizeof run->path, "%s/image.vhd", run->dir);
-  snprintf (run->parent_path, sizeof run->parent_path, "%s/parent.vhd",
-            run->dir);
-  snprintf (run->scratch_path, sizeof run->scratch_path, "%s/crash.vhd",
-            run->dir);
+  snprintf (run->path, sizeof run->path, "%s/image.%s", run->dir,
+            crash_ext (run));
+  snprintf (run->parent_path, sizeof run->parent_path, "%s/parent.%s",
+            run->dir, crash_ext (run));
+  snprintf (run->scratch_path, sizeof run->scratch_path, "%s/crash.%s",
+            run->dir, crash_ext (run));
   if (run->differencing) {
     if (make_parent (run, r) < 0)
       return -1;
@@ -480,7 +496,7 @@ prepare (struct crash_run *run, struct rng *r)
   }
   else if ((run->initial_virtual = calloc (1, run->disk_size)) == NULL)
     return -1;
-  if (create_disk (run->path, run->disk_size,
+  if (create_disk (run, run->path, run->disk_size,
                    run->differencing ? run->parent_path : NULL, &d) < 0)
     return -1;
   vhd_close (d);
@@ -516,7 +532,8 @@ static int
 workload (struct crash_run *run)
 {
   struct rng r = { run->seed };
-  uint8_t *ref = NULL, *buf = malloc (2 * MiB);
+  /* The longest request crosses a block: a block and 200 KiB. */
+  uint8_t *ref = NULL, *buf = malloc (2 * MiB + crash_block_size (run));
   vhd_disk *d = NULL;
   int ret = -1;
 
@@ -574,10 +591,10 @@ workload (struct crash_run *run)
 #define STRIPE_BYTES (STRIPE_SECTORS * SECTOR)
 
 static unsigned
-stripe_owner (uint64_t stripe, unsigned threads)
+stripe_owner (uint64_t stripe, uint64_t block, unsigned threads)
 {
   /* Boundary stripes (every 64th) rotate among the threads too. */
-  return (unsigned) ((stripe + stripe / (BLOCK_SIZE / STRIPE_BYTES))
+  return (unsigned) ((stripe + stripe / (block / STRIPE_BYTES))
                      % threads);
 }
 
@@ -586,7 +603,7 @@ thread_request (const struct crash_run *run, unsigned t, struct rng *r,
                 struct request *q)
 {
   uint64_t stripes = run->disk_size / STRIPE_BYTES;    /* 1..stripes-1 */
-  uint64_t per_block = BLOCK_SIZE / STRIPE_BYTES;
+  uint64_t per_block = crash_block_size (run) / STRIPE_BYTES;
   uint64_t p = rng_below (r, 100), stripe = 0, start, off, len;
   bool aligned = rng_below (r, 2), crossing = rng_below (r, 3) == 0;
 
@@ -598,7 +615,7 @@ thread_request (const struct crash_run *run, unsigned t, struct rng *r,
   }
   for (int tries = 0; crossing && tries < 16; tries++) {
     uint64_t s = per_block * (1 + rng_below (r, stripes / per_block - 1));
-    if (stripe_owner (s, run->threads) == t) {
+    if (stripe_owner (s, crash_block_size (run), run->threads) == t) {
       stripe = s;
       break;
     }
@@ -607,7 +624,7 @@ thread_request (const struct crash_run *run, unsigned t, struct rng *r,
     crossing = false;
   while (stripe == 0) {
     uint64_t s = 1 + rng_below (r, stripes - 1);
-    if (stripe_owner (s, run->threads) == t)
+    if (stripe_owner (s, crash_block_size (run), run->threads) == t)
       stripe = s;
   }
   start = stripe * STRIPE_BYTES - STRIPE_BYTES / 2;

@@ -38,6 +38,7 @@ struct crash_stats {
   size_t new_sectors;           /* sectors read with a post-flush write's
                                  * content rather than the old one */
   size_t spec_reads;            /* images the spec reader read too */
+  size_t qemu_checks;           /* VHDX states qemu-img check found clean */
   size_t leaky;                 /* vhd_check found leaks (allowed) */
   size_t post_writes;           /* recovered images written again */
   unsigned failures;
@@ -83,6 +84,11 @@ struct crash_run {
   /* Set by the caller. */
   const char *name;
   bool differencing;
+  bool vhdx;                    /* a VHDX image, else a VHD */
+  bool fixed;                   /* VHDX only: a fixed disk */
+  uint32_t block_size;          /* 0: VHD_BLOCK_SIZE_SMALL (512 KiB) */
+  unsigned qemu_check_every;    /* VHDX: qemu-img check reads 1 recovered
+                                 * state in this many (0: never) */
   bool ring;                    /* the default backend (io_uring), not
                                  * VHDKIT_IO=pread */
   unsigned threads;             /* 0 or 1: one thread, with reopens */
@@ -139,6 +145,9 @@ const char *crash_request_name (const struct request *q);
 /* What the disk reads after request q, as the engine documents it. */
 void crash_apply_request (const struct crash_run *run,
                           const struct request *q, uint8_t *disk);
+/* The run's block size, and its images' file name extension. */
+uint32_t crash_block_size (const struct crash_run *run);
+const char *crash_ext (const struct crash_run *run);
 struct vhd_disk;
 int crash_open_disk (const char *path, bool readonly, struct vhd_disk **d);
 

@@ -310,8 +310,7 @@ check_overlaps (struct vhd_disk *disk, struct vhdx_image *img)
                         " (entry %" PRIu64 ") overlaps the %s at offset %"
                         PRIu64 "%s", disk->path, ex[i].what, ex[i].offset,
                         ex[i].index, ex[i - 1].what, ex[i - 1].offset,
-                        ex[i - 1].length == img->md.block_size ||
-                        ex[i - 1].length == VHDX_SECTOR_BITMAP_SIZE
+                        strstr (ex[i - 1].what, "block") != NULL
                         ? " (another block)" : "");
   return 0;
 }

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# test-crash-kill9.sh on a dynamic VHDX: nbdkit killed with SIGKILL at
+# random moments while a client writes, zeroes, trims and flushes; after
+# every kill the image checks clean (a log to replay allowed), qemu-img
+# reads it (after replaying its log in a copy), and everything a flush
+# covered reads back.
+
+VHDKIT_KILL9_FORMAT=vhdx exec "$VHDKIT_SRCDIR/test-crash-kill9.sh"
