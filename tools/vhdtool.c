@@ -2,7 +2,9 @@
  *
  * Exit status: 0 success, 1 the operation failed or the image is invalid
  * (a message on stderr names the file and the field), 2 a usage error,
- * 130 a create or convert interrupted (and cancelled) by a signal.
+ * 130 a create or convert interrupted (and cancelled) by a signal; check
+ * adds 3, 4 and 5 (below).  Images are VHD or VHDX: a new one's format
+ * is the one its name says (.vhdx, else VHD) unless --format says.
  *
  * convert, and create --source, are in convert.c.
  */
@@ -670,8 +672,9 @@ cmd_info (int argc, char **argv)
 enum {
   EXIT_CHECK_REPAIRED = 3,      /* problems were found and all repaired */
   EXIT_CHECK_CORRUPT = 4,       /* corruption remains */
-  EXIT_CHECK_LEAKS = 5,         /* no corruption, only leaked space or a
-                                 * lost trailing footer: --repair fixes it */
+  EXIT_CHECK_LEAKS = 5,         /* no corruption, only leaked space, a
+                                 * lost trailing footer (VHD) or a log to
+                                 * replay (VHDX): --repair fixes it */
 };
 
 static void
