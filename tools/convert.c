@@ -272,7 +272,7 @@ cmd_convert (int argc, char **argv)
       else if (strcmp (optarg, "dynamic") == 0)
         flags &= ~(uint32_t) VHD_CREATE_FLAG_FULL_PHYSICAL_ALLOCATION;
       else
-        return usage_error ("-O: '%s' is not a disk type (fixed or dynamic)",
+        return usage_error ("-O: '%s' is not a VHD type (fixed or dynamic)",
                             optarg);
       break;
     case OPT_FORMAT: case OPT_BLOCK_SIZE: case OPT_SECTOR_SIZE:
