@@ -494,8 +494,7 @@ enum {
   VHD_FORMAT_UNKNOWN = 0,       /* not an image that vhdkit knows */
   VHD_FORMAT_VHD = 1,           /* "conectix" footer (at the end, or its
                                  * copy at offset 0) */
-  VHD_FORMAT_VHDX = 2,          /* "vhdxfile" at offset 0; recognised,
-                                 * not yet opened by vhd_open */
+  VHD_FORMAT_VHDX = 2,          /* "vhdxfile" at offset 0 */
 };
 
 /* Which format the file at path holds, from its signatures alone: cheap
@@ -551,6 +550,36 @@ struct vhd_image_info {
     char platform_code[5];      /* "W2ku", "W2ru", "MacX", ... */
     char path[1024];            /* decoded payload, UTF-8; "" if undecodable */
   } locators[8];
+
+  /* vhdkit 0.2 (fields added at the end: a 0.1 program's smaller struct
+   * stops before them).
+   */
+  uint32_t format;              /* VHD_FORMAT_VHD or VHD_FORMAT_VHDX */
+  uint32_t logical_sector_size; /* bytes: 512 (every VHD) or 4096 */
+  uint32_t physical_sector_size; /* bytes: 512 or 4096 */
+  /* VHDX only (all zero for a VHD): */
+  struct vhd_vhdx_info {
+    uint64_t header_sequence;   /* the current header's SequenceNumber */
+    int current_header;         /* 1 or 2: which header is current */
+    struct vhd_guid file_write_guid;
+    struct vhd_guid data_write_guid;
+    struct vhd_guid log_guid;   /* all zero: the log is empty */
+    uint64_t log_offset;        /* bytes */
+    uint32_t log_length;        /* bytes */
+    bool log_replayed;          /* an active log was found at open and
+                                 * replayed (into the file when opened
+                                 * read-write, else in memory only) */
+    uint32_t log_entries_replayed;
+    uint64_t bat_offset, metadata_offset;       /* regions, bytes */
+    uint32_t bat_length, metadata_length;
+    uint32_t chunk_ratio;       /* payload blocks per sector bitmap block */
+    uint64_t block_states[8];   /* payload blocks per BAT state (0
+                                 * NOT_PRESENT, 1 UNDEFINED, 2 ZERO, 3
+                                 * UNMAPPED, 6 FULLY_PRESENT, 7
+                                 * PARTIALLY_PRESENT; 4 and 5 reserved) */
+    char creator[769];          /* the file type identifier's creator,
+                                 * UTF-8 (untrusted: escape to print) */
+  } vhdx;
 };
 
 int vhd_get_image_info_sized (const vhd_disk *disk,

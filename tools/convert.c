@@ -196,12 +196,12 @@ wait_for_operation (struct vhd_overlapped *ov, int efd, bool show,
 }
 
 int
-create_from_source (const char *verb, const char *path, uint32_t flags,
-                    const struct vhd_create_parameters *params,
+create_from_source (const char *verb, const char *path, uint32_t device_id,
+                    uint32_t flags, const struct vhd_create_parameters *params,
                     bool progress)
 {
   const struct vhd_storage_type storage = {
-    .device_id = VHD_STORAGE_DEVICE_VHD, .vendor_id = VHD_VENDOR_MICROSOFT,
+    .device_id = device_id, .vendor_id = VHD_VENDOR_MICROSOFT,
   };
   struct vhd_overlapped ov = { .event_fd = -1, .internal = NULL };
   struct signal_state signals;
@@ -250,9 +250,8 @@ create_from_source (const char *verb, const char *path, uint32_t flags,
 int
 cmd_convert (int argc, char **argv)
 {
-  enum { OPT_BLOCK_SIZE = 256 };
   static const struct option long_options[] = {
-    { "block-size", required_argument, NULL, OPT_BLOCK_SIZE },
+    LAYOUT_LONG_OPTIONS,
     { "progress", no_argument, NULL, 'p' },
     { "force-share", no_argument, NULL, 'U' },
     { "help", no_argument, NULL, 'h' },
@@ -260,8 +259,9 @@ cmd_convert (int argc, char **argv)
   };
   struct vhd_create_parameters params = { .version = VHD_CREATE_VERSION_2 };
   uint32_t flags = VHD_CREATE_FLAG_PREVENT_WRITES_TO_SOURCE_DISK;
+  /* UNKNOWN: DST's extension picks the format (.vhdx, else VHD). */
+  uint32_t device_id = VHD_STORAGE_DEVICE_UNKNOWN;
   bool progress = false;
-  uint64_t bs;
   int c;
 
   while ((c = getopt_long (argc, argv, "O:pUh", long_options, NULL)) != -1) {
@@ -275,10 +275,10 @@ cmd_convert (int argc, char **argv)
         return usage_error ("-O: '%s' is not a VHD type (fixed or dynamic)",
                             optarg);
       break;
-    case OPT_BLOCK_SIZE:
-      if (!parse_size (optarg, &bs) || bs > UINT32_MAX)
-        return usage_error ("--block-size: '%s' is not a size", optarg);
-      params.version2.block_size_in_bytes = (uint32_t) bs;
+    case OPT_FORMAT: case OPT_BLOCK_SIZE: case OPT_SECTOR_SIZE:
+    case OPT_PHYSICAL_SECTOR_SIZE:
+      if (parse_layout_option (c, optarg, &device_id, &params) != 0)
+        return EXIT_USAGE;
       break;
     case 'p': progress = true; break;
     case 'U': flags &= ~(uint32_t) VHD_CREATE_FLAG_PREVENT_WRITES_TO_SOURCE_DISK;
@@ -290,6 +290,6 @@ cmd_convert (int argc, char **argv)
   if (argc - optind != 2)
     return usage_error ("%s", "convert needs SRC and DST");
   params.version2.source_path = argv[optind];
-  return create_from_source ("convert", argv[optind + 1], flags, &params,
-                             progress);
+  return create_from_source ("convert", argv[optind + 1], device_id, flags,
+                             &params, progress);
 }

@@ -2,7 +2,9 @@
  *
  * Exit status: 0 success, 1 the operation failed or the image is invalid
  * (a message on stderr names the file and the field), 2 a usage error,
- * 130 a create or convert interrupted (and cancelled) by a signal.
+ * 130 a create or convert interrupted (and cancelled) by a signal; check
+ * adds 3, 4 and 5 (below).  Images are VHD or VHDX: a new one's format
+ * is the one its name says (.vhdx, else VHD) unless --format says.
  *
  * convert, and create --source, are in convert.c.
  */
@@ -18,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "vhdkit.h"
@@ -30,16 +33,18 @@ usage (FILE *fp)
 {
   fprintf (fp,
 "Usage:\n"
-"  %s create [--fixed|--dynamic] [--block-size 512K|2M] [--uuid UUID]\n"
-"                 SIZE PATH\n"
-"  %s create --parent PARENT [--block-size 512K|2M] [--uuid UUID] PATH\n"
-"  %s create --source SRC [--fixed|--dynamic] [--block-size 512K|2M]\n"
-"                 [--uuid UUID] [-p] [-U] [SIZE] PATH\n"
-"  %s convert [-O fixed|dynamic] [--block-size 512K|2M] [-p] [-U] SRC DST\n"
+"  %s create [--fixed|--dynamic] [LAYOUT] [--uuid UUID] SIZE PATH\n"
+"  %s create --parent PARENT [--block-size SIZE] [--uuid UUID] PATH\n"
+"  %s create --source SRC [--fixed|--dynamic] [LAYOUT] [--uuid UUID]\n"
+"                 [-p] [-U] [SIZE] PATH\n"
+"  %s convert [-O fixed|dynamic] [LAYOUT] [-p] [-U] SRC DST\n"
 "  %s info [--json] [-U] [--parent-dir DIR]... PATH\n"
 "  %s check [--repair] [-U] [--parent-dir DIR]... PATH\n"
 "  %s --help | --version\n"
 "\n"
+"LAYOUT: [--format vhd|vhdx] [--block-size SIZE] [--sector-size 512|4096]\n"
+"        [--physical-sector-size 512|4096]; without --format, a PATH\n"
+"        ending in .vhdx is VHDX and any other a VHD.\n"
 "SIZE is bytes, or a number with K, M, G or T (binary units): 3M, 10G.\n"
 "See vhdtool(1).\n", program, program, program, program, program, program,
            program);
@@ -90,6 +95,46 @@ parse_size (const char *s, uint64_t *out)
   return true;
 }
 
+/* --format: "vhd" or "vhdx"; without it the library picks by the
+ * path's extension (.vhdx is VHDX, anything else VHD), as Windows does.
+ */
+int
+parse_layout_option (int opt, const char *arg, uint32_t *device_id,
+                     struct vhd_create_parameters *params)
+{
+  uint64_t v;
+
+  switch (opt) {
+  case OPT_FORMAT:
+    if (strcasecmp (arg, "vhd") == 0)
+      *device_id = VHD_STORAGE_DEVICE_VHD;
+    else if (strcasecmp (arg, "vhdx") == 0)
+      *device_id = VHD_STORAGE_DEVICE_VHDX;
+    else
+      return usage_error ("--format: '%s' is not a format (vhd or vhdx)",
+                          arg);
+    return 0;
+  case OPT_BLOCK_SIZE:
+    /* Any size: the library says which ones the format takes, and why. */
+    if (!parse_size (arg, &v) || v > UINT32_MAX)
+      return usage_error ("--block-size: '%s' is not a size", arg);
+    params->version2.block_size_in_bytes = (uint32_t) v;
+    return 0;
+  case OPT_SECTOR_SIZE:
+  case OPT_PHYSICAL_SECTOR_SIZE:
+    if (strcmp (arg, "512") != 0 && strcmp (arg, "4096") != 0)
+      return usage_error ("--%s: '%s' is not 512 or 4096",
+                          opt == OPT_SECTOR_SIZE ? "sector-size"
+                          : "physical-sector-size", arg);
+    if (opt == OPT_SECTOR_SIZE)
+      params->version2.sector_size_in_bytes = (uint32_t) atoi (arg);
+    else
+      params->version2.physical_sector_size_in_bytes = (uint32_t) atoi (arg);
+    return 0;
+  }
+  return EXIT_USAGE;
+}
+
 static bool
 parse_guid (const char *s, struct vhd_guid *g)
 {
@@ -111,12 +156,11 @@ parse_guid (const char *s, struct vhd_guid *g)
 static int
 cmd_create (int argc, char **argv)
 {
-  enum { OPT_FIXED = 256, OPT_DYNAMIC, OPT_BLOCK_SIZE, OPT_UUID, OPT_PARENT,
-         OPT_SOURCE };
+  enum { OPT_FIXED = 256, OPT_DYNAMIC, OPT_UUID, OPT_PARENT, OPT_SOURCE };
   static const struct option long_options[] = {
     { "fixed", no_argument, NULL, OPT_FIXED },
     { "dynamic", no_argument, NULL, OPT_DYNAMIC },
-    { "block-size", required_argument, NULL, OPT_BLOCK_SIZE },
+    LAYOUT_LONG_OPTIONS,
     { "uuid", required_argument, NULL, OPT_UUID },
     { "parent", required_argument, NULL, OPT_PARENT },
     { "source", required_argument, NULL, OPT_SOURCE },
@@ -125,8 +169,10 @@ cmd_create (int argc, char **argv)
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 }
   };
+  /* UNKNOWN: the library picks the format by the path's extension. */
   struct vhd_storage_type storage = {
-    .device_id = VHD_STORAGE_DEVICE_VHD, .vendor_id = VHD_VENDOR_MICROSOFT,
+    .device_id = VHD_STORAGE_DEVICE_UNKNOWN,
+    .vendor_id = VHD_VENDOR_MICROSOFT,
   };
   struct vhd_create_parameters params = { .version = VHD_CREATE_VERSION_2 };
   uint32_t flags = VHD_CREATE_FLAG_NONE;
@@ -140,13 +186,11 @@ cmd_create (int argc, char **argv)
     switch (c) {
     case OPT_FIXED: fixed = true; break;
     case OPT_DYNAMIC: dynamic = true; break;
-    case OPT_BLOCK_SIZE: {
-      uint64_t bs;
-      if (!parse_size (optarg, &bs) || bs > UINT32_MAX)
-        return usage_error ("--block-size: '%s' is not a size", optarg);
-      params.version2.block_size_in_bytes = (uint32_t) bs;
+    case OPT_FORMAT: case OPT_BLOCK_SIZE: case OPT_SECTOR_SIZE:
+    case OPT_PHYSICAL_SECTOR_SIZE:
+      if (parse_layout_option (c, optarg, &storage.device_id, &params) != 0)
+        return EXIT_USAGE;
       break;
-    }
     case OPT_UUID:
       if (!parse_guid (optarg, &params.version2.unique_id))
         return usage_error ("--uuid: '%s' is not a UUID "
@@ -196,7 +240,8 @@ cmd_create (int argc, char **argv)
   if (source) {
     if (!share)
       flags |= VHD_CREATE_FLAG_PREVENT_WRITES_TO_SOURCE_DISK;
-    return create_from_source ("create", path, flags, &params, progress);
+    return create_from_source ("create", path, storage.device_id, flags,
+                               &params, progress);
   }
 
   r = vhd_create_virtual_disk (&storage, path, VHD_ACCESS_NONE, NULL, flags,
@@ -293,6 +338,112 @@ escaped (const char *s, char out[4 * ESCAPED_MAX])
   return vhd_escape_text (s, out, 4 * ESCAPED_MAX);
 }
 
+static const char *
+format_name (uint32_t format)
+{
+  return format == VHD_FORMAT_VHDX ? "VHDX" : "VHD";
+}
+
+/* The BAT states of [MS-VHDX] 2.5.1.1 that a payload block can be in,
+ * by their value (4 and 5 are reserved).
+ */
+static const char *const payload_state_names[8] = {
+  "not-present", "undefined", "zero", "unmapped", NULL, NULL,
+  "fully-present", "partially-present",
+};
+
+/* The VHDX part of `vhdtool info`, after the lines VHD and VHDX share. */
+static void
+print_vhdx_text (const struct vhd_image_info *info)
+{
+  const struct vhd_vhdx_info *x = &info->vhdx;
+  char uuid[37], text[4 * ESCAPED_MAX];
+  bool first = true;
+
+  printf ("logical sector size: %" PRIu32 "\n", info->logical_sector_size);
+  printf ("physical sector size: %" PRIu32 "\n", info->physical_sector_size);
+  printf ("creator: %s\n", escaped (x->creator, text));
+  vhd_guid_to_string (&info->unique_id, uuid);
+  printf ("virtual disk id: %s\n", uuid);
+  printf ("current header: %d (sequence number %" PRIu64 ")\n",
+          x->current_header, x->header_sequence);
+  vhd_guid_to_string (&x->file_write_guid, uuid);
+  printf ("file write guid: %s\n", uuid);
+  vhd_guid_to_string (&x->data_write_guid, uuid);
+  printf ("data write guid: %s\n", uuid);
+  printf ("log: offset %" PRIu64 ", %" PRIu32 " bytes, ", x->log_offset,
+          x->log_length);
+  if (x->log_replayed)
+    /* info opens read-only: the replay went to memory, not the file. */
+    printf ("%" PRIu32 " entries replayed in memory at open (`vhdtool"
+            " check --repair` writes them to the file)\n",
+            x->log_entries_replayed);
+  else
+    printf ("empty\n");
+  printf ("BAT region: offset %" PRIu64 ", %" PRIu32 " bytes\n",
+          x->bat_offset, x->bat_length);
+  printf ("metadata region: offset %" PRIu64 ", %" PRIu32 " bytes\n",
+          x->metadata_offset, x->metadata_length);
+  printf ("chunk ratio: %" PRIu32 "\n", x->chunk_ratio);
+  printf ("block states:");
+  for (int i = 0; i < 8; i++) {
+    if (payload_state_names[i] == NULL || x->block_states[i] == 0)
+      continue;
+    printf ("%s %s %" PRIu64, first ? "" : ",", payload_state_names[i],
+            x->block_states[i]);
+    first = false;
+  }
+  printf ("\n");
+}
+
+static void
+print_vhdx_json (const struct vhd_image_info *info, int in)
+{
+  const struct vhd_vhdx_info *x = &info->vhdx;
+  char uuid[37];
+  const int in2 = in + 2;
+  bool first = true;
+
+  printf (",\n%*s\"logical-sector-size\": %" PRIu32, in, "",
+          info->logical_sector_size);
+  printf (",\n%*s\"physical-sector-size\": %" PRIu32, in, "",
+          info->physical_sector_size);
+  printf (",\n%*s\"vhdx\": {", in, "");
+  printf ("\n%*s\"creator\": ", in2, "");
+  json_string (stdout, x->creator);
+  printf (",\n%*s\"current-header\": %d", in2, "", x->current_header);
+  printf (",\n%*s\"header-sequence-number\": %" PRIu64, in2, "",
+          x->header_sequence);
+  vhd_guid_to_string (&x->file_write_guid, uuid);
+  printf (",\n%*s\"file-write-guid\": \"%s\"", in2, "", uuid);
+  vhd_guid_to_string (&x->data_write_guid, uuid);
+  printf (",\n%*s\"data-write-guid\": \"%s\"", in2, "", uuid);
+  vhd_guid_to_string (&x->log_guid, uuid);
+  printf (",\n%*s\"log-guid\": \"%s\"", in2, "", uuid);
+  printf (",\n%*s\"log-offset\": %" PRIu64, in2, "", x->log_offset);
+  printf (",\n%*s\"log-length\": %" PRIu32, in2, "", x->log_length);
+  printf (",\n%*s\"log-replayed\": %s", in2, "",
+          x->log_replayed ? "true" : "false");
+  printf (",\n%*s\"log-entries-replayed\": %" PRIu32, in2, "",
+          x->log_entries_replayed);
+  printf (",\n%*s\"bat-offset\": %" PRIu64, in2, "", x->bat_offset);
+  printf (",\n%*s\"bat-length\": %" PRIu32, in2, "", x->bat_length);
+  printf (",\n%*s\"metadata-offset\": %" PRIu64, in2, "",
+          x->metadata_offset);
+  printf (",\n%*s\"metadata-length\": %" PRIu32, in2, "",
+          x->metadata_length);
+  printf (",\n%*s\"chunk-ratio\": %" PRIu32, in2, "", x->chunk_ratio);
+  printf (",\n%*s\"block-states\": {", in2, "");
+  for (int i = 0; i < 8; i++) {
+    if (payload_state_names[i] == NULL)
+      continue;
+    printf ("%s\"%s\": %" PRIu64, first ? "" : ", ", payload_state_names[i],
+            x->block_states[i]);
+    first = false;
+  }
+  printf ("}\n%*s}", in, "");
+}
+
 static void
 print_info_text (const vhd_disk *disk, const char *parent_error)
 {
@@ -307,9 +458,18 @@ print_info_text (const vhd_disk *disk, const char *parent_error)
   creator_text (&info, creator);
 
   printf ("image: %s\n", escaped (info.path, text));
+  printf ("format: %s\n", format_name (info.format));
   printf ("type: %s\n", type_name (info.disk_type));
   printf ("virtual size: %" PRIu64 "\n", info.current_size);
   printf ("file size: %" PRIu64 "\n", info.file_size);
+  if (info.format == VHD_FORMAT_VHDX) {
+    /* Fixed VHDX has blocks too, all of them present. */
+    printf ("block size: %" PRIu32 "\n", info.block_size);
+    printf ("blocks: %" PRIu32 "\n", info.max_table_entries);
+    printf ("allocated blocks: %" PRIu32 "\n", info.allocated_blocks);
+    print_vhdx_text (&info);
+    return;
+  }
   printf ("geometry: %u/%u/%u\n", info.cylinders, info.heads,
           info.sectors_per_track);
   if (info.disk_type != VHD_TYPE_FIXED) {
@@ -360,9 +520,23 @@ print_info_json (const vhd_disk *disk, const char *parent_error, int indent)
 
   printf ("{\n%*s\"path\": ", in, "");
   json_string (stdout, info.path);
+  printf (",\n%*s\"format\": \"%s\"", in, "", format_name (info.format));
   printf (",\n%*s\"type\": \"%s\"", in, "", type_name (info.disk_type));
   printf (",\n%*s\"virtual-size\": %" PRIu64, in, "", info.current_size);
   printf (",\n%*s\"file-size\": %" PRIu64, in, "", info.file_size);
+  if (info.format == VHD_FORMAT_VHDX) {
+    printf (",\n%*s\"uuid\": \"%s\"", in, "", uuid);
+    printf (",\n%*s\"block-size\": %" PRIu32, in, "", info.block_size);
+    printf (",\n%*s\"max-table-entries\": %" PRIu32, in, "",
+            info.max_table_entries);
+    printf (",\n%*s\"allocated-blocks\": %" PRIu32, in, "",
+            info.allocated_blocks);
+    print_vhdx_json (&info, in);
+    printf ("\n%*s}", indent, "");
+    if (indent == 0)
+      printf ("\n");
+    return;
+  }
   printf (",\n%*s\"cylinders\": %u", in, "", info.cylinders);
   printf (",\n%*s\"heads\": %u", in, "", info.heads);
   printf (",\n%*s\"sectors-per-track\": %u", in, "", info.sectors_per_track);
@@ -498,8 +672,9 @@ cmd_info (int argc, char **argv)
 enum {
   EXIT_CHECK_REPAIRED = 3,      /* problems were found and all repaired */
   EXIT_CHECK_CORRUPT = 4,       /* corruption remains */
-  EXIT_CHECK_LEAKS = 5,         /* no corruption, only leaked space or a
-                                 * lost trailing footer: --repair fixes it */
+  EXIT_CHECK_LEAKS = 5,         /* no corruption, only leaked space, a
+                                 * lost trailing footer (VHD) or a log to
+                                 * replay (VHDX): --repair fixes it */
 };
 
 static void

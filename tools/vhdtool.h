@@ -24,9 +24,29 @@ bool parse_size (const char *s, uint64_t *out);
  * exit status EXIT_INTERRUPTED).  verb names the command in messages.
  * Returns the exit status.
  */
-int create_from_source (const char *verb, const char *path, uint32_t flags,
+int create_from_source (const char *verb, const char *path,
+                        uint32_t device_id, uint32_t flags,
                         const struct vhd_create_parameters *params,
                         bool progress);
+
+/* The options that create and convert share: --format, --block-size,
+ * --sector-size and --physical-sector-size.  OPT_* are their getopt
+ * codes (long options only); parse_layout_option takes one of them and
+ * its argument into *device_id and params (version 2), or returns
+ * EXIT_USAGE after a message.
+ */
+enum {
+  OPT_FORMAT = 1000, OPT_BLOCK_SIZE, OPT_SECTOR_SIZE,
+  OPT_PHYSICAL_SECTOR_SIZE,
+};
+#define LAYOUT_LONG_OPTIONS \
+  { "format", required_argument, NULL, OPT_FORMAT }, \
+  { "block-size", required_argument, NULL, OPT_BLOCK_SIZE }, \
+  { "sector-size", required_argument, NULL, OPT_SECTOR_SIZE }, \
+  { "physical-sector-size", required_argument, NULL, \
+    OPT_PHYSICAL_SECTOR_SIZE }
+int parse_layout_option (int opt, const char *arg, uint32_t *device_id,
+                         struct vhd_create_parameters *params);
 
 int cmd_convert (int argc, char **argv);
 

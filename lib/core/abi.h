@@ -17,7 +17,14 @@
   (offsetof (struct vhd_open_options, max_metadata_bytes) + sizeof (uint64_t))
 #define VHD_CHECK_RESULT_SIZE_0_1 \
   (offsetof (struct vhd_check_result, allocated_blocks) + sizeof (uint32_t))
-#define VHD_IMAGE_INFO_SIZE_0_1 sizeof (struct vhd_image_info)
+/* 0.1's vhd_image_info ended with locators[8], padded to the struct's
+ * alignment (which the fields added since have not changed).
+ */
+#define VHD_IMAGE_INFO_SIZE_0_1 \
+  ((offsetof (struct vhd_image_info, locators) \
+    + 8 * sizeof (struct vhd_locator_info) \
+    + _Alignof (struct vhd_image_info) - 1) \
+   & ~(_Alignof (struct vhd_image_info) - 1))
 
 /* Copy the caller's options (src_size bytes, as its header knew the
  * struct) into *dst, this library's whole struct: fields past src_size

@@ -545,6 +545,53 @@ size_from_source (const struct vhd_format_ops *format, struct create_args *a,
   return 0;
 }
 
+/* A disk's partition table and file systems count in its logical
+ * sectors: copied into a disk whose sectors have another size, every LBA
+ * in them would point elsewhere.  So the new disk takes the source's
+ * logical sector size (when sector_size is 0) or must have it, and a
+ * format that cannot have it (VHD, for 4096-byte sectors) is refused.  A
+ * raw source has no sector size of its own; it is copied as 512-byte
+ * sectors, or into whatever the caller asked for.
+ */
+static int
+sector_size_from_source (const struct vhd_format_ops *format,
+                         struct create_args *a, const struct vhd_source *src)
+{
+  struct vhd_create_request req = a->req;
+  uint32_t sector;
+  char why[1024];
+
+  if (src->kind != VHD_SOURCE_VHD)
+    return 0;
+  sector = src->disk->sector_size;
+  if (a->req.sector_size != 0 && a->req.sector_size != sector)
+    return vhd_error (EINVAL, FN ": sector_size_in_bytes is %" PRIu32 " but"
+                      " source_path %s (%s) has %" PRIu32 "-byte logical"
+                      " sectors; every LBA in its partition table and file"
+                      " systems would change meaning (pass 0 or %" PRIu32
+                      ")", a->req.sector_size, src->path,
+                      vhd_source_describe (src), sector, sector);
+  if (sector == 512 && a->req.sector_size == 0)
+    return 0;                   /* every format's default */
+  /* Could the new disk have the source's sectors? (Its own rules, as if
+   * the caller had asked for them with version 2 parameters.)
+   */
+  req.version = VHD_CREATE_VERSION_2;
+  req.sector_size = sector;
+  if (format->check_create_geometry (&req) < 0) {
+    snprintf (why, sizeof why, "%s", vhd_last_error ());
+    return vhd_error (EINVAL, FN ": source_path %s (%s) has %" PRIu32
+                      "-byte logical sectors, which a %s cannot have (%s);"
+                      " every LBA in its partition table and file systems"
+                      " would change meaning: convert it to a format with"
+                      " %" PRIu32 "-byte sectors", src->path,
+                      vhd_source_describe (src), sector, format->name, why,
+                      sector);
+  }
+  a->req.sector_size = sector;
+  return 0;
+}
+
 /* Everything that building the disk needs, owned by whoever runs it. */
 struct create_job {
   char *path;                   /* a copy of the target's path */
@@ -704,6 +751,8 @@ prepare_job (struct create_job *job, const char *path,
                          job->flags
                          & VHD_CREATE_FLAG_PREVENT_WRITES_TO_SOURCE_DISK,
                          &job->source);
+    if (r == 0)
+      r = sector_size_from_source (job->format, a, job->source);
     if (r == 0)
       r = size_from_source (job->format, a, job->source);
     if (r < 0)

@@ -20,6 +20,10 @@ fill_info (const vhd_disk *disk, struct vhd_image_info *info)
   info->current_size = disk->size;
   info->file_size = disk->file_size;
   info->readonly = disk->readonly;
+  info->format = (uint32_t) disk->ops->probe_format;
+  /* The driver says otherwise when the format stores a physical size. */
+  info->logical_sector_size = disk->sector_size;
+  info->physical_sector_size = disk->sector_size;
   if (disk->layout == VHD_LAYOUT_DIFFERENCING)
     snprintf (info->parent_found_via, sizeof info->parent_found_via, "%s",
               disk->parent_found_via);

@@ -321,6 +321,12 @@ vhd_source_describe (const struct vhd_source *src)
   case VHD_SOURCE_RAW_FILE: return "raw file";
   case VHD_SOURCE_BLOCK_DEVICE: return "block device";
   case VHD_SOURCE_VHD:
+    if (src->disk->ops->probe_format == VHD_FORMAT_VHDX)
+      switch (src->disk->layout) {
+      case VHD_LAYOUT_FLAT: return "fixed VHDX";
+      case VHD_LAYOUT_SPARSE: return "dynamic VHDX";
+      default: return "differencing VHDX";
+      }
     switch (src->disk->layout) {
     case VHD_LAYOUT_FLAT: return "fixed VHD";
     case VHD_LAYOUT_SPARSE: return "dynamic VHD";

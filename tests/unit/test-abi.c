@@ -148,6 +148,34 @@ test_results_smaller_than_0_1_are_refused (void **state)
   vhd_close (d);
 }
 
+/* A program built against 0.1's header has a vhd_image_info that ends
+ * with locators[8] (9448 bytes on x86-64): 0.2's fields (format, sector
+ * sizes, the VHDX part) start there, and none of them is written past
+ * its struct; the current size gets them filled.
+ */
+static void
+test_0_1_sized_info_gets_nothing_of_0_2 (void **state)
+{
+  const size_t old_size = offsetof (struct vhd_image_info, format);
+  struct vhd_image_info info;
+  vhd_disk *d = NULL;
+
+  assert_true (old_size == offsetof (struct vhd_image_info, locators)
+                           + 8 * sizeof (struct vhd_locator_info));
+  memset (&info, 0xa5, sizeof info);
+  assert_int_equal (vhd_open (image, NULL, &d), 0);
+  assert_int_equal (vhd_get_image_info_sized (d, &info, old_size), 0);
+  assert_int_equal (info.current_size, DISK_SIZE);
+  for (size_t i = old_size; i < sizeof info; i++)
+    assert_int_equal (((unsigned char *) &info)[i], 0xa5);
+  assert_int_equal (vhd_get_image_info (d, &info), 0);
+  assert_int_equal (info.format, VHD_FORMAT_VHD);
+  assert_int_equal (info.logical_sector_size, 512);
+  assert_int_equal (info.physical_sector_size, 512);
+  assert_int_equal (info.vhdx.header_sequence, 0);
+  vhd_close (d);
+}
+
 /* vhdkit 0.1's programs call the functions by their plain names. */
 static void
 test_0_1_entry_points (void **state)
@@ -174,6 +202,7 @@ main (void)
     cmocka_unit_test (test_options_smaller_than_0_1_are_refused),
     cmocka_unit_test (test_newer_results_get_zeros_past_what_the_library_knows),
     cmocka_unit_test (test_results_smaller_than_0_1_are_refused),
+    cmocka_unit_test (test_0_1_sized_info_gets_nothing_of_0_2),
     cmocka_unit_test (test_0_1_entry_points),
   };
 

@@ -275,6 +275,7 @@ test_bad_vendor (void **state)
   expect_failure (&c, EINVAL, "vendor_id ed984aec");
 }
 
+/* VHD_STORAGE_DEVICE_VHDX creates a VHDX, whatever the path's name. */
 static void
 test_vhdx_by_device_id (void **state)
 {
@@ -472,6 +473,7 @@ test_parent_storage_type (void **state)
 {
   struct call c;
 
+  /* A format with a driver is a storage type the call may name. */
   init_call (&c, 2, 64 * MiB);
   c.p.version2.parent_virtual_storage_type.device_id = VHD_STORAGE_DEVICE_VHDX;
   expect_success (&c);
@@ -1112,6 +1114,222 @@ test_odd_sizes (void **state)
   assert_int_equal (h.max_table_entries, 477);
 }
 
+
+/* ---- VHDX: each rule of formats/vhdx/create-check.c ---- */
+
+static void
+init_vhdx_call (struct call *c, uint32_t version, uint64_t size)
+{
+  init_call (c, version, size);
+  c->st.device_id = VHD_STORAGE_DEVICE_VHDX;
+  snprintf (c->path_buf, sizeof c->path_buf, "%s/img%d.vhdx", dir,
+            counter++);
+}
+
+static void
+test_vhdx_v1_block_size (void **state)
+{
+  struct call c;
+
+  init_vhdx_call (&c, 1, 64 * MiB);
+  PARAM (&c, block_size_in_bytes) = 1 << 20;
+  expect_failure (&c, EINVAL, "version 1 parameters create a VHDX with 0");
+  assert_non_null (strstr (vhd_last_error (), "block_size_in_bytes is"
+                           " 1048576"));
+
+  init_vhdx_call (&c, 1, 64 * MiB);
+  PARAM (&c, block_size_in_bytes) = 2 << 20;
+  expect_success (&c);
+  close_call (&c);
+}
+
+static void
+test_vhdx_v1_sector_size (void **state)
+{
+  struct call c;
+
+  init_vhdx_call (&c, 1, 64 * MiB);
+  PARAM (&c, sector_size_in_bytes) = 4096;
+  expect_failure (&c, EINVAL, "4096-byte sectors need version 2");
+}
+
+static void
+test_vhdx_block_size_not_power_of_two (void **state)
+{
+  static const uint32_t bad[] = {
+    3 << 20, 512 << 10, 512 << 20, (1 << 20) + 512,
+  };
+  char want[64];
+  struct call c;
+
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    init_vhdx_call (&c, 2, 64 * MiB);
+    PARAM (&c, block_size_in_bytes) = bad[i];
+    snprintf (want, sizeof want, "block_size_in_bytes is %u", bad[i]);
+    expect_failure (&c, EINVAL, want);
+    assert_non_null (strstr (vhd_last_error (), "a VHDX block is a power of"
+                             " two from 1 MiB to 256 MiB"));
+  }
+}
+
+static void
+test_vhdx_bad_sector_size (void **state)
+{
+  struct call c;
+
+  init_vhdx_call (&c, 2, 64 * MiB);
+  PARAM (&c, sector_size_in_bytes) = 1024;
+  expect_failure (&c, EINVAL, "a VHDX has 512- or 4096-byte logical"
+                  " sectors");
+}
+
+static void
+test_vhdx_bad_physical_sector_size (void **state)
+{
+  struct call c;
+
+  init_vhdx_call (&c, 2, 64 * MiB);
+  c.p.version2.physical_sector_size_in_bytes = 2048;
+  expect_failure (&c, EINVAL, "physical_sector_size_in_bytes is 2048");
+}
+
+static void
+test_vhdx_size_under_minimum (void **state)
+{
+  struct call c;
+
+  init_vhdx_call (&c, 2, 3 * MiB - 512);
+  expect_failure (&c, EINVAL, "under the minimum of 3 MiB");
+}
+
+static void
+test_vhdx_size_not_sector_multiple (void **state)
+{
+  struct call c;
+
+  init_vhdx_call (&c, 2, 64 * MiB + 512);
+  PARAM (&c, sector_size_in_bytes) = 4096;
+  expect_failure (&c, EINVAL, "not a multiple of the 4096-byte logical"
+                  " sector size");
+
+  init_vhdx_call (&c, 2, 64 * MiB + 100);
+  expect_failure (&c, EINVAL, "not a multiple of the 512-byte logical"
+                  " sector size");
+}
+
+static void
+test_vhdx_size_over_maximum (void **state)
+{
+  struct call c;
+
+  init_vhdx_call (&c, 2, (UINT64_C (64) << 40) + 4096);
+  expect_failure (&c, EINVAL, "over the VHDX limit of 64 TiB");
+
+  init_vhdx_call (&c, 2, UINT64_C (64) << 40);
+  expect_success (&c);
+  close_call (&c);
+}
+
+/* A source of a size that no VHDX can take. */
+static void
+test_vhdx_source_size (void **state)
+{
+  char raw[PATH_MAX];
+  struct call c;
+  int fd;
+
+  snprintf (raw, sizeof raw, "%s/odd%d.raw", dir, counter++);
+  fd = open (raw, O_WRONLY | O_CREAT | O_EXCL, 0644);
+  assert_true (fd >= 0);
+  assert_int_equal (ftruncate (fd, 64 * MiB + 512), 0);
+  close (fd);
+  init_vhdx_call (&c, 2, 0);
+  PARAM (&c, sector_size_in_bytes) = 4096;
+  c.p.version2.source_path = raw;
+  expect_failure (&c, EINVAL, "not a whole number of 4096-byte sectors");
+
+  fd = open (raw, O_WRONLY | O_TRUNC);
+  assert_true (fd >= 0);
+  assert_int_equal (ftruncate (fd, 2 * MiB), 0);
+  close (fd);
+  init_vhdx_call (&c, 2, 0);
+  c.p.version2.source_path = raw;
+  expect_failure (&c, EINVAL, "under the minimum size of 3 MiB");
+  unlink (raw);
+}
+
+/* Version 2 creates 4096-byte sectors, and the image says so. */
+static void
+test_vhdx_v2_4096_sectors (void **state)
+{
+  struct vhd_image_info info;
+  struct call c;
+
+  init_vhdx_call (&c, 2, 64 * MiB);
+  PARAM (&c, sector_size_in_bytes) = 4096;
+  expect_success (&c);
+  assert_int_equal (vhd_get_image_info (c.disk, &info), 0);
+  assert_int_equal (info.format, VHD_FORMAT_VHDX);
+  assert_int_equal (info.logical_sector_size, 4096);
+  assert_int_equal (info.physical_sector_size, 4096);
+  assert_int_equal (info.block_size, 32 * MiB);
+  assert_int_equal (info.vhdx.block_states[6 /* FULLY_PRESENT */], 0);
+  assert_int_equal (info.vhdx.block_states[0 /* NOT_PRESENT */], 2);
+  close_call (&c);
+}
+
+/* A 4096-byte-sector VHDX copied into a VHD (512-byte sectors only), or
+ * into a VHDX asked for 512-byte sectors, would move every LBA of its
+ * partition table: refused, nothing left.  Into a VHDX with sector size
+ * 0 it keeps its 4096-byte sectors.
+ */
+static void
+test_source_4096_sectors (void **state)
+{
+  struct vhd_image_info info;
+  char src[PATH_MAX];
+  struct call c;
+
+  init_vhdx_call (&c, 2, 64 * MiB);
+  PARAM (&c, sector_size_in_bytes) = 4096;
+  expect_success (&c);
+  snprintf (src, sizeof src, "%s", c.path);
+  close_call (&c);
+
+  init_call (&c, 2, 0);
+  c.p.version2.source_path = src;
+  expect_failure (&c, EINVAL, "has 4096-byte logical sectors, which a VHD"
+                  " cannot have");
+  assert_non_null (strstr (vhd_last_error (), "would change meaning"));
+  assert_non_null (strstr (vhd_last_error (), src));
+
+  init_vhdx_call (&c, 2, 0);
+  PARAM (&c, sector_size_in_bytes) = 512;
+  c.p.version2.source_path = src;
+  expect_failure (&c, EINVAL, "sector_size_in_bytes is 512 but source_path");
+
+  init_vhdx_call (&c, 2, 0);
+  c.p.version2.source_path = src;
+  expect_success (&c);
+  assert_int_equal (vhd_get_image_info (c.disk, &info), 0);
+  assert_int_equal (info.logical_sector_size, 4096);
+  assert_int_equal (info.current_size, 64 * MiB);
+  close_call (&c);
+
+  /* A 512-byte-sector VHDX goes into a VHD. */
+  init_vhdx_call (&c, 2, 64 * MiB);
+  expect_success (&c);
+  snprintf (src, sizeof src, "%s", c.path);
+  close_call (&c);
+  init_call (&c, 2, 0);
+  c.p.version2.source_path = src;
+  expect_success (&c);
+  assert_int_equal (vhd_get_image_info (c.disk, &info), 0);
+  assert_int_equal (info.format, VHD_FORMAT_VHD);
+  assert_int_equal (info.logical_sector_size, 512);
+  close_call (&c);
+}
+
 int
 main (void)
 {
@@ -1167,6 +1385,17 @@ main (void)
     cmocka_unit_test (test_unique_id),
     cmocka_unit_test (test_largest_dynamic),
     cmocka_unit_test (test_odd_sizes),
+    cmocka_unit_test (test_vhdx_v1_block_size),
+    cmocka_unit_test (test_vhdx_v1_sector_size),
+    cmocka_unit_test (test_vhdx_block_size_not_power_of_two),
+    cmocka_unit_test (test_vhdx_bad_sector_size),
+    cmocka_unit_test (test_vhdx_bad_physical_sector_size),
+    cmocka_unit_test (test_vhdx_size_under_minimum),
+    cmocka_unit_test (test_vhdx_size_not_sector_multiple),
+    cmocka_unit_test (test_vhdx_size_over_maximum),
+    cmocka_unit_test (test_vhdx_source_size),
+    cmocka_unit_test (test_vhdx_v2_4096_sectors),
+    cmocka_unit_test (test_source_4096_sectors),
   };
 
   return cmocka_run_group_tests (tests, setup, teardown);

@@ -223,6 +223,7 @@ test_source_type (void **state)
   assert_disk_holds_pattern (disk, SOURCE_SIZE, 6);
   vhd_close (disk);
 
+  /* A VHD is not what a source type of VHDX asks for. */
   o.source_device = VHD_STORAGE_DEVICE_VHDX;
   expect_create_failure (vhd, &o, EINVAL, "is not a VHDX image (VHD)");
 }

@@ -57,6 +57,8 @@ vhd_vhd_image_info (const vhd_disk *disk, struct vhd_image_info *info)
   info->unique_id = f->unique_id;
   info->saved_state = f->saved_state != 0;
   info->footer_from_copy = img->footer_from_copy;
+  info->logical_sector_size = 512;
+  info->physical_sector_size = 512;
 
   if (f->disk_type == VHD_TYPE_FIXED)
     return;

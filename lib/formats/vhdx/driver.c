@@ -140,6 +140,36 @@ vhdx_describe_parent (const struct vhd_disk *child, char *out,
   snprintf (out, out_size, "(unknown)");
 }
 
+_Static_assert (sizeof ((struct vhd_vhdx_info *) 0)->creator
+                == VHDX_CREATOR_UTF8_SIZE,
+                "vhd_vhdx_info.creator holds any creator");
+
+/* The VHDX part of vhd_get_image_info: headers, log, regions and how
+ * many payload blocks are in each BAT state.
+ */
+static void
+vhdx_info_of (const struct vhd_disk *disk, const struct vhdx_image *img,
+              struct vhd_vhdx_info *x)
+{
+  x->header_sequence = img->header.sequence_number;
+  x->current_header = img->header_slot;
+  x->file_write_guid = img->header.file_write_guid;
+  x->data_write_guid = img->header.data_write_guid;
+  x->log_guid = img->header.log_guid;
+  x->log_offset = img->header.log_offset;
+  x->log_length = img->header.log_length;
+  x->log_replayed = img->log_replayed;
+  x->log_entries_replayed = img->log_replayed ? img->replayed.entry_count : 0;
+  x->bat_offset = img->regions.bat.offset;
+  x->bat_length = img->regions.bat.length;
+  x->metadata_offset = img->regions.metadata.offset;
+  x->metadata_length = img->regions.metadata.length;
+  x->chunk_ratio = (uint32_t) img->geom.chunk_ratio;
+  for (uint32_t b = 0; b < disk->n_blocks; b++)
+    x->block_states[vhdx_payload_entry (img, b) & 7]++;
+  snprintf (x->creator, sizeof x->creator, "%s", img->file_id.creator);
+}
+
 static void
 vhdx_image_info (const struct vhd_disk *disk, struct vhd_image_info *info)
 {
@@ -155,6 +185,9 @@ vhdx_image_info (const struct vhd_disk *disk, struct vhd_image_info *info)
   info->max_table_entries = disk->n_blocks;
   info->allocated_blocks = img->allocated_blocks;
   info->bat_offset = img->regions.bat.offset;
+  info->logical_sector_size = img->md.logical_sector_size;
+  info->physical_sector_size = img->md.physical_sector_size;
+  vhdx_info_of (disk, img, &info->vhdx);
 }
 
 static int
