@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/text.h"
 #include "vhdkit.h"
 
 /* Length of the valid UTF-8 sequence at s (1..4), or 0 if it is not one. */
@@ -70,5 +71,21 @@ vhd_escape_text (const char *in, char *out, size_t out_size)
     s += n;
   }
   out[o] = '\0';
+  return out;
+}
+
+const char *
+vhd_printable_bytes (const uint8_t *p, size_t n, char *out, size_t out_size)
+{
+  size_t len = 0;
+
+  out[0] = '\0';
+  for (size_t i = 0; i < n && len + 5 <= out_size; i++) {
+    if (p[i] >= 0x20 && p[i] < 0x7f && p[i] != '"' && p[i] != '\\')
+      out[len++] = (char) p[i];
+    else
+      len += (size_t) snprintf (out + len, out_size - len, "\\x%02x", p[i]);
+    out[len] = '\0';
+  }
   return out;
 }

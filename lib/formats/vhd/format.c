@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/text.h"
 #include "format.h"
 
 /* Byte offsets of the footer's fields. */
@@ -111,26 +112,6 @@ vhd_checksum (const uint8_t *buf, size_t len, size_t checksum_offset)
   return ~sum;
 }
 
-/* Render n bytes read from disk for an error message: printable ASCII as
- * is, anything else as \xNN, so that a hostile cookie cannot put control
- * characters into a message.
- */
-static const char *
-printable (const uint8_t *p, size_t n, char *out, size_t out_size)
-{
-  size_t len = 0;
-
-  out[0] = '\0';
-  for (size_t i = 0; i < n && len + 5 <= out_size; i++) {
-    if (p[i] >= 0x20 && p[i] < 0x7f && p[i] != '"' && p[i] != '\\')
-      out[len++] = (char) p[i];
-    else
-      len += (size_t) snprintf (out + len, out_size - len, "\\x%02x", p[i]);
-    out[len] = '\0';
-  }
-  return out;
-}
-
 static bool
 is_power_of_two (uint32_t v)
 {
@@ -193,7 +174,7 @@ check_cookie_and_checksum (const uint8_t *buf, size_t size,
   if (memcmp (buf + cookie_at, cookie, 8) != 0)
     return vhd_error (EINVAL, "%s: %s at offset %" PRIu64
                       ": cookie \"%s\" is not \"%.8s\"", file, what, where,
-                      printable (buf + cookie_at, 8, text, sizeof text),
+                      vhd_printable_bytes (buf + cookie_at, 8, text, sizeof text),
                       cookie);
   *checksum = vhd_get_be32 (buf + checksum_at);
   computed = vhd_checksum (buf, size, checksum_at);

@@ -148,26 +148,6 @@ vhdx_guid_equal (const struct vhd_guid *a, const struct vhd_guid *b)
   return memcmp (a->bytes, b->bytes, sizeof a->bytes) == 0;
 }
 
-/* Render n bytes read from disk for a message: printable ASCII as is,
- * anything else as \xNN, so that a hostile signature cannot put control
- * characters into a message.
- */
-const char *
-vhdx_printable (const uint8_t *p, size_t n, char *out, size_t out_size)
-{
-  size_t len = 0;
-
-  out[0] = '\0';
-  for (size_t i = 0; i < n && len + 5 <= out_size; i++) {
-    if (p[i] >= 0x20 && p[i] < 0x7f && p[i] != '"' && p[i] != '\\')
-      out[len++] = (char) p[i];
-    else
-      len += (size_t) snprintf (out + len, out_size - len, "\\x%02x", p[i]);
-    out[len] = '\0';
-  }
-  return out;
-}
-
 /* The CRC-32C of size bytes at buf with the 4 bytes at checksum_at as
  * zeros ([MS-VHDX] 2.1: every checksum is computed so).
  */
@@ -195,7 +175,7 @@ vhdx_file_id_decode (const uint8_t buf[VHDX_FILE_ID_SIZE],
   if (memcmp (buf, file_id_signature, 8) != 0)
     return vhd_error (EINVAL, "%s: file type identifier: signature \"%s\""
                       " is not \"vhdxfile\"", file,
-                      vhdx_printable (buf, 8, text, sizeof text));
+                      vhd_printable_bytes (buf, 8, text, sizeof text));
 
   r = vhd_utf16_to_utf8 (buf + 8, VHDX_CREATOR_UNITS * 2, false,
                          id->creator, sizeof id->creator);
@@ -238,7 +218,7 @@ header_integrity (const uint8_t buf[VHDX_HEADER_SIZE], const char *file,
   if (memcmp (buf + H_SIGNATURE, header_signature, 4) != 0)
     return vhd_error (EINVAL, "%s: header %d: signature \"%s\" is not"
                       " \"head\"", file, which,
-                      vhdx_printable (buf + H_SIGNATURE, 4, text,
+                      vhd_printable_bytes (buf + H_SIGNATURE, 4, text,
                                       sizeof text));
   stored = vhdx_get_le32 (buf + H_CHECKSUM);
   computed = crc_with_hole (buf, VHDX_HEADER_SIZE, H_CHECKSUM);
@@ -453,7 +433,7 @@ vhdx_region_table_decode (const uint8_t buf[VHDX_REGION_TABLE_SIZE],
   if (memcmp (buf + R_SIGNATURE, region_signature, 4) != 0)
     return vhd_error (EINVAL, "%s: region table %d: signature \"%s\" is"
                       " not \"regi\"", file, which,
-                      vhdx_printable (buf + R_SIGNATURE, 4, text,
+                      vhd_printable_bytes (buf + R_SIGNATURE, 4, text,
                                       sizeof text));
   out.checksum = vhdx_get_le32 (buf + R_CHECKSUM);
   computed = crc_with_hole (buf, VHDX_REGION_TABLE_SIZE, R_CHECKSUM);

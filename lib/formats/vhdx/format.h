@@ -30,6 +30,7 @@
 #include <stdint.h>
 
 #include "core/error.h"
+#include "core/text.h"
 #include "vhdkit.h"
 
 #define VHDX_KiB                 UINT64_C (1024)
@@ -99,10 +100,6 @@ void vhdx_put_le64 (uint8_t *p, uint64_t v);
 void vhdx_guid_decode (const uint8_t p[16], struct vhd_guid *guid);
 void vhdx_guid_encode (const struct vhd_guid *guid, uint8_t p[16]);
 bool vhdx_guid_equal (const struct vhd_guid *a, const struct vhd_guid *b);
-
-/* n bytes read from disk made safe for a message (\xNN escapes). */
-const char *vhdx_printable (const uint8_t *p, size_t n, char *out,
-                            size_t out_size);
 
 /* File type identifier.  decode() checks the signature "vhdxfile" and
  * converts the creator (UTF-16LE, up to 256 units, NUL-padded) to UTF-8;

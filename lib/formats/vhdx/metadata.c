@@ -178,7 +178,7 @@ vhdx_metadata_table_decode (const uint8_t buf[VHDX_METADATA_TABLE_SIZE],
   if (memcmp (buf + M_SIGNATURE, metadata_signature, 8) != 0)
     return vhd_error (EINVAL, "%s: metadata table: signature \"%s\" is"
                       " not \"metadata\"", file,
-                      vhdx_printable (buf + M_SIGNATURE, 8, text,
+                      vhd_printable_bytes (buf + M_SIGNATURE, 8, text,
                                       sizeof text));
   t.entry_count = vhdx_get_le16 (buf + M_ENTRY_COUNT);
   if (t.entry_count > VHDX_METADATA_MAX_ENTRIES)
