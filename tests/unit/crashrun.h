@@ -151,4 +151,16 @@ const char *crash_ext (const struct crash_run *run);
 struct vhd_disk;
 int crash_open_disk (const char *path, bool readonly, struct vhd_disk **d);
 
+/* What the crash test programs share: want crash points chosen at random
+ * among n_log + 1 (want 0: every one), ascending; totals; one run in the
+ * child process (the workload, then its points; only_k >= 0: that point
+ * alone).
+ */
+size_t *crash_choose_points (size_t n_log, uint64_t seed, size_t want,
+                             size_t *n_ks);
+void crash_add_stats (struct crash_stats *to, const struct crash_stats *s);
+struct crash_run;
+void crash_run_in_child (struct crash_run *run, size_t random_points,
+                         long long only_k);
+
 #endif /* VHDKIT_TESTS_CRASHRUN_H */

@@ -91,32 +91,6 @@ static unsigned post_write_percent = 33;
 
 static struct crash_stats totals;
 
-static int
-compare_size (const void *a, const void *b)
-{
-  size_t x = *(const size_t *) a, y = *(const size_t *) b;
-  return x < y ? -1 : x > y;
-}
-
-/* Which crash points a run tries: every op, or want random ones in
- * ascending order.  Returns NULL when out of memory.
- */
-static size_t *
-choose_points (size_t n_log, uint64_t seed, size_t want, size_t *n_ks)
-{
-  struct rng r = { seed };
-  size_t *ks;
-
-  *n_ks = want ? want : n_log + 1;
-  ks = calloc (*n_ks, sizeof *ks);
-  if (ks == NULL)
-    return NULL;
-  for (size_t i = 0; i < *n_ks; i++)
-    ks[i] = want ? (size_t) rng_below (&r, n_log + 1) : i;
-  qsort (ks, *n_ks, sizeof *ks, compare_size);
-  return ks;
-}
-
 static bool
 selected (const char *name)
 {
@@ -141,62 +115,6 @@ print_stats (const char *what, const struct crash_stats *s)
           s->duplicates, s->footer_from_copy, s->recoverable, s->leaky,
           s->new_sectors, s->spec_reads, s->post_writes, s->failures);
   fflush (stdout);
-}
-
-static void
-add_stats (struct crash_stats *to, const struct crash_stats *s)
-{
-  to->requests += s->requests;
-  to->file_ops += s->file_ops;
-  to->ring_ops += s->ring_ops;
-  to->syncs += s->syncs;
-  to->points += s->points;
-  to->subsets += s->subsets;
-  for (int i = 0; i < SUBSET_KINDS; i++)
-    to->by_kind[i] += s->by_kind[i];
-  to->duplicates += s->duplicates;
-  to->footer_from_copy += s->footer_from_copy;
-  to->recoverable += s->recoverable;
-  to->new_sectors += s->new_sectors;
-  to->spec_reads += s->spec_reads;
-  to->leaky += s->leaky;
-  to->post_writes += s->post_writes;
-  to->failures += s->failures;
-  to->seconds += s->seconds;
-}
-
-/* One run, in the child process: the workload, then its crash points. */
-static void
-run_in_child (struct crash_run *run, size_t random_points)
-{
-  size_t *ks = NULL, n_ks = 0;
-  double t0 = now_seconds ();
-
-  if (crash_run_workload (run) < 0) {
-    fprintf (stderr, "%s: the workload failed (seed 0x%" PRIx64 "): see"
-             " above\n", run->name, run->seed);
-    run->stats.failures++;
-    return;
-  }
-  if (only_k >= 0) {
-    n_ks = 1;
-    ks = calloc (1, sizeof *ks);
-    if (ks)
-      ks[0] = (size_t) only_k;
-  }
-  else
-    ks = choose_points (run->stats.file_ops,
-                        run->seed ^ 0x9e3779b97f4a7c15ULL, random_points,
-                        &n_ks);
-  if (ks == NULL) {
-    fprintf (stderr, "%s: out of memory\n", run->name);
-    run->stats.failures++;
-    return;
-  }
-  crash_run_points (run, ks, n_ks);
-  free (ks);
-  crash_run_free (run);
-  run->stats.seconds = now_seconds () - t0;
 }
 
 /* Each run is a child process, so that an engine that crashes (a
@@ -248,7 +166,7 @@ one_run (const char *name, struct run_shape shape, size_t n_requests,
     for (size_t i = 0; i < sizeof fatal / sizeof fatal[0]; i++)
       signal (fatal[i], SIG_DFL);
     close (fds[0]);
-    run_in_child (&run, random_points);
+    crash_run_in_child (&run, random_points, only_k);
     run.stats.kept = kept_images;
     fflush (stdout);
     fflush (stderr);
@@ -275,7 +193,7 @@ one_run (const char *name, struct run_shape shape, size_t n_requests,
     kept_images = stats.kept;
   printf ("%s (seed 0x%" PRIx64 ", %.1f s) ", name, seed, stats.seconds);
   print_stats ("", &stats);
-  add_stats (&totals, &stats);
+  crash_add_stats (&totals, &stats);
   if (stats.failures)
     fprintf (stderr, "%s: %u checks failed (seed 0x%" PRIx64 "); reproduce"
              " one with the VHDKIT_CRASH_SEED and VHDKIT_CRASH_ONLY printed"
