@@ -92,10 +92,12 @@ timeout -k 10 120 nbdkit -U - "$VHDKIT_PLUGIN" dir="$dir" \
 cat "$tmp/log"
 # Twice refused, each time with the engine's lock message and the
 # export that holds the parent.
+# Two refusals asked for; the retry loop at the end may add more while
+# the last child connection's close is still on its way (under load).
 test "$(grep -c "error: $dir/base.vhd: the image is in use: open read-only" \
-          "$tmp/log")" = 2
+          "$tmp/log")" -ge 2
 test "$(grep -c "open read-only as a parent of export 'child.vhd'" \
-          "$tmp/log")" = 2
+          "$tmp/log")" -ge 2
 
 grep -q "in this server, it is open for writing as export 'base.vhd'" "$tmp/log"
 
