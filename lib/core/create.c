@@ -176,9 +176,72 @@ check_access_and_flags (uint32_t version, uint32_t access_mask,
   return 0;
 }
 
-/* The format checks the size itself (check_create_size) in the middle
- * of the rules that every format shares.
+/* The logical sector size a request asks for: every format's default is
+ * 512 bytes (its check_create_geometry refused the sizes it cannot take).
  */
+static uint32_t
+logical_sector_size (const struct vhd_create_request *req)
+{
+  return req->sector_size ? req->sector_size : 512;
+}
+
+/* maximum_size against the format's bounds (struct vhd_format_ops). */
+static int
+check_size (const struct vhd_format_ops *format,
+            const struct vhd_create_request *req)
+{
+  uint64_t size = req->maximum_size;
+  uint32_t sector = logical_sector_size (req);
+
+  if (size != 0 && size < format->min_disk_size)
+    return vhd_error (EINVAL, FN ": maximum_size %" PRIu64 " is under the"
+                      " minimum of %" PRIu64 " MiB (%" PRIu64 " bytes)", size,
+                      format->min_disk_size >> 20, format->min_disk_size);
+  if (size % sector != 0)
+    return vhd_error (EINVAL, FN ": maximum_size %" PRIu64 " is not a"
+                      " multiple of the %" PRIu32 "-byte logical sector size",
+                      size, sector);
+  if (size > format->max_disk_size)
+    return vhd_error (EINVAL, FN ": maximum_size %" PRIu64 " is over the"
+                      " %s limit of %s (%" PRIu64 " bytes)", size,
+                      format->name, format->max_disk_size_text,
+                      format->max_disk_size);
+  return 0;
+}
+
+/* A source must be whole sectors even when maximum_size bounds it; its
+ * size must be within the format's bounds only when it becomes the new
+ * disk's.  what names it: "source_path /x.raw (a raw file)".
+ */
+static int
+check_source_size (const struct vhd_format_ops *format,
+                   const struct vhd_create_request *req, const char *what,
+                   uint64_t size)
+{
+  uint32_t sector = logical_sector_size (req);
+
+  if (size % sector != 0)
+    return vhd_error (EINVAL, FN ": %s is %" PRIu64 " bytes, not a whole"
+                      " number of %" PRIu32 "-byte sectors; as on Windows, a"
+                      " source must be (pad it to %" PRIu64 " bytes first)",
+                      what, size, sector, (size / sector + 1) * sector);
+  if (req->maximum_size != 0)
+    return 0;
+  if (size < format->min_disk_size)
+    return vhd_error (EINVAL, FN ": %s is %" PRIu64 " bytes, under the"
+                      " minimum %s size of %" PRIu64 " MiB (%" PRIu64
+                      " bytes); pass a maximum_size of at least that to"
+                      " extend it with zeros", what, size, format->name,
+                      format->min_disk_size >> 20, format->min_disk_size);
+  if (size > format->max_disk_size)
+    return vhd_error (EINVAL, FN ": %s is %" PRIu64 " bytes, over the %s"
+                      " limit of %s (%" PRIu64 " bytes)", what, size,
+                      format->name, format->max_disk_size_text,
+                      format->max_disk_size);
+  return 0;
+}
+
+/* The size rules, among the rules that every format shares. */
 static int
 check_size_and_parent (const struct vhd_format_ops *format,
                        const struct create_args *a)
@@ -194,7 +257,7 @@ check_size_and_parent (const struct vhd_format_ops *format,
   if (size == 0 && !req->parent_path && !req->source_path)
     return vhd_error (EINVAL, FN ": maximum_size is 0; it may only be 0"
                       " when parent_path or source_path gives the size");
-  if ((r = format->check_create_size (req)) < 0)
+  if ((r = check_size (format, req)) < 0)
     return r;
   if (size != 0 && req->parent_path)
     return vhd_error (EINVAL, FN ": maximum_size is %" PRIu64 " with"
@@ -530,7 +593,7 @@ size_from_source (const struct vhd_format_ops *format, struct create_args *a,
     what = NULL;
     return vhd_error (ENOMEM, FN ": out of memory");
   }
-  if ((r = format->check_source_size (&a->req, what, size)) < 0)
+  if ((r = check_source_size (format, &a->req, what, size)) < 0)
     return r;
   if (a->req.maximum_size == 0) {
     a->req.maximum_size = size;

@@ -222,18 +222,20 @@ struct vhd_format_ops {
 
   /* vhd_create_virtual_disk's rules of the format, each failure -EINVAL
    * with a message "vhd_create_virtual_disk: FIELD ..." naming the
-   * parameter and its value.  The core calls them in its fixed order of
-   * checks: geometry (block size, logical and physical sector sizes)
-   * right after the storage type; size (maximum_size, when not 0) after
-   * its own rule that a size of 0 needs a parent or a source; and, once
-   * the source is open, source_size for the source's size (what: e.g.
-   * "source_path /x.raw (a raw file)"), which the new disk takes when
-   * maximum_size is 0 and must hold otherwise.
+   * parameter and its value.  The core calls check_create_geometry
+   * (block size, logical and physical sector sizes) right after the
+   * storage type, in its fixed order of checks.
    */
   int (*check_create_geometry) (const struct vhd_create_request *req);
-  int (*check_create_size) (const struct vhd_create_request *req);
-  int (*check_source_size) (const struct vhd_create_request *req,
-                            const char *what, uint64_t size);
+
+  /* The sizes a new disk may have, which the core checks (maximum_size,
+   * and a source's size when the disk takes it): from min_disk_size to
+   * max_disk_size bytes (max_disk_size_text says it in messages:
+   * "2040 GiB"), in whole logical sectors.
+   */
+  uint64_t min_disk_size;
+  uint64_t max_disk_size;
+  const char *max_disk_size_text;
 
   /* Is the file (fd, size bytes) an image of this format?  1 yes, 0 no,
    * 2 it carries the format's signature but is damaged (why says what it

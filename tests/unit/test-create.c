@@ -1254,7 +1254,7 @@ test_vhdx_source_size (void **state)
   close (fd);
   init_vhdx_call (&c, 2, 0);
   c.p.version2.source_path = raw;
-  expect_failure (&c, EINVAL, "under the minimum size of 3 MiB");
+  expect_failure (&c, EINVAL, "under the minimum VHDX size of 3 MiB");
   unlink (raw);
 }
 

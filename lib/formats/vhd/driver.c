@@ -322,7 +322,8 @@ const struct vhd_format_ops vhd_format_vhd = {
   .image_info = vhd_vhd_image_info,
   .create = vhd_layout_write_image,
   .check_create_geometry = vhd_vhd_check_create_geometry,
-  .check_create_size = vhd_vhd_check_create_size,
-  .check_source_size = vhd_vhd_check_source_size,
+  .min_disk_size = VHD_MIN_DISK_SIZE,
+  .max_disk_size = VHD_MAX_DISK_SIZE,
+  .max_disk_size_text = "2040 GiB",
   .recognise = vhd_vhd_recognise,
 };

@@ -74,9 +74,6 @@ extern const struct vhd_signature vhd_vhd_signatures[];
  * (struct vhd_format_ops).
  */
 int vhd_vhd_check_create_geometry (const struct vhd_create_request *req);
-int vhd_vhd_check_create_size (const struct vhd_create_request *req);
-int vhd_vhd_check_source_size (const struct vhd_create_request *req,
-                               const char *what, uint64_t size);
 
 /* info.c: the VHD part of vhd_get_image_info. */
 void vhd_vhd_image_info (const struct vhd_disk *disk,

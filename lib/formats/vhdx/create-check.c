@@ -1,7 +1,7 @@
-/* vhdkit: what vhd_create_virtual_disk accepts for a new VHDX: block and
- * sector sizes, and the disk's size (given, or taken from a source),
- * each refusal naming the API's parameter (core/driver.h gives the
- * order).
+/* vhdkit: the block and sector sizes vhd_create_virtual_disk accepts for
+ * a new VHDX, each refusal naming the API's parameter (core/driver.h
+ * gives the order; the core checks the disk sizes, from the driver's
+ * bounds).
  *
  * Block sizes: Windows' documentation says "a multiple of 1 MB", but
  * [MS-VHDX] 2.6.2.1 requires a power of two from 1 to 256 MiB and no
@@ -22,7 +22,6 @@
 #include "formats/vhdx/vhdx.h"
 
 #define FN "vhd_create_virtual_disk"
-#define MIN_DISK_SIZE (UINT64_C (3) << 20)
 
 static bool
 power_of_two (uint32_t v)
@@ -63,54 +62,5 @@ vhdx_check_create_geometry (const struct vhd_create_request *req)
     return vhd_error (EINVAL, FN ": physical_sector_size_in_bytes is %"
                       PRIu32 "; it must be 0 (4096), 512 or 4096",
                       req->physical_sector_size);
-  return 0;
-}
-
-static uint32_t
-logical_sector (const struct vhd_create_request *req)
-{
-  return req->sector_size ? req->sector_size : 512;
-}
-
-int
-vhdx_check_create_size (const struct vhd_create_request *req)
-{
-  uint64_t size = req->maximum_size;
-  uint32_t sector = logical_sector (req);
-
-  if (size != 0 && size < MIN_DISK_SIZE)
-    return vhd_error (EINVAL, FN ": maximum_size %" PRIu64 " is under the"
-                      " minimum of 3 MiB (3145728 bytes)", size);
-  if (size % sector != 0)
-    return vhd_error (EINVAL, FN ": maximum_size %" PRIu64 " is not a"
-                      " multiple of the %" PRIu32 "-byte logical sector size",
-                      size, sector);
-  if (size > VHDX_MAX_VIRTUAL_SIZE)
-    return vhd_error (EINVAL, FN ": maximum_size %" PRIu64 " is over the"
-                      " VHDX limit of 64 TiB (%" PRIu64 " bytes)", size,
-                      VHDX_MAX_VIRTUAL_SIZE);
-  return 0;
-}
-
-int
-vhdx_check_source_size (const struct vhd_create_request *req,
-                        const char *what, uint64_t size)
-{
-  uint32_t sector = logical_sector (req);
-
-  if (size % sector != 0)
-    return vhd_error (EINVAL, FN ": %s is %" PRIu64 " bytes, not a whole"
-                      " number of %" PRIu32 "-byte sectors; as on Windows, a"
-                      " source must be", what, size, sector);
-  if (req->maximum_size != 0)
-    return 0;
-  if (size < MIN_DISK_SIZE)
-    return vhd_error (EINVAL, FN ": %s is %" PRIu64 " bytes, under the"
-                      " minimum size of 3 MiB (3145728 bytes); pass a"
-                      " maximum_size of at least that to extend it with"
-                      " zeros", what, size);
-  if (size > VHDX_MAX_VIRTUAL_SIZE)
-    return vhd_error (EINVAL, FN ": %s is %" PRIu64 " bytes, over the VHDX"
-                      " limit of 64 TiB", what, size);
   return 0;
 }

@@ -238,7 +238,8 @@ const struct vhd_format_ops vhd_format_vhdx = {
   .image_info = vhdx_image_info,
   .create = vhdx_create_image,
   .check_create_geometry = vhdx_check_create_geometry,
-  .check_create_size = vhdx_check_create_size,
-  .check_source_size = vhdx_check_source_size,
+  .min_disk_size = UINT64_C (3) << 20,
+  .max_disk_size = VHDX_MAX_VIRTUAL_SIZE,
+  .max_disk_size_text = "64 TiB",
   .recognise = vhdx_recognise,
 };

@@ -112,8 +112,5 @@ int vhdx_create_image (int fd, const char *path, const char *child_dir,
 
 /* create-check.c: vhd_create_virtual_disk's rules for a VHDX. */
 int vhdx_check_create_geometry (const struct vhd_create_request *req);
-int vhdx_check_create_size (const struct vhd_create_request *req);
-int vhdx_check_source_size (const struct vhd_create_request *req,
-                            const char *what, uint64_t size);
 
 #endif /* VHDKIT_VHDX_H */
