@@ -180,11 +180,13 @@ read_header_section (struct vhd_disk *disk, struct vhdx_image *img)
     return vhd_error (EINVAL, "%s: file of %" PRIu64 " bytes is too short"
                       " for a VHDX image (its header section alone is 1"
                       " MiB)", disk->path, disk->file_size);
-  buf = malloc (VHDX_REGION_TABLE2_OFFSET + VHDX_REGION_TABLE_SIZE);
+  /* The file identifier and the two headers, 64 KiB each; the region
+   * tables after them are read on their own.
+   */
+  buf = malloc (VHDX_REGION_TABLE1_OFFSET);
   if (buf == NULL)
     return vhd_error (ENOMEM, "%s: out of memory", disk->path);
-  r = read_at (disk, buf, VHDX_FILE_ID_SIZE + 2 * VHDX_FILE_ID_SIZE,
-               0, "header section");
+  r = read_at (disk, buf, VHDX_REGION_TABLE1_OFFSET, 0, "header section");
   if (r < 0)
     return r;
   r = vhdx_file_id_decode (buf, disk->path, &img->file_id);
