@@ -163,4 +163,36 @@ struct crash_run;
 void crash_run_in_child (struct crash_run *run, size_t random_points,
                          long long only_k);
 
+/* crashmain.c: what a crash test program keeps: its options, from the
+ * environment (test-crash.c's header lists them), and its totals.
+ */
+struct crash_program {
+  const char *name;             /* "test-crash" */
+  uint64_t base_seed;           /* VHDKIT_CRASH_SEED */
+  char only_name[128];          /* VHDKIT_CRASH_ONLY's NAME, or "" */
+  long long only_k;             /* its K, or -1 */
+  size_t short_requests;        /* VHDKIT_CRASH_REQUESTS */
+  unsigned random_subsets;      /* VHDKIT_CRASH_SUBSETS */
+  unsigned post_write_percent;  /* VHDKIT_CRASH_POST_WRITES */
+  unsigned spec_every;          /* VHDKIT_CRASH_SPEC_EVERY */
+  unsigned qemu_every;          /* VHDKIT_CRASH_QEMU_EVERY */
+  unsigned show_failures;       /* VHDKIT_CRASH_SHOW */
+  char keep_dir[512];           /* VHDKIT_CRASH_KEEP */
+  unsigned kept_images;
+  struct crash_stats totals;
+};
+
+void crash_program_init (struct crash_program *p, const char *name,
+                         uint64_t default_seed);
+void crash_print_stats (const char *what, const struct crash_stats *s);
+/* Run *run (its shape and seed set by the caller; the rest comes from
+ * p) in a child process under folder scratch, unless VHDKIT_CRASH_ONLY
+ * names another run; print its counts and add them to p's totals.
+ */
+void crash_program_run (struct crash_program *p, const char *scratch,
+                        struct crash_run *run, size_t random_points);
+/* Fail the cmocka test when runs failed since the totals had before. */
+void crash_program_assert_no_failures (const struct crash_program *p,
+                                       unsigned before);
+
 #endif /* VHDKIT_TESTS_CRASHRUN_H */

@@ -21,6 +21,7 @@
 #include <cmocka.h>
 
 #include "vhdkit.h"
+#include "rng.h"
 #include "scratch.h"
 
 #define MiB (UINT64_C (1) << 20)
@@ -99,17 +100,6 @@ teardown (void **state)
 {
   (void) state;
   return remove_scratch ();
-}
-
-static uint64_t rng_state = 0x9e3779b97f4a7c15;
-
-static uint64_t
-rnd (void)
-{
-  rng_state ^= rng_state << 13;
-  rng_state ^= rng_state >> 7;
-  rng_state ^= rng_state << 17;
-  return rng_state;
 }
 
 /* Create an image at dir/name: fixed, dynamic, or differencing on

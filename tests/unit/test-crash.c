@@ -46,7 +46,7 @@
  *                          it, to reproduce a failure
  *   VHDKIT_CRASH_SHOW      failures of a run printed in full (default 10)
  *   VHDKIT_CRASH_KEEP      folder for the images of the first 20 failures
- *                          (default $TMPDIR/vhdkit-crash-failures)
+ *                          (default $TMPDIR/vhdkit-test-crash-failures)
  *   VHDKIT_CRASH_REAL_SYNC=1  also make the real fdatasync calls
  *   VHDKIT_IO=pread        every run on pread (valgrind cannot follow the
  *                          ring's reads)
@@ -78,49 +78,8 @@
 
 #define MiB (UINT64_C (1) << 20)
 
-static uint64_t base_seed = 0x5eed0f0c4a5bULL;
-static char *only_name;
-static long long only_k = -1;
-static char keep_dir[512];
-static unsigned kept_images;
-static unsigned show_failures = 10;
-static unsigned random_subsets = 1;
-static size_t short_requests = 60;
-static unsigned spec_every = 50;
-static unsigned post_write_percent = 33;
+static struct crash_program prog;
 
-static struct crash_stats totals;
-
-static bool
-selected (const char *name)
-{
-  return only_name == NULL || strcmp (only_name, name) == 0;
-}
-
-static void
-print_stats (const char *what, const struct crash_stats *s)
-{
-  printf ("%s: %zu workload requests, %zu file ops recorded (%zu through"
-          " io_uring, %zu syncs); %zu crash points, %zu images rebuilt and"
-          " checked (%.1f per point; %zu none/%zu all/%zu random/%zu torn),"
-          " %zu duplicate states skipped; raw images: %zu with the footer"
-          " from the copy, %zu recoverable, %zu with leaks, %zu sectors"
-          " holding a post-flush write; %zu read by the spec reader; %zu"
-          " post-recovery write rounds; %u failures\n",
-          what, s->requests, s->file_ops, s->ring_ops, s->syncs, s->points,
-          s->subsets,
-          s->points ? (double) s->subsets / (double) s->points : 0.0,
-          s->by_kind[SUBSET_NONE], s->by_kind[SUBSET_ALL],
-          s->by_kind[SUBSET_RANDOM], s->by_kind[SUBSET_TORN],
-          s->duplicates, s->footer_from_copy, s->recoverable, s->leaky,
-          s->new_sectors, s->spec_reads, s->post_writes, s->failures);
-  fflush (stdout);
-}
-
-/* Each run is a child process, so that an engine that crashes (a
- * segfault, an abort) fails that run, reported, and the others still
- * run.  The child sends its counts back through a pipe.
- */
 /* What a run varies. */
 struct run_shape {
   bool differencing;
@@ -137,77 +96,16 @@ one_run (const char *name, struct run_shape shape, size_t n_requests,
   struct crash_run run = {
     .name = name, .differencing = shape.differencing, .ring = shape.ring,
     .threads = shape.threads, .hot_percent = shape.hot_percent,
-    .seed = seed, .spec_every = spec_every,
+    .seed = seed, .spec_every = prog.spec_every,
     .disk_size = shape.disk_size, .n_requests = n_requests,
-    .random_subsets = random_subsets,
-    .post_write_percent = post_write_percent, .keep_dir = keep_dir,
-    .repro_seed = base_seed, .repro_points = getenv ("VHDKIT_CRASH_POINTS"),
-    .show_failures = show_failures, .kept_images = &kept_images,
   };
-  struct crash_stats stats = { .failures = 0 };
-  int fds[2], status;
-  pid_t pid;
-  ssize_t n;
 
-  if (!selected (name))
-    return;
-  snprintf (run.dir, sizeof run.dir, "%s/%s", dir, name);
-  fflush (stdout);
-  fflush (stderr);
-  assert_int_equal (pipe (fds), 0);
-  pid = fork ();
-  assert_true (pid >= 0);
-  if (pid == 0) {
-    /* cmocka catches these to fail a test and carry on; a child that
-     * carried on would run the rest of the tests too.  Die instead.
-     */
-    static const int fatal[] = { SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGSYS,
-                                 SIGABRT };
-    for (size_t i = 0; i < sizeof fatal / sizeof fatal[0]; i++)
-      signal (fatal[i], SIG_DFL);
-    close (fds[0]);
-    crash_run_in_child (&run, random_points, only_k);
-    run.stats.kept = kept_images;
-    fflush (stdout);
-    fflush (stderr);
-    _exit (write (fds[1], &run.stats, sizeof run.stats) == sizeof run.stats
-           ? 0 : 1);
-  }
-  close (fds[1]);
-  n = read (fds[0], &stats, sizeof stats);
-  close (fds[0]);
-  assert_int_equal (waitpid (pid, &status, 0), pid);
-  if (n != sizeof stats || !WIFEXITED (status) || WEXITSTATUS (status)) {
-    fprintf (stderr, "\nCRASH FAILURE in %s: the test process died (%s); the"
-             " engine crashed during the workload or a check (gdb with"
-             " follow-fork-mode child: VHDKIT_CRASH_SEED=0x%" PRIx64 "%s%s"
-             " VHDKIT_CRASH_ONLY=%s unit/test-crash)\n", name,
-             WIFSIGNALED (status) ? strsignal (WTERMSIG (status))
-                                  : "exited early", base_seed,
-             run.repro_points ? " VHDKIT_CRASH_POINTS=" : "",
-             run.repro_points ? run.repro_points : "", name);
-    memset (&stats, 0, sizeof stats);
-    stats.failures = 1;
-  }
-  else
-    kept_images = stats.kept;
-  printf ("%s (seed 0x%" PRIx64 ", %.1f s) ", name, seed, stats.seconds);
-  print_stats ("", &stats);
-  crash_add_stats (&totals, &stats);
-  if (stats.failures)
-    fprintf (stderr, "%s: %u checks failed (seed 0x%" PRIx64 "); reproduce"
-             " one with the VHDKIT_CRASH_SEED and VHDKIT_CRASH_ONLY printed"
-             " above\n", name, stats.failures, seed);
+  crash_program_run (&prog, dir, &run, random_points);
 }
 
 /* The runs of one test all run; then it fails if any of them did. */
-static void
-assert_no_failures (unsigned before)
-{
-  if (totals.failures != before)
-    fail_msg ("%u crash-consistency checks failed: see the CRASH FAILURE"
-              " reports above", totals.failures - before);
-}
+#define assert_no_failures(before) \
+  crash_program_assert_no_failures (&prog, (before))
 
 #define DYNAMIC(ring_) { .ring = ring_, .disk_size = 4 * MiB }
 #define DIFFERENCING(ring_) \
@@ -216,23 +114,24 @@ assert_no_failures (unsigned before)
 static void
 test_dynamic_crash_at_every_op (void **state)
 {
-  unsigned before = totals.failures;
+  unsigned before = prog.totals.failures;
   one_run ("dynamic-every-op-ring", (struct run_shape) DYNAMIC (true),
-           short_requests, base_seed + 1, 0);
+           prog.short_requests, prog.base_seed + 1, 0);
   one_run ("dynamic-every-op-pread", (struct run_shape) DYNAMIC (false),
-           short_requests, base_seed + 2, 0);
+           prog.short_requests, prog.base_seed + 2, 0);
   assert_no_failures (before);
 }
 
 static void
 test_differencing_crash_at_every_op (void **state)
 {
-  unsigned before = totals.failures;
-  one_run ("differencing-every-op-ring", (struct run_shape) DIFFERENCING (true),
-           short_requests, base_seed + 3, 0);
+  unsigned before = prog.totals.failures;
+  one_run ("differencing-every-op-ring",
+           (struct run_shape) DIFFERENCING (true),
+           prog.short_requests, prog.base_seed + 3, 0);
   one_run ("differencing-every-op-pread",
-           (struct run_shape) DIFFERENCING (false), short_requests,
-           base_seed + 4, 0);
+           (struct run_shape) DIFFERENCING (false), prog.short_requests,
+           prog.base_seed + 4, 0);
   assert_no_failures (before);
 }
 
@@ -240,16 +139,16 @@ test_differencing_crash_at_every_op (void **state)
 static void
 test_threads_crash_at_every_op (void **state)
 {
-  unsigned before = totals.failures;
+  unsigned before = prog.totals.failures;
   struct run_shape dyn = { .ring = true, .threads = 4,
                            .disk_size = 4 * MiB };
   struct run_shape diff = dyn;
 
   diff.differencing = true;
-  one_run ("threads-dynamic-every-op", dyn, 2 * short_requests,
-           base_seed + 5, 0);
-  one_run ("threads-differencing-every-op", diff, 2 * short_requests,
-           base_seed + 6, 0);
+  one_run ("threads-dynamic-every-op", dyn, 2 * prog.short_requests,
+           prog.base_seed + 5, 0);
+  one_run ("threads-differencing-every-op", diff, 2 * prog.short_requests,
+           prog.base_seed + 6, 0);
   assert_no_failures (before);
 }
 
@@ -259,19 +158,20 @@ test_threads_crash_at_every_op (void **state)
 static void
 test_big_disk_crash_at_random_points (void **state)
 {
-  unsigned before = totals.failures;
+  unsigned before = prog.totals.failures;
   struct run_shape big = { .ring = true, .disk_size = 72 * MiB,
                            .hot_percent = 70 };
   /* Each state reads 72 MiB a few times: random points, not every op
    * (as many as the short runs' requests, at most 60).
    */
-  size_t points = short_requests < 60 ? short_requests : 60;
+  size_t points = prog.short_requests < 60 ? prog.short_requests : 60;
 
-  one_run ("big-dynamic-random", big, short_requests, base_seed + 7, points);
+  one_run ("big-dynamic-random", big, prog.short_requests,
+           prog.base_seed + 7, points);
   big.differencing = true;
   big.threads = 4;
-  one_run ("big-threads-differencing-random", big, 2 * short_requests,
-           base_seed + 8, points);
+  one_run ("big-threads-differencing-random", big, 2 * prog.short_requests,
+           prog.base_seed + 8, points);
   assert_no_failures (before);
 }
 
@@ -284,7 +184,7 @@ test_crash_at_random_points_of_long_runs (void **state)
 {
   const char *e = getenv ("VHDKIT_CRASH_POINTS");
   size_t want = e ? strtoull (e, NULL, 0) : 500;
-  unsigned before = totals.failures;
+  unsigned before = prog.totals.failures;
   char name[64];
 
   for (unsigned i = 0; want > 0; i++) {
@@ -298,7 +198,7 @@ test_crash_at_random_points_of_long_runs (void **state)
               shape.threads > 1 ? "threads-" : "",
               shape.differencing ? "differencing" : "dynamic",
               shape.ring ? "ring" : "pread", i);
-    one_run (name, shape, 1000, base_seed + 100 + i, n);
+    one_run (name, shape, 1000, prog.base_seed + 100 + i, n);
     want -= n;
   }
   assert_no_failures (before);
@@ -395,40 +295,6 @@ test_ring_submit_error_reaps_in_flight (void **state)
   assert_int_equal (t.after_result, 0);
 }
 
-static void
-parse_environment (void)
-{
-  const char *e;
-
-  if ((e = getenv ("VHDKIT_CRASH_SEED")) && *e)
-    base_seed = strtoull (e, NULL, 0);
-  if ((e = getenv ("VHDKIT_CRASH_ONLY")) && *e) {
-    char *colon;
-    only_name = strdup (e);
-    assert_non_null (only_name);
-    colon = strchr (only_name, ':');
-    if (colon) {
-      *colon = '\0';
-      only_k = strtoll (colon + 1, NULL, 0);
-    }
-  }
-  if ((e = getenv ("VHDKIT_CRASH_REQUESTS")) && *e)
-    short_requests = strtoull (e, NULL, 0);
-  if ((e = getenv ("VHDKIT_CRASH_SUBSETS")) && *e)
-    random_subsets = (unsigned) strtoul (e, NULL, 0);
-  if ((e = getenv ("VHDKIT_CRASH_POST_WRITES")) && *e)
-    post_write_percent = (unsigned) strtoul (e, NULL, 0);
-  if ((e = getenv ("VHDKIT_CRASH_SPEC_EVERY")) && *e)
-    spec_every = (unsigned) strtoul (e, NULL, 0);
-  if ((e = getenv ("VHDKIT_CRASH_SHOW")) && *e)
-    show_failures = (unsigned) strtoul (e, NULL, 0);
-  if ((e = getenv ("VHDKIT_CRASH_KEEP")) && *e)
-    snprintf (keep_dir, sizeof keep_dir, "%s", e);
-  else
-    snprintf (keep_dir, sizeof keep_dir, "%s/vhdkit-crash-failures",
-              getenv ("TMPDIR") ? getenv ("TMPDIR") : "/tmp");
-}
-
 static int
 setup (void **state)
 {
@@ -438,7 +304,7 @@ setup (void **state)
 static int
 teardown (void **state)
 {
-  print_stats ("test-crash total", &totals);
+  crash_print_stats ("test-crash total", &prog.totals);
   return remove_scratch ();
 }
 
@@ -454,14 +320,14 @@ main (void)
     cmocka_unit_test (test_crash_at_random_points_of_long_runs),
   };
 
-  parse_environment ();
+  crash_program_init (&prog, "test-crash", UINT64_C (0x5eed0f0c4a5b));
   /* The checks of rebuilt images run in this thread with the backend
    * that the environment gives; each workload runs in threads of its own
    * with the backend its run asks for.
    */
   printf ("test-crash: seed 0x%llx (VHDKIT_CRASH_SEED), checks use the %s"
           " backend, workloads the default one (ring) or pread as each run"
-          " says%s\n", (unsigned long long) base_seed, vhd_io_backend (),
+          " says%s\n", (unsigned long long) prog.base_seed, vhd_io_backend (),
           getenv ("VHDKIT_IO") && strcmp (getenv ("VHDKIT_IO"), "pread") == 0
           ? " (VHDKIT_IO=pread: all of them pread)" : "");
   return cmocka_run_group_tests (tests, setup, teardown);

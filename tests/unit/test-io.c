@@ -24,6 +24,7 @@
 
 #include "image.h"
 #include "vhdkit.h"
+#include "rng.h"
 #include "scratch.h"
 #include "require.h"
 
@@ -76,17 +77,6 @@ reopen (const char *path, bool readonly)
   if (vhd_open (path, &o, &d) < 0)
     fail_msg ("open %s: %s", path, vhd_last_error ());
   return d;
-}
-
-static uint64_t rng_state;
-
-static uint64_t
-rnd (void)
-{
-  rng_state ^= rng_state << 13;
-  rng_state ^= rng_state >> 7;
-  rng_state ^= rng_state << 17;
-  return rng_state;
 }
 
 static void

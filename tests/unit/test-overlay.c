@@ -21,6 +21,7 @@
 #include <cmocka.h>
 
 #include "backend/backend.h"
+#include "rng.h"
 #include "scratch.h"
 
 #define FILE_SIZE (256 * 1024)
@@ -38,17 +39,6 @@ teardown (void **state)
 {
   (void) state;
   return remove_scratch ();
-}
-
-static uint64_t rng_state = 0x9e3779b97f4a7c15;
-
-static uint64_t
-rnd (void)
-{
-  rng_state ^= rng_state << 13;
-  rng_state ^= rng_state >> 7;
-  rng_state ^= rng_state << 17;
-  return rng_state;
 }
 
 /* A file of FILE_SIZE pseudo-random bytes, also copied into model. */
