@@ -2,7 +2,9 @@
 # VHD images served by the plugin work as real block devices in a Linux
 # guest, through the kernel's NBD client (nbd-client, /dev/nbd0) and
 # through qemu's (-drive driver=nbd, /dev/vda), for a fixed, a dynamic and
-# a differencing image: the guest makes an ext4 filesystem (or, on the
+# a differencing image, and so does a dynamic VHDX through /dev/nbd0
+# (with blocks of 1 MiB, so that the filesystem allocates many and the
+# VHDX log carries their BAT entries): the guest makes an ext4 filesystem (or, on the
 # differencing image, finds its parent's), writes files, checks it with
 # e2fsck and reads the files back; then the host reads the image with
 # independent tools (qemu-img, e2fsck, debugfs) and finds the same files.
@@ -192,12 +194,16 @@ check_image ()
   local type=$1 img=$2 raw=$tmp/check.raw out=$tmp/readback set
   shift 2
   rm -rf "$raw" "$out"
-  if [ "$type" = differencing ]; then
-    nbdkit -U - "$VHDKIT_PLUGIN" file="$img" readonly=true \
-      --run "nbdcopy \"\$uri\" '$raw'"
-  else
-    qemu-img convert -f vpc -O raw "$img" "$raw"
-  fi
+  case "$type" in
+    differencing)
+      nbdkit -U - "$VHDKIT_PLUGIN" file="$img" readonly=true \
+        --run "nbdcopy \"\$uri\" '$raw'" ;;
+    dynamic-vhdx)
+      qemu-img check -f vhdx "$img"
+      qemu-img convert -f vhdx -O raw "$img" "$raw" ;;
+    *)
+      qemu-img convert -f vpc -O raw "$img" "$raw" ;;
+  esac
   e2fsck -fn "$raw"
   mkdir "$out"
   for set in "$@"; do
@@ -231,6 +237,13 @@ for path in nbd0 vda; do
   test "$(sha256sum < "$dir/dynamic.vhd")" = "$parent_sum"
   check_image differencing "$dir/child.vhd" A B
 done
+
+# A dynamic VHDX, through the kernel's NBD client.
+mkdir "$tmp/vhdx"
+vhdtool create --format vhdx --dynamic --block-size 1M 128M \
+  "$tmp/vhdx/dynamic.vhdx"
+run_guest nbd0 dynamic-vhdx fresh "$tmp/vhdx/dynamic.vhdx"
+check_image dynamic-vhdx "$tmp/vhdx/dynamic.vhdx" A
 
 # scripts/vhd-attach in the guest: nbdkit and nbd-client there, on an
 # image shared from here.
