@@ -30,12 +30,16 @@ PY
 # check_reads_as IMAGE REFERENCE
 #
 # IMAGE reads back as exactly REFERENCE's bytes, with two independent
-# readers: qemu-img (vpc) and the plugin (nbdcopy).
+# readers: qemu-img (vpc, or vhdx for a .vhdx, which qemu-img check must
+# find clean too) and the plugin (nbdcopy).
 check_reads_as ()
 {
-  local img=$1 ref=$2 out
+  local img=$1 ref=$2 out fmt=vpc
   out=$(scratch_dir)
-  qemu-img convert -f vpc -O raw "$img" "$out/qemu.raw"
+  case "$img" in
+    *.vhdx) fmt=vhdx; qemu-img check -f vhdx "$img" ;;
+  esac
+  qemu-img convert -f "$fmt" -O raw "$img" "$out/qemu.raw"
   cmp "$ref" "$out/qemu.raw"
   out=$out nbdkit -U - "$VHDKIT_PLUGIN" file="$img" readonly=true \
     --run 'nbdcopy "$uri" "$out/plugin.raw"'
@@ -54,17 +58,18 @@ info_field ()
 
 # check_zero_blocks_unallocated IMAGE REFERENCE
 #
-# The dynamic IMAGE has exactly one allocated block for every 2 MiB block
-# of REFERENCE that holds a non-zero byte (vhdtool info), and nbdinfo
-# --map shows every all-zero block of REFERENCE as hole,zero and no data
-# extent over one.
+# The dynamic IMAGE has exactly one allocated block for every block (of
+# IMAGE's block size) of REFERENCE that holds a non-zero byte (vhdtool
+# info), and nbdinfo --map shows every all-zero block of REFERENCE as
+# hole,zero and no data extent over one.
 check_zero_blocks_unallocated ()
 {
-  local img=$1 ref=$2 tmp want
+  local img=$1 ref=$2 tmp want block
   tmp=$(scratch_dir)
-  want=$(python3 - "$ref" <<'PY'
+  block=$(info_field "$img" block-size)
+  want=$(python3 - "$ref" "$block" <<'PY'
 import sys
-M2 = 2 * 1024 * 1024
+M2 = int(sys.argv[2])
 n = 0
 with open(sys.argv[1], "rb") as f:
     while True:
@@ -78,10 +83,10 @@ PY
   test "$(info_field "$img" allocated-blocks)" -eq "$want"
   tmp=$tmp nbdkit -U - "$VHDKIT_PLUGIN" file="$img" readonly=true \
     --run 'nbdinfo --map --json "$uri" > "$tmp/map.json"'
-  python3 - "$ref" "$tmp/map.json" <<'PY'
+  python3 - "$ref" "$tmp/map.json" "$block" <<'PY'
 import json
 import sys
-M2 = 2 * 1024 * 1024
+M2 = int(sys.argv[3])
 data = open(sys.argv[1], "rb").read()
 zero_blocks = {i // M2 for i in range(0, len(data), M2)
                if data[i:i + M2].count(0) == len(data[i:i + M2])}

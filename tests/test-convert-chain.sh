@@ -2,7 +2,8 @@
 # A differencing chain as the source (base <- child <- grandchild, written
 # at every level through the plugin) converts into one dynamic image, with
 # no parent, that reads as the chain does; the converted blocks are the
-# ones that hold data anywhere in the chain.
+# ones that hold data anywhere in the chain.  The same into a dynamic
+# VHDX (1 MiB blocks, so that the zero blocks it leaves out are many).
 
 source "$VHDKIT_SRCDIR/functions.sh"
 source "$VHDKIT_SRCDIR/plugin-functions.sh"
@@ -46,6 +47,12 @@ test "$(info_field "$tmp/flat.vhd" type)" = dynamic
 vhdtool info "$tmp/flat.vhd" | grep -v '^parent'
 check_reads_as "$tmp/flat.vhd" "$tmp/chain.raw"
 check_zero_blocks_unallocated "$tmp/flat.vhd" "$tmp/chain.raw"
+
+vhdtool convert --block-size 1M "$tmp/grandchild.vhd" "$tmp/flat.vhdx"
+test "$(info_field "$tmp/flat.vhdx" format)" = VHDX
+test "$(info_field "$tmp/flat.vhdx" type)" = dynamic
+check_reads_as "$tmp/flat.vhdx" "$tmp/chain.raw"
+check_zero_blocks_unallocated "$tmp/flat.vhdx" "$tmp/chain.raw"
 
 # The chain itself was not changed by being read.
 nbdkit -U - "$VHDKIT_PLUGIN" file="$tmp/grandchild.vhd" readonly=true \
