@@ -8,8 +8,20 @@
  * that mutations reach the checks behind them; about 1 in 8 is written
  * as it came, to keep the checksum checks themselves covered.  An input
  * that starts with "VHDXTMPL" is a patch of a VHDX template when
- * VHDKIT_FUZZ_VHDX_TEMPLATE names one (fuzz-vhdx-template.c);
- * VHDKIT_FUZZ_VHDX_SEED=FILE writes the seed that reproduces it.
+ * VHDKIT_FUZZ_VHDX_TEMPLATE names some (fuzz-vhdx-template.h).
+ *
+ * Environment:
+ *   VHDKIT_FUZZ_REPAIR=0      write every input as it came, no checksum
+ *                             repaired (1, or unset: repair as above);
+ *                             scripts/fuzz-coverage measures coverage
+ *                             with and without it, same binary
+ *   VHDKIT_FUZZ_VHDX_TEMPLATE=FILE[:FILE...]
+ *                             the VHDX templates, in selector order
+ *   VHDKIT_FUZZ_VHDX_SEED=PATH
+ *                             write the seed that gives back each
+ *                             template: into the folder PATH, one file
+ *                             per template (NN-BASENAME.vhdxtmpl); or,
+ *                             with a single template, the file PATH
  *
  * Build: make fuzz (clang -fsanitize=fuzzer,address,undefined).
  * Run:   fuzz/fuzz-open -max_total_time=60 CORPUS_DIR SEEDS_DIR
@@ -24,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "vhdkit.h"
@@ -32,6 +45,8 @@
 
 static char dir[PATH_MAX];
 static char image_path[PATH_MAX + 16], parent_path[PATH_MAX + 16];
+/* VHDKIT_FUZZ_REPAIR: whether fuzz_should_repair is asked at all. */
+static bool repair_enabled = true;
 
 /* A 3 MiB fixed parent that a crafted child may point at by the name
  * "parent.vhd"; created once with the library itself.
@@ -71,6 +86,59 @@ remove_scratch (void)
   rmdir (dir);
 }
 
+/* Load every template of a colon-separated list, in order: a file that
+ * cannot serve is a mistake of the caller's, not a reason to fuzz
+ * without it.
+ */
+static void
+load_templates (const char *list)
+{
+  char *copy = strdup (list), *save = NULL;
+
+  if (copy == NULL)
+    abort ();
+  for (char *path = strtok_r (copy, ":", &save); path != NULL;
+       path = strtok_r (NULL, ":", &save))
+    if (fuzz_vhdx_template_load (path) < 0)
+      abort ();
+  free (copy);
+}
+
+/* The seeds for VHDKIT_FUZZ_VHDX_SEED: one per template into a folder,
+ * or the only template's into a file.
+ */
+static void
+write_template_seeds (const char *path)
+{
+  size_t n = fuzz_vhdx_template_count ();
+  struct stat st;
+
+  if (stat (path, &st) == 0 && S_ISDIR (st.st_mode)) {
+    for (size_t i = 0; i < n; i++) {
+      const char *name = fuzz_vhdx_template_path (i);
+      const char *slash = strrchr (name, '/');
+      char seed[PATH_MAX];
+
+      if (snprintf (seed, sizeof seed, "%s/%02zu-%s.vhdxtmpl", path, i,
+                    slash ? slash + 1 : name) >= (int) sizeof seed ||
+          fuzz_vhdx_template_write_seed (i, seed) < 0) {
+        fprintf (stderr, "fuzz: cannot write the VHDX seed %s\n", seed);
+        abort ();
+      }
+    }
+    return;
+  }
+  if (n != 1) {
+    fprintf (stderr, "fuzz: VHDKIT_FUZZ_VHDX_SEED=%s: %zu templates"
+             " loaded: name a folder for their seeds\n", path, n);
+    abort ();
+  }
+  if (fuzz_vhdx_template_write_seed (0, path) < 0) {
+    fprintf (stderr, "fuzz: cannot write the VHDX seed %s\n", path);
+    abort ();
+  }
+}
+
 int
 LLVMFuzzerInitialize (int *argc, char ***argv)
 {
@@ -87,17 +155,20 @@ LLVMFuzzerInitialize (int *argc, char ***argv)
   snprintf (image_path, sizeof image_path, "%s/image.vhd", dir);
   snprintf (parent_path, sizeof parent_path, "%s/parent.vhd", dir);
   make_parent ();
-  /* VHDX inputs as patches of a template (fuzz-vhdx-template.h), and the
-   * seed that gives back the template itself.
-   */
-  if ((tmp = getenv ("VHDKIT_FUZZ_VHDX_TEMPLATE")) != NULL && *tmp &&
-      fuzz_vhdx_template_load (tmp) < 0)
-    abort ();
-  if ((tmp = getenv ("VHDKIT_FUZZ_VHDX_SEED")) != NULL && *tmp &&
-      fuzz_vhdx_template_write_seed (tmp) < 0) {
-    fprintf (stderr, "fuzz: cannot write the VHDX seed %s\n", tmp);
-    abort ();
+  if ((tmp = getenv ("VHDKIT_FUZZ_REPAIR")) != NULL && *tmp) {
+    if (strcmp (tmp, "0") != 0 && strcmp (tmp, "1") != 0) {
+      fprintf (stderr, "fuzz: VHDKIT_FUZZ_REPAIR=%s: 0 or 1\n", tmp);
+      abort ();
+    }
+    repair_enabled = strcmp (tmp, "1") == 0;
   }
+  /* VHDX inputs as patches of templates (fuzz-vhdx-template.h), and the
+   * seeds that give back the templates themselves.
+   */
+  if ((tmp = getenv ("VHDKIT_FUZZ_VHDX_TEMPLATE")) != NULL && *tmp)
+    load_templates (tmp);
+  if ((tmp = getenv ("VHDKIT_FUZZ_VHDX_SEED")) != NULL && *tmp)
+    write_template_seeds (tmp);
   return 0;
 }
 
@@ -137,7 +208,8 @@ exercise (vhd_disk *disk, const uint8_t *data, size_t size)
 static void
 write_image (const uint8_t *data, size_t size)
 {
-  bool repair = size > 0 && fuzz_should_repair (data, size);
+  bool repair = repair_enabled && size > 0 &&
+                fuzz_should_repair (data, size);
   uint8_t *copy = NULL;
   int fd;
 

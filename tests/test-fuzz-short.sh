@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A short libFuzzer run over open + info + read + write + check of
 # arbitrary bytes as an image, seeded with the small sample images and a
-# child/parent pair and a VHDX template, plus every input in
-# fuzz/regressions that once crashed the engine.  Any crash or sanitizer report fails the test.
+# child/parent pair and every VHDX sample as a template patch, plus every
+# input in fuzz/regressions that once crashed the engine.  Any crash or
+# sanitizer report fails the test.
 # VHDKIT_FUZZ_SECONDS sets the run's length (default 60).
 
 source "$VHDKIT_SRCDIR/functions.sh"
@@ -41,15 +42,26 @@ fuzzer=$top_builddir/fuzz/fuzz-open
 
 tmp=$(scratch_dir)
 mkdir "$tmp/seeds" "$tmp/corpus" "$tmp/pair"
-# A small dynamic VHDX as the template that "VHDXTMPL" inputs patch
-# (fuzz/fuzz-vhdx-template.h); the harness writes the seed that gives it
-# back unchanged.
+# Every VHDX sample as a template that "VHDXTMPL" inputs patch
+# (fuzz/fuzz-vhdx-template.h); the harness writes the seeds that give
+# them back unchanged.  A template is read only up to the end of its
+# regions (16 MiB at most), so only that much is decompressed, and the
+# file is given its full size as a hole.
 samples=$(samples_dir)
-xz -dc "$samples/vhdx/dissect-dynamic.vhdx.xz" > "$tmp/pair/template.vhdx"
-export VHDKIT_FUZZ_VHDX_TEMPLATE=$tmp/pair/template.vhdx
-VHDKIT_FUZZ_VHDX_SEED=$tmp/seeds/vhdx-template TMPDIR=$tmp "$fuzzer" -runs=0 \
+mkdir "$tmp/templates"
+templates=
+for name in $(awk -F '\t' '!/^#/ { print $1 }' "$samples/vhdx/MANIFEST.tsv"); do
+  out=$tmp/templates/${name%.xz}
+  size=$(xz -l --robot "$samples/vhdx/$name" | awk '$1 == "totals" { print $5 }')
+  { xz -dc "$samples/vhdx/$name" || true; } | head -c 16M > "$out"
+  truncate -s "$size" "$out"
+  templates=$templates${templates:+:}$out
+done
+export VHDKIT_FUZZ_VHDX_TEMPLATE=$templates
+VHDKIT_FUZZ_VHDX_SEED=$tmp/seeds TMPDIR=$tmp "$fuzzer" -runs=0 \
   "$tmp/corpus"
-test -s "$tmp/seeds/vhdx-template"
+test "$(ls "$tmp"/seeds/*.vhdxtmpl | wc -l)" -eq \
+  "$(awk -F '\t' '!/^#/' "$samples/vhdx/MANIFEST.tsv" | wc -l)"
 
 # Every stored crashing input must now be handled cleanly.
 for f in "$top_srcdir"/fuzz/regressions/*; do

@@ -6,7 +6,8 @@
  * the sums are the ones real writers compute); about 1 input in 8 is
  * left unrepaired.  And the VHDX template patches of
  * fuzz/fuzz-vhdx-template.c: the seed gives back the template, a patch
- * changes the bytes it names and no others.
+ * changes the bytes it names and no others, and the selector byte picks
+ * one of several templates, each with its own layout.
  */
 
 #include <config.h>
@@ -281,17 +282,19 @@ test_vhdx_template_patches (void **state)
   assert_int_equal (system (cmd), 0);
   assert_int_equal (read_file (tmpl, orig, sizeof orig), sizeof orig);
 
+  fuzz_vhdx_template_unload_all ();
   assert_int_equal (fuzz_vhdx_template_load (tmpl), 0);
-  assert_int_equal (fuzz_vhdx_template_write_seed (seed_path), 0);
+  assert_int_equal (fuzz_vhdx_template_write_seed (0, seed_path), 0);
   seed_len = read_file (seed_path, seed, sizeof seed);
-  assert_true (seed_len > 8 + 512 + 4 * 256);
+  assert_true (seed_len > FUZZ_VHDX_TEMPLATE_PATCH_AT + 512 + 4 * 256);
   assert_true (fuzz_vhdx_template_applies (seed, seed_len));
   assert_false (fuzz_vhdx_template_applies (orig, 4096));
 
   for (int patched = 0; patched <= 2; patched++) {
     struct stat st;
     if (patched)
-      seed[8 + 512 + 8] ^= 1;   /* header 1's sequence number */
+      /* header 1's sequence number */
+      seed[FUZZ_VHDX_TEMPLATE_PATCH_AT + 512 + 8] ^= 1;
     fd = open (img, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     assert_true (fd >= 0);
     assert_int_equal (fuzz_vhdx_template_write (fd, seed, seed_len,
@@ -309,9 +312,85 @@ test_vhdx_template_patches (void **state)
         memcpy (out + 64 * KiB + 4, orig + 64 * KiB + 4, 4);
       }
       assert_memory_equal (out, orig, sizeof out);
-      seed[8 + 512 + 8] ^= 1;
+      seed[FUZZ_VHDX_TEMPLATE_PATCH_AT + 512 + 8] ^= 1;
     }
   }
+}
+
+/* Write the image that a patch input gives into path and read its first
+ * len bytes into out; return the file's size.
+ */
+static uint64_t
+write_patched (const char *path, const uint8_t *input, size_t input_len,
+               uint8_t *out, size_t len)
+{
+  struct stat st;
+  int fd = open (path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+
+  assert_true (fd >= 0);
+  assert_int_equal (fuzz_vhdx_template_write (fd, input, input_len, false),
+                    0);
+  assert_int_equal (fstat (fd, &st), 0);
+  close (fd);
+  assert_int_equal (read_file (path, out, len), len);
+  return (uint64_t) st.st_size;
+}
+
+/* Two templates with their own layouts: each one's seed gives back that
+ * template's first 4 MiB and size, the selector counts modulo the number
+ * of templates, and the bare magic means the first.
+ */
+static void
+test_vhdx_template_selects (void **state)
+{
+  static const char *names[2] = {
+    "dissect-dynamic.vhdx", "standin-parent-of-dissect-differencing.vhdx",
+  };
+  static const uint64_t sizes[2] = { 37748736, 8388608 };
+  static uint8_t orig[2][4 << 20], out[4 << 20], seed[8192];
+  char tmpl[2][300], seed_path[300], img[300], cmd[1024];
+  const char *samples = getenv ("VHDKIT_SAMPLES");
+  size_t seed_len;
+
+  (void) state;
+  assert_non_null (samples);
+  fuzz_vhdx_template_unload_all ();
+  snprintf (seed_path, sizeof seed_path, "%s/seed", dir);
+  snprintf (img, sizeof img, "%s/image.vhdx", dir);
+  for (int i = 0; i < 2; i++) {
+    snprintf (tmpl[i], sizeof tmpl[i], "%s/%s", dir, names[i]);
+    snprintf (cmd, sizeof cmd, "xz -dc '%s/vhdx/%s.xz' > '%s'", samples,
+              names[i], tmpl[i]);
+    assert_int_equal (system (cmd), 0);
+    assert_int_equal (read_file (tmpl[i], orig[i], sizeof orig[i]),
+                      sizeof orig[i]);
+    assert_int_equal (fuzz_vhdx_template_load (tmpl[i]), 0);
+  }
+  assert_int_equal (fuzz_vhdx_template_count (), 2);
+  assert_string_equal (fuzz_vhdx_template_path (1), tmpl[1]);
+  /* The layouts differ where the windows are, or this proves nothing. */
+  assert_memory_not_equal (orig[0], orig[1], sizeof orig[0]);
+
+  for (int i = 0; i < 2; i++) {
+    assert_int_equal (fuzz_vhdx_template_write_seed (i, seed_path), 0);
+    seed_len = read_file (seed_path, seed, sizeof seed);
+    assert_int_equal (seed[FUZZ_VHDX_TEMPLATE_MAGIC_LEN], i);
+    assert_int_equal (write_patched (img, seed, seed_len, out, sizeof out),
+                      sizes[i]);
+    assert_memory_equal (out, orig[i], sizeof out);
+    /* Selector i + 2 is template i again. */
+    seed[FUZZ_VHDX_TEMPLATE_MAGIC_LEN] = (uint8_t) (i + 2);
+    assert_int_equal (write_patched (img, seed, seed_len, out, sizeof out),
+                      sizes[i]);
+    assert_memory_equal (out, orig[i], sizeof out);
+  }
+  /* No selector, no patch: the first template as it is. */
+  assert_int_equal (write_patched (img, (const uint8_t *) "VHDXTMPL",
+                                   FUZZ_VHDX_TEMPLATE_MAGIC_LEN, out,
+                                   sizeof out), sizes[0]);
+  assert_memory_equal (out, orig[0], sizeof out);
+  assert_int_equal (fuzz_vhdx_template_write_seed (2, seed_path), -1);
+  fuzz_vhdx_template_unload_all ();
 }
 
 static int
@@ -337,6 +416,7 @@ main (void)
     cmocka_unit_test (test_real_images_come_back_unchanged),
     cmocka_unit_test (test_should_repair_share),
     cmocka_unit_test (test_vhdx_template_patches),
+    cmocka_unit_test (test_vhdx_template_selects),
   };
   return cmocka_run_group_tests (tests, setup, teardown);
 }
