@@ -9,8 +9,8 @@
  * its CRC-32C where it has one).  Checks that need several structures or
  * the file's size are vhdx_bat_geometry(), vhdx_bat_entry_check() and
  * vhdx_layout_check().  Nothing here does I/O.  Code: format.c (header
- * section, GUIDs, layout), metadata.c (metadata region, parent locator),
- * bat.c (BAT geometry and entries).
+ * section, GUIDs, layout), metadata.c (metadata region), locator.c
+ * (parent locator item), bat.c (BAT geometry and entries).
  *
  * Layout of a file (offsets from its start):
  *   0       file type identifier ("vhdxfile", creator)   64 KiB
