@@ -250,8 +250,8 @@ int vhdx_metadata_decode (const uint8_t *region, size_t region_len,
 enum vhdx_disk_kind vhdx_disk_kind (const struct vhdx_metadata *md);
 const char *vhdx_disk_kind_name (enum vhdx_disk_kind kind);
 
-/* Parent locator ([MS-VHDX] 2.6.2.6): a type GUID and key/value pairs,
- * UTF-16LE on disk, UTF-8 here.
+/* Parent locator ([MS-VHDX] 2.6.2.6), code in locator.c: a type GUID
+ * and key/value pairs, UTF-16LE on disk, UTF-8 here, whatever the type.
  */
 struct vhdx_locator_pair {
   char *key;
@@ -263,11 +263,14 @@ struct vhdx_parent_locator {
   struct vhdx_locator_pair *pairs;  /* count of them, malloc'd */
 };
 
-/* decode() reads the item (item_len bytes at item): every key and value
- * must lie inside the item, be non-empty, of even length, without NUL,
- * valid UTF-16; keys must be unique.  The type is not checked here (a
- * driver refuses a type it does not know).  On success the caller frees
- * with vhdx_parent_locator_free(); on failure nothing is left to free.
+/* decode() reads the item (item_len bytes at item, at most 1 MiB): the
+ * key/value count must fit, every key and value must lie inside the
+ * item, be non-empty, of even length, without NUL, valid UTF-16; keys
+ * must be unique (case-sensitive).  Neither the type nor the reserved
+ * field is checked here.  Errors name the file, the entry and the field
+ * ("FILE: parent locator: entry 2: value of key \"relative_path\" ...").
+ * On success the caller frees with vhdx_parent_locator_free(); on
+ * failure nothing is left to free.
  */
 int vhdx_parent_locator_decode (const uint8_t *item, size_t item_len,
                                 const char *file,
@@ -278,7 +281,7 @@ const char *vhdx_parent_locator_get (const struct vhdx_parent_locator *loc,
                                      const char *key);
 /* Write loc into buf (buf_size bytes) and set *len to the bytes used:
  * the header, the entry table, then keys and values in order.  Returns
- * 0, -EINVAL (bad UTF-8, empty key or value) or -ENOSPC.
+ * 0, -EINVAL (bad UTF-8, empty key or value) or -ENOSPC, with a message.
  */
 int vhdx_parent_locator_encode (const struct vhdx_parent_locator *loc,
                                 uint8_t *buf, size_t buf_size,

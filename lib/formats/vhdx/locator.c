@@ -1,19 +1,26 @@
 /* vhdkit: the VHDX parent locator metadata item ([MS-VHDX] 2.6.2.6):
  * its key/value pairs, as stored (UTF-16LE on disk, UTF-8 here).  Pure:
  * no I/O.
+ *
+ * The item: a 20-byte header (LocatorType GUID, 2 reserved bytes,
+ * KeyValueCount), then KeyValueCount 12-byte entries (KeyOffset,
+ * ValueOffset: from the item's start; KeyLength, ValueLength: bytes),
+ * then the strings, anywhere in the item.  Hyper-V writes them right
+ * after the entries, each key then its value, without NULs or padding.
  */
 
 #include <config.h>
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "format.h"
 #include "core/utf16.h"
 
-/* Parent locator header and entries ([MS-VHDX] 2.6.2.6). */
+/* Parent locator header and entries ([MS-VHDX] 2.6.2.6.1, 2.6.2.6.2). */
 #define PL_TYPE            0
 #define PL_COUNT           18
 #define PL_ENTRIES         20
@@ -23,8 +30,11 @@
 #define PLE_KEY_LENGTH     8
 #define PLE_VALUE_LENGTH   10
 
-/* One key or value: inside the item, not empty, whole code units, no NUL
- * (a NUL would end the string early and hide the rest), valid UTF-16.
+/* ---- Key/value pairs ---- */
+
+/* One key or value (what: "key", or "value" then the key it belongs to,
+ * for messages): inside the item, not empty, whole code units, no NUL (a
+ * NUL would end the string early and hide the rest), valid UTF-16.
  * Returns a malloc'd UTF-8 copy in *out.
  */
 static int
@@ -36,11 +46,19 @@ locator_string (const uint8_t *item, size_t item_len, uint32_t offset,
   char *s;
   int r;
 
-  if (offset == 0 || length == 0 || length % 2 != 0)
+  /* [MS-VHDX] 2.6.2.6.2: offsets and lengths MUST be greater than zero
+   * (an offset of 0 would be the locator type).
+   */
+  if (offset == 0)
     return vhd_error (EINVAL, "%s: parent locator: entry %" PRIu16 ": %s"
-                      " at %" PRIu32 ", %" PRIu16 " bytes: offset and"
-                      " length must be non-zero, the length even", file, i,
-                      what, offset, length);
+                      " offset is 0", file, i, what);
+  if (length == 0)
+    return vhd_error (EINVAL, "%s: parent locator: entry %" PRIu16 ": %s"
+                      " length is 0 (an empty string)", file, i, what);
+  if (length % 2 != 0)
+    return vhd_error (EINVAL, "%s: parent locator: entry %" PRIu16 ": %s"
+                      " length %" PRIu16 " is odd (UTF-16 comes in 2-byte"
+                      " units)", file, i, what, length);
   if (offset > item_len || length > item_len - offset)
     return vhd_error (EINVAL, "%s: parent locator: entry %" PRIu16 ": %s"
                       " at %" PRIu32 ", %" PRIu16 " bytes, leaves the"
@@ -49,7 +67,8 @@ locator_string (const uint8_t *item, size_t item_len, uint32_t offset,
   for (size_t u = 0; u < length; u += 2)
     if (vhdx_get_le16 (item + offset + u) == 0)
       return vhd_error (EINVAL, "%s: parent locator: entry %" PRIu16 ":"
-                        " %s holds a NUL character", file, i, what);
+                        " %s holds a NUL character at byte %zu", file, i,
+                        what, u);
   /* At most 3 UTF-8 bytes per UTF-16 unit (a pair of units: 4). */
   size = (size_t) length / 2 * 3 + 1;
   s = malloc (size);
@@ -59,7 +78,8 @@ locator_string (const uint8_t *item, size_t item_len, uint32_t offset,
   if (r < 0) {
     free (s);
     return vhd_error (EINVAL, "%s: parent locator: entry %" PRIu16 ": %s"
-                      " is not valid UTF-16", file, i, what);
+                      " is not valid UTF-16 (an unpaired surrogate)", file,
+                      i, what);
   }
   *out = s;
   return 0;
@@ -93,6 +113,8 @@ decode_locator_pair (const uint8_t *item, size_t item_len, uint16_t i,
                      const char *file, struct vhdx_locator_pair *pair)
 {
   const uint8_t *e = item + PL_ENTRIES + (size_t) i * PL_ENTRY_SIZE;
+  /* "value of key \"...\"": the key, cut short for the message. */
+  char what[96];
   int r;
 
   r = locator_string (item, item_len, vhdx_get_le32 (e + PLE_KEY_OFFSET),
@@ -100,8 +122,9 @@ decode_locator_pair (const uint8_t *item, size_t item_len, uint16_t i,
                       &pair->key);
   if (r < 0)
     return r;
+  snprintf (what, sizeof what, "value of key \"%.64s\"", pair->key);
   r = locator_string (item, item_len, vhdx_get_le32 (e + PLE_VALUE_OFFSET),
-                      vhdx_get_le16 (e + PLE_VALUE_LENGTH), i, "value",
+                      vhdx_get_le16 (e + PLE_VALUE_LENGTH), i, what,
                       file, &pair->value);
   if (r < 0) {
     free (pair->key);
@@ -121,25 +144,38 @@ vhdx_parent_locator_decode (const uint8_t *item, size_t item_len,
   if (item_len < PL_ENTRIES)
     return vhd_error (EINVAL, "%s: parent locator: %zu bytes, less than"
                       " its 20-byte header", file, item_len);
+  /* The metadata table allows no bigger item; here it also keeps every
+   * offset that fits in the item inside 32 bits.
+   */
+  if (item_len > VHDX_METADATA_ITEM_MAX)
+    return vhd_error (EINVAL, "%s: parent locator: %zu bytes, more than"
+                      " a metadata item's 1 MiB", file, item_len);
   vhdx_guid_decode (item + PL_TYPE, &out.type);
   out.count = vhdx_get_le16 (item + PL_COUNT);
+  /* At most 65535 entries of 12 bytes: no overflow in size_t. */
   if ((size_t) out.count * PL_ENTRY_SIZE > item_len - PL_ENTRIES)
-    return vhd_error (EINVAL, "%s: parent locator: %" PRIu16 " entries do"
-                      " not fit in the item (%zu bytes)", file, out.count,
+    return vhd_error (EINVAL, "%s: parent locator: key/value count %"
+                      PRIu16 ": %" PRIu16 " entries do not fit in the"
+                      " item (%zu bytes)", file, out.count, out.count,
                       item_len);
   if (out.count == 0)
-    return vhd_error (EINVAL, "%s: parent locator: no entries", file);
+    return vhd_error (EINVAL, "%s: parent locator: key/value count is 0",
+                      file);
 
   out.pairs = calloc (out.count, sizeof *out.pairs);
   if (out.pairs == NULL)
     return vhd_error (ENOMEM, "%s: parent locator: calloc: %m", file);
   for (uint16_t i = 0; i < out.count; i++) {
     r = decode_locator_pair (item, item_len, i, file, &out.pairs[i]);
+    /* Keys are case-sensitive and MUST be unique ([MS-VHDX] 2.6.2.6.2).
+     * Quadratic, in at most a few thousand entries of a 1 MiB item.
+     */
     if (r == 0) {
       for (uint16_t j = 0; j < i; j++)
         if (strcmp (out.pairs[j].key, out.pairs[i].key) == 0) {
           r = vhd_error (EINVAL, "%s: parent locator: entries %" PRIu16
-                         " and %" PRIu16 " have the same key", file, j, i);
+                         " and %" PRIu16 " have the same key \"%.64s\"",
+                         file, j, i, out.pairs[i].key);
           break;
         }
     }
@@ -152,27 +188,34 @@ vhdx_parent_locator_decode (const uint8_t *item, size_t item_len,
   return 0;
 }
 
-/* Append s as UTF-16LE at *at (checking room) and return its length in
- * bytes through *len.
+/* Append s (entry i's key or value, named by what for messages) as
+ * UTF-16LE at *at, checking room, and return its length in bytes
+ * through *len.
  */
 static int
-put_locator_string (const char *s, uint8_t *buf, size_t buf_size,
-                    size_t *at, uint16_t *len)
+put_locator_string (const char *s, uint16_t i, const char *what,
+                    uint8_t *buf, size_t buf_size, size_t *at,
+                    uint16_t *len)
 {
   int n;
 
   if (*at > buf_size)
-    return -ENOSPC;
+    return vhd_error (ENOSPC, "parent locator: %zu bytes are not enough",
+                      buf_size);
   /* This needs room for a NUL after the string, which the next string
    * (or nothing) overwrites: at most 2 bytes more than the item needs.
    */
   n = vhd_utf8_to_utf16 (s, false, buf + *at, buf_size - *at);
   if (n == -ENAMETOOLONG)
-    return -ENOSPC;
+    return vhd_error (ENOSPC, "parent locator: %zu bytes are not enough"
+                      " for entry %" PRIu16 "'s %s", buf_size, i, what);
   if (n < 0)
-    return n;
+    return vhd_error (EINVAL, "parent locator: entry %" PRIu16 ": %s is"
+                      " not valid UTF-8", i, what);
   if (n == 0 || n > UINT16_MAX)
-    return -EINVAL;
+    return vhd_error (EINVAL, "parent locator: entry %" PRIu16 ": %s is"
+                      " %s", i, what, n == 0 ? "empty"
+                      : "longer than 65535 bytes of UTF-16");
   *len = (uint16_t) n;
   *at += (size_t) n;
   return 0;
@@ -186,24 +229,32 @@ vhdx_parent_locator_encode (const struct vhdx_parent_locator *loc,
   int r;
 
   if (at > buf_size)
-    return -ENOSPC;
+    return vhd_error (ENOSPC, "parent locator: %zu bytes are not enough"
+                      " for %" PRIu16 " entries", buf_size, loc->count);
   memset (buf, 0, at);
   vhdx_guid_encode (&loc->type, buf + PL_TYPE);
   vhdx_put_le16 (buf + PL_COUNT, loc->count);
   for (uint16_t i = 0; i < loc->count; i++) {
     uint8_t *e = buf + PL_ENTRIES + (size_t) i * PL_ENTRY_SIZE;
+    char what[96];
     uint16_t klen, vlen;
 
     if (at > UINT32_MAX)
-      return -ENOSPC;
+      return vhd_error (ENOSPC, "parent locator: entry %" PRIu16 " would"
+                        " start past 4 GiB", i);
     vhdx_put_le32 (e + PLE_KEY_OFFSET, (uint32_t) at);
-    r = put_locator_string (loc->pairs[i].key, buf, buf_size, &at, &klen);
+    r = put_locator_string (loc->pairs[i].key, i, "key", buf, buf_size,
+                            &at, &klen);
     if (r < 0)
       return r;
     if (at > UINT32_MAX)
-      return -ENOSPC;
+      return vhd_error (ENOSPC, "parent locator: entry %" PRIu16 " would"
+                        " start past 4 GiB", i);
     vhdx_put_le32 (e + PLE_VALUE_OFFSET, (uint32_t) at);
-    r = put_locator_string (loc->pairs[i].value, buf, buf_size, &at, &vlen);
+    snprintf (what, sizeof what, "value of key \"%.64s\"",
+              loc->pairs[i].key);
+    r = put_locator_string (loc->pairs[i].value, i, what, buf, buf_size,
+                            &at, &vlen);
     if (r < 0)
       return r;
     vhdx_put_le16 (e + PLE_KEY_LENGTH, klen);
