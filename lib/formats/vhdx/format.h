@@ -250,8 +250,9 @@ int vhdx_metadata_decode (const uint8_t *region, size_t region_len,
 enum vhdx_disk_kind vhdx_disk_kind (const struct vhdx_metadata *md);
 const char *vhdx_disk_kind_name (enum vhdx_disk_kind kind);
 
-/* Parent locator ([MS-VHDX] 2.6.2.6), code in locator.c: a type GUID
- * and key/value pairs, UTF-16LE on disk, UTF-8 here, whatever the type.
+/* Parent locator ([MS-VHDX] 2.6.2.6), code in locator.c, in two layers.
+ * First the item as stored: a type GUID and key/value pairs, UTF-16LE on
+ * disk, UTF-8 here, whatever the type.
  */
 struct vhdx_locator_pair {
   char *key;
@@ -286,6 +287,50 @@ const char *vhdx_parent_locator_get (const struct vhdx_parent_locator *loc,
 int vhdx_parent_locator_encode (const struct vhdx_parent_locator *loc,
                                 uint8_t *buf, size_t buf_size,
                                 size_t *len);
+
+/* Then what the pairs of the VHDX locator type ([MS-VHDX] 2.6.2.6.3)
+ * say: the parent's identity and where to look for it.  GUIDs are in
+ * printed order like every struct vhd_guid (the text "{ff34003b-...}" in
+ * the file is that order, and vhdx_header's data_write_guid compares
+ * with it as it is).  Paths are as stored, in UTF-8, with Windows' "\"
+ * separators; NULL when the key is absent.
+ */
+struct vhdx_parent_link {
+  struct vhd_guid parent_linkage;   /* the parent's DataWriteGuid */
+  bool has_parent_linkage2;
+  struct vhd_guid parent_linkage2;  /* another accepted identity; Hyper-V
+                                       writes it, all zero */
+  char *relative_path;              /* .\parent.vhdx, ..\p\parent.vhdx */
+  char *volume_path;                /* \\?\Volume{GUID}\p\parent.vhdx */
+  char *absolute_win32_path;        /* C:\p\parent.vhdx */
+};
+
+/* decode() = vhdx_parent_locator_decode(), then: the type must be the
+ * VHDX locator type (-ENOTSUP otherwise: another kind of parent, not a
+ * damaged file); parent_linkage must be there; parent_linkage and
+ * parent_linkage2 must be "{8-4-4-4-12 hex digits}" (either case); at
+ * least one of the three paths must be there.  Other keys are checked
+ * as pairs and then ignored (the format lets implementations add keys).
+ * Returns 0 or -errno with a message naming the file and the key; on
+ * success free with vhdx_parent_link_free(), on failure nothing is left
+ * to free.
+ */
+int vhdx_parent_link_decode (const uint8_t *item, size_t item_len,
+                             const char *file,
+                             struct vhdx_parent_link *link);
+/* Frees the paths (and sets them to NULL); the struct is the caller's. */
+void vhdx_parent_link_free (struct vhdx_parent_link *link);
+/* Write the item as Hyper-V lays it out: the header (reserved field 0),
+ * the entries, then each key and its value in UTF-16LE without NULs or
+ * padding, in Hyper-V's order: parent_linkage, absolute_win32_path,
+ * relative_path, volume_path (those not NULL), parent_linkage2 (when
+ * has_parent_linkage2); GUIDs in lower case in braces.  At most
+ * min (buf_size, 1 MiB) bytes; *len is set to the bytes used.  Returns 0,
+ * -EINVAL (no path, an empty path, a path not valid UTF-8 or longer than
+ * 65535 bytes in UTF-16) or -ENOSPC, with a message.
+ */
+int vhdx_parent_link_encode (const struct vhdx_parent_link *link,
+                             uint8_t *buf, size_t buf_size, size_t *len);
 
 /* Lay out a whole metadata region for create, as Hyper-V does: the table,
  * then at 64 KiB the file parameters, virtual disk size, logical and

@@ -1,6 +1,7 @@
-/* vhdkit: the VHDX parent locator metadata item ([MS-VHDX] 2.6.2.6):
- * its key/value pairs, as stored (UTF-16LE on disk, UTF-8 here).  Pure:
- * no I/O.
+/* vhdkit: the VHDX parent locator metadata item ([MS-VHDX] 2.6.2.6), in
+ * two layers: the key/value pairs as stored (any locator type; UTF-16LE
+ * on disk, UTF-8 here), and what the pairs of the VHDX locator type say
+ * (the parent's identity and its paths).  Pure: no I/O.
  *
  * The item: a 20-byte header (LocatorType GUID, 2 reserved bytes,
  * KeyValueCount), then KeyValueCount 12-byte entries (KeyOffset,
@@ -29,6 +30,20 @@
 #define PLE_VALUE_OFFSET   4
 #define PLE_KEY_LENGTH     8
 #define PLE_VALUE_LENGTH   10
+
+/* The keys of the VHDX locator type ([MS-VHDX] 2.6.2.6.3), in the order
+ * in which Hyper-V writes them (dissect-differencing.avhdx, Windows 10
+ * 1809): the spec gives the entries no order, vhdx_parent_link_encode
+ * follows this one.
+ */
+#define KEY_LINKAGE        "parent_linkage"
+#define KEY_ABSOLUTE       "absolute_win32_path"
+#define KEY_RELATIVE       "relative_path"
+#define KEY_VOLUME         "volume_path"
+#define KEY_LINKAGE2       "parent_linkage2"
+
+/* "{xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx}" and its NUL. */
+#define BRACED_GUID_SIZE   39
 
 /* ---- Key/value pairs ---- */
 
@@ -262,4 +277,236 @@ vhdx_parent_locator_encode (const struct vhdx_parent_locator *loc,
   }
   *len = at;
   return 0;
+}
+
+/* ---- The VHDX locator type: the parent's identity and paths ---- */
+
+static int
+hex_digit (char c)
+{
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
+  return -1;
+}
+
+/* Parse "{xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx}", the registry form that
+ * the linkage keys hold ([MS-VHDX] 2.6.2.6.3 asks for lower case but
+ * shows upper case: either is taken), into printed (RFC 4122) order,
+ * which is struct vhd_guid's.  Exactly that: no spaces, nothing after.
+ */
+static bool
+parse_braced_guid (const char *s, struct vhd_guid *guid)
+{
+  size_t n = 0;
+
+  if (strlen (s) != BRACED_GUID_SIZE - 1 || s[0] != '{' ||
+      s[BRACED_GUID_SIZE - 2] != '}')
+    return false;
+  for (size_t i = 1; i < BRACED_GUID_SIZE - 2; ) {
+    int hi, lo;
+
+    /* Dashes after 8, 12, 16 and 20 hex digits. */
+    if (i == 9 || i == 14 || i == 19 || i == 24) {
+      if (s[i] != '-')
+        return false;
+      i++;
+      continue;
+    }
+    hi = hex_digit (s[i]);
+    lo = hex_digit (s[i + 1]);
+    if (hi < 0 || lo < 0)
+      return false;
+    guid->bytes[n++] = (uint8_t) (hi << 4 | lo);
+    i += 2;
+  }
+  return n == 16;
+}
+
+/* What Hyper-V writes: lower case, in braces. */
+static void
+format_braced_guid (const struct vhd_guid *guid, char out[BRACED_GUID_SIZE])
+{
+  out[0] = '{';
+  vhd_guid_to_string (guid, out + 1);
+  out[BRACED_GUID_SIZE - 2] = '}';
+  out[BRACED_GUID_SIZE - 1] = '\0';
+}
+
+void
+vhdx_parent_link_free (struct vhdx_parent_link *link)
+{
+  free (link->relative_path);
+  free (link->volume_path);
+  free (link->absolute_win32_path);
+  link->relative_path = NULL;
+  link->volume_path = NULL;
+  link->absolute_win32_path = NULL;
+}
+
+/* Where a path key's value goes, or NULL when key names no path. */
+static char **
+path_slot (struct vhdx_parent_link *link, const char *key)
+{
+  if (strcmp (key, KEY_RELATIVE) == 0)
+    return &link->relative_path;
+  if (strcmp (key, KEY_VOLUME) == 0)
+    return &link->volume_path;
+  if (strcmp (key, KEY_ABSOLUTE) == 0)
+    return &link->absolute_win32_path;
+  return NULL;
+}
+
+static int
+linkage_value (const struct vhdx_locator_pair *pair, const char *file,
+               struct vhd_guid *guid)
+{
+  if (!parse_braced_guid (pair->value, guid))
+    return vhd_error (EINVAL, "%s: parent locator: %s: \"%.64s\" is not a"
+                      " GUID in braces ({xxxxxxxx-xxxx-xxxx-xxxx-"
+                      "xxxxxxxxxxxx})", file, pair->key, pair->value);
+  return 0;
+}
+
+/* The pairs' meaning, taking the path values out of loc into *link.
+ * Keys stay unique (the pair layer checked), so that nothing is set
+ * twice.
+ */
+static int
+interpret_pairs (struct vhdx_parent_locator *loc, const char *file,
+                 struct vhdx_parent_link *link)
+{
+  bool have_linkage = false;
+  int r;
+
+  for (uint16_t i = 0; i < loc->count; i++) {
+    struct vhdx_locator_pair *pair = &loc->pairs[i];
+    char **slot;
+
+    if (strcmp (pair->key, KEY_LINKAGE) == 0) {
+      r = linkage_value (pair, file, &link->parent_linkage);
+      if (r < 0)
+        return r;
+      have_linkage = true;
+    }
+    else if (strcmp (pair->key, KEY_LINKAGE2) == 0) {
+      r = linkage_value (pair, file, &link->parent_linkage2);
+      if (r < 0)
+        return r;
+      link->has_parent_linkage2 = true;
+    }
+    else if ((slot = path_slot (link, pair->key)) != NULL) {
+      *slot = pair->value;
+      pair->value = NULL;
+    }
+    /* Any other key is ignored: [MS-VHDX] 2.6.2.6 lets implementations
+     * extend the locator, and a reader needs only the keys above.
+     */
+  }
+  if (!have_linkage)
+    return vhd_error (EINVAL, "%s: parent locator: no " KEY_LINKAGE " key"
+                      " (the parent's identity, which MUST be there)",
+                      file);
+  if (link->relative_path == NULL && link->volume_path == NULL &&
+      link->absolute_win32_path == NULL)
+    return vhd_error (EINVAL, "%s: parent locator: no path to the parent"
+                      " (none of the keys " KEY_RELATIVE ", " KEY_VOLUME
+                      ", " KEY_ABSOLUTE ")", file);
+  return 0;
+}
+
+int
+vhdx_parent_link_decode (const uint8_t *item, size_t item_len,
+                         const char *file, struct vhdx_parent_link *link)
+{
+  struct vhdx_parent_locator loc;
+  struct vhdx_parent_link out = { 0 };
+  int r;
+
+  /* The type first (the pair layer refuses an item too short for it):
+   * what this code cannot read at all is the news, before any flaw in
+   * its pairs.
+   */
+  if (item_len >= PL_ENTRIES) {
+    struct vhd_guid type;
+
+    vhdx_guid_decode (item + PL_TYPE, &type);
+    if (!vhdx_guid_equal (&type, &vhdx_locator_type_vhdx)) {
+      char g[37];
+
+      /* Another kind of parent (a SAN LUN, another format...) that a
+       * valid file may name: not understood here, rather than corrupt.
+       */
+      vhd_guid_to_string (&type, g);
+      return vhd_error (ENOTSUP, "%s: parent locator: locator type %s is"
+                        " not the VHDX locator type"
+                        " (b04aefb7-d19e-4a81-b789-25b8e9445913)", file, g);
+    }
+  }
+  r = vhdx_parent_locator_decode (item, item_len, file, &loc);
+  if (r < 0)
+    return r;
+  r = interpret_pairs (&loc, file, &out);
+  vhdx_parent_locator_free (&loc);
+  if (r < 0) {
+    vhdx_parent_link_free (&out);
+    return r;
+  }
+  *link = out;
+  return 0;
+}
+
+int
+vhdx_parent_link_encode (const struct vhdx_parent_link *link,
+                         uint8_t *buf, size_t buf_size, size_t *len)
+{
+  char linkage[BRACED_GUID_SIZE], linkage2[BRACED_GUID_SIZE];
+  struct vhdx_locator_pair pairs[5];
+  struct vhdx_parent_locator loc = {
+    .type = vhdx_locator_type_vhdx,
+    .pairs = pairs,
+  };
+  const struct {
+    const char *key;
+    const char *value;
+  } paths[] = {
+    { KEY_ABSOLUTE, link->absolute_win32_path },
+    { KEY_RELATIVE, link->relative_path },
+    { KEY_VOLUME, link->volume_path },
+  };
+  uint16_t n = 0;
+  size_t n_paths = 0;
+
+  /* The pair layer only reads through these: the casts drop a const that
+   * struct vhdx_locator_pair (which decode fills) cannot carry.
+   */
+  format_braced_guid (&link->parent_linkage, linkage);
+  pairs[n++] = (struct vhdx_locator_pair) { (char *) KEY_LINKAGE, linkage };
+  for (size_t k = 0; k < sizeof paths / sizeof paths[0]; k++) {
+    if (paths[k].value == NULL)
+      continue;
+    if (paths[k].value[0] == '\0')
+      return vhd_error (EINVAL, "parent locator: %s is empty (leave it out"
+                        " instead)", paths[k].key);
+    pairs[n++] = (struct vhdx_locator_pair) { (char *) paths[k].key,
+                                              (char *) paths[k].value };
+    n_paths++;
+  }
+  if (link->has_parent_linkage2) {
+    format_braced_guid (&link->parent_linkage2, linkage2);
+    pairs[n++] = (struct vhdx_locator_pair) { (char *) KEY_LINKAGE2,
+                                              linkage2 };
+  }
+  if (n_paths == 0)
+    return vhd_error (EINVAL, "parent locator: no path to the parent (one"
+                      " of " KEY_RELATIVE ", " KEY_VOLUME ", " KEY_ABSOLUTE
+                      " is needed)");
+  loc.count = n;
+  /* No metadata item may be larger. */
+  if (buf_size > VHDX_METADATA_ITEM_MAX)
+    buf_size = VHDX_METADATA_ITEM_MAX;
+  return vhdx_parent_locator_encode (&loc, buf, buf_size, len);
 }
