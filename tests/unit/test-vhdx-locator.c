@@ -539,6 +539,12 @@ test_rejects_offset_length_overflow (void **state)
   snprintf (want, sizeof want, "at %zu, 65534 bytes, leaves the item (%zu"
             " bytes)", len - 2, len);
   assert_error (decode (len), EINVAL, want);
+  /* A sum that wraps to 2 in 32 bits, which a 32-bit check would take. */
+  vhdx_put_le32 (item + ENTRY (0) + VALUE_OFFSET, UINT32_MAX - 1);
+  vhdx_put_le16 (item + ENTRY (0) + VALUE_LENGTH, 4);
+  assert_error (decode (len), EINVAL, "entry 0: value of key"
+                " \"parent_linkage\" at 4294967294, 4 bytes, leaves the"
+                " item");
 }
 
 static void
@@ -675,6 +681,7 @@ test_rejects_malformed_guid_text (void **state)
     "83ed0ec3-24c8-49a6-a959-5e4bf1288bfb",       /* no braces */
     "{83ed0ec3-24c8-49a6-a959-5e4bf1288bfb",      /* no closing brace */
     "(83ed0ec3-24c8-49a6-a959-5e4bf1288bfb)",     /* other brackets */
+    "{83ed0ec3-24c8-49a6-a959-5e4bf1288bfb]",     /* another closing one */
     "{83ed0ec3-24c8-49a6-a959-5e4bf1288bfg}",     /* not hex */
     "{83ed0ec3-24c8-49a6-a959-5e4bf1288bf}",      /* a digit short */
     "{83ed0ec3-24c8-49a6-a959-5e4bf1288bfbb}",    /* a digit more */
