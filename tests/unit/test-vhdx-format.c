@@ -752,7 +752,7 @@ test_parent_locator_rejections (void **state)
 
   /* Each key/value offset + length must lie inside the item: cut it. */
   assert_error (vhdx_parent_locator_decode (buf, len - 2, F, &out), EINVAL,
-                "entry 2: value at");
+                "entry 2: value of key \"absolute_win32_path\" at");
   assert_error (vhdx_parent_locator_decode (buf, 19, F, &out), EINVAL,
                 "less than its 20-byte header");
   assert_error (vhdx_parent_locator_decode (buf, 20 + 2 * 12, F, &out),
@@ -760,23 +760,24 @@ test_parent_locator_rejections (void **state)
   /* A value offset far past the item (and near UINT32_MAX). */
   vhdx_put_le32 (buf + 20 + 12 + 4, UINT32_MAX - 1);
   assert_error (vhdx_parent_locator_decode (buf, len, F, &out), EINVAL,
-                "entry 1: value at 4294967294");
+                "entry 1: value of key \"relative_path\" at"
+                " 4294967294");
   /* Odd length, zero offset, NUL inside, the same key twice. */
   assert_int_equal (vhdx_parent_locator_encode (&loc, buf, sizeof buf, &len),
                     0);
   vhdx_put_le16 (buf + 20 + 8, 27);
   assert_error (vhdx_parent_locator_decode (buf, len, F, &out), EINVAL,
-                "entry 0: key at");
+                "entry 0: key length 27 is odd");
   assert_int_equal (vhdx_parent_locator_encode (&loc, buf, sizeof buf, &len),
                     0);
   vhdx_put_le32 (buf + 20, 0);
   assert_error (vhdx_parent_locator_decode (buf, len, F, &out), EINVAL,
-                "must be non-zero");
+                "entry 0: key offset is 0");
   assert_int_equal (vhdx_parent_locator_encode (&loc, buf, sizeof buf, &len),
                     0);
   vhdx_put_le16 (buf + vhdx_get_le32 (buf + 20 + 4) + 2, 0);
   assert_error (vhdx_parent_locator_decode (buf, len, F, &out), EINVAL,
-                "entry 0: value holds a NUL");
+                "entry 0: value of key \"parent_linkage\" holds a NUL");
   assert_int_equal (vhdx_parent_locator_encode (&loc, buf, sizeof buf, &len),
                     0);
   /* Entry 2's key now points at entry 0's. */

@@ -9,8 +9,8 @@
  * its CRC-32C where it has one).  Checks that need several structures or
  * the file's size are vhdx_bat_geometry(), vhdx_bat_entry_check() and
  * vhdx_layout_check().  Nothing here does I/O.  Code: format.c (header
- * section, GUIDs, layout), metadata.c (metadata region, parent locator),
- * bat.c (BAT geometry and entries).
+ * section, GUIDs, layout), metadata.c (metadata region), locator.c
+ * (parent locator item), bat.c (BAT geometry and entries).
  *
  * Layout of a file (offsets from its start):
  *   0       file type identifier ("vhdxfile", creator)   64 KiB
@@ -250,8 +250,9 @@ int vhdx_metadata_decode (const uint8_t *region, size_t region_len,
 enum vhdx_disk_kind vhdx_disk_kind (const struct vhdx_metadata *md);
 const char *vhdx_disk_kind_name (enum vhdx_disk_kind kind);
 
-/* Parent locator ([MS-VHDX] 2.6.2.6): a type GUID and key/value pairs,
- * UTF-16LE on disk, UTF-8 here.
+/* Parent locator ([MS-VHDX] 2.6.2.6), code in locator.c, in two layers.
+ * First the item as stored: a type GUID and key/value pairs, UTF-16LE on
+ * disk, UTF-8 here, whatever the type.
  */
 struct vhdx_locator_pair {
   char *key;
@@ -263,11 +264,14 @@ struct vhdx_parent_locator {
   struct vhdx_locator_pair *pairs;  /* count of them, malloc'd */
 };
 
-/* decode() reads the item (item_len bytes at item): every key and value
- * must lie inside the item, be non-empty, of even length, without NUL,
- * valid UTF-16; keys must be unique.  The type is not checked here (a
- * driver refuses a type it does not know).  On success the caller frees
- * with vhdx_parent_locator_free(); on failure nothing is left to free.
+/* decode() reads the item (item_len bytes at item, at most 1 MiB): the
+ * key/value count must fit, every key and value must lie inside the
+ * item, be non-empty, of even length, without NUL, valid UTF-16; keys
+ * must be unique (case-sensitive).  Neither the type nor the reserved
+ * field is checked here.  Errors name the file, the entry and the field
+ * ("FILE: parent locator: entry 2: value of key \"relative_path\" ...").
+ * On success the caller frees with vhdx_parent_locator_free(); on
+ * failure nothing is left to free.
  */
 int vhdx_parent_locator_decode (const uint8_t *item, size_t item_len,
                                 const char *file,
@@ -278,11 +282,55 @@ const char *vhdx_parent_locator_get (const struct vhdx_parent_locator *loc,
                                      const char *key);
 /* Write loc into buf (buf_size bytes) and set *len to the bytes used:
  * the header, the entry table, then keys and values in order.  Returns
- * 0, -EINVAL (bad UTF-8, empty key or value) or -ENOSPC.
+ * 0, -EINVAL (bad UTF-8, empty key or value) or -ENOSPC, with a message.
  */
 int vhdx_parent_locator_encode (const struct vhdx_parent_locator *loc,
                                 uint8_t *buf, size_t buf_size,
                                 size_t *len);
+
+/* Then what the pairs of the VHDX locator type ([MS-VHDX] 2.6.2.6.3)
+ * say: the parent's identity and where to look for it.  GUIDs are in
+ * printed order like every struct vhd_guid (the text "{ff34003b-...}" in
+ * the file is that order, and vhdx_header's data_write_guid compares
+ * with it as it is).  Paths are as stored, in UTF-8, with Windows' "\"
+ * separators; NULL when the key is absent.
+ */
+struct vhdx_parent_link {
+  struct vhd_guid parent_linkage;   /* the parent's DataWriteGuid */
+  bool has_parent_linkage2;
+  struct vhd_guid parent_linkage2;  /* another accepted identity; Hyper-V
+                                       writes it, all zero */
+  char *relative_path;              /* .\parent.vhdx, ..\p\parent.vhdx */
+  char *volume_path;                /* \\?\Volume{GUID}\p\parent.vhdx */
+  char *absolute_win32_path;        /* C:\p\parent.vhdx */
+};
+
+/* decode() = vhdx_parent_locator_decode(), then: the type must be the
+ * VHDX locator type (-ENOTSUP otherwise: another kind of parent, not a
+ * damaged file); parent_linkage must be there; parent_linkage and
+ * parent_linkage2 must be "{8-4-4-4-12 hex digits}" (either case); at
+ * least one of the three paths must be there.  Other keys are checked
+ * as pairs and then ignored (the format lets implementations add keys).
+ * Returns 0 or -errno with a message naming the file and the key; on
+ * success free with vhdx_parent_link_free(), on failure nothing is left
+ * to free.
+ */
+int vhdx_parent_link_decode (const uint8_t *item, size_t item_len,
+                             const char *file,
+                             struct vhdx_parent_link *link);
+/* Frees the paths (and sets them to NULL); the struct is the caller's. */
+void vhdx_parent_link_free (struct vhdx_parent_link *link);
+/* Write the item as Hyper-V lays it out: the header (reserved field 0),
+ * the entries, then each key and its value in UTF-16LE without NULs or
+ * padding, in Hyper-V's order: parent_linkage, absolute_win32_path,
+ * relative_path, volume_path (those not NULL), parent_linkage2 (when
+ * has_parent_linkage2); GUIDs in lower case in braces.  At most
+ * min (buf_size, 1 MiB) bytes; *len is set to the bytes used.  Returns 0,
+ * -EINVAL (no path, an empty path, a path not valid UTF-8 or longer than
+ * 65535 bytes in UTF-16) or -ENOSPC, with a message.
+ */
+int vhdx_parent_link_encode (const struct vhdx_parent_link *link,
+                             uint8_t *buf, size_t buf_size, size_t *len);
 
 /* Lay out a whole metadata region for create, as Hyper-V does: the table,
  * then at 64 KiB the file parameters, virtual disk size, logical and
