@@ -170,7 +170,8 @@ vhd_file_pwrite_exact (int fd, const void *buf, size_t count, uint64_t offset,
   const uint8_t *p = buf;
 
   while (count > 0) {
-    ssize_t w = pwrite (fd, p, count, (off_t) offset);
+    ssize_t w = pwrite (fd, p, count < VHD_FILE_MAX_WRITE ? count
+                               : VHD_FILE_MAX_WRITE, (off_t) offset);
     if (w < 0) {
       if (errno == EINTR)
         continue;

@@ -153,8 +153,10 @@ run_pread (struct vhd_segment *segs, size_t n, bool write)
       continue;
     }
     while (done < s->length) {
+      uint64_t left = s->length - done;
       ssize_t r = write
-        ? pwrite (vhd_file_fd_of (s->be), s->buf + done, s->length - done,
+        ? pwrite (vhd_file_fd_of (s->be), s->buf + done,
+                  left < VHD_FILE_MAX_WRITE ? left : VHD_FILE_MAX_WRITE,
                   (off_t) (s->file_offset + done))
         : pread (vhd_file_fd_of (s->be), s->buf + done, s->length - done,
                  (off_t) (s->file_offset + done));
@@ -180,9 +182,13 @@ prep (struct io_uring_sqe *sqe, struct vhd_segment *s, uint64_t done,
   size_t len = s->length - done;
   int fd = vhd_file_fd_of (s->be);
 
-  /* One SQE moves at most 2 GiB; the rest is resubmitted. */
+  /* One SQE moves at most 2 GiB, a write at most VHD_FILE_MAX_WRITE
+   * (file.h says why); the rest is resubmitted.
+   */
   if (len > (1u << 30))
     len = 1u << 30;
+  if (write && len > VHD_FILE_MAX_WRITE)
+    len = VHD_FILE_MAX_WRITE;
   if (write)
     io_uring_prep_write (sqe, fd, s->buf + done, (unsigned) len,
                          s->file_offset + done);
