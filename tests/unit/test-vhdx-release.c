@@ -293,13 +293,15 @@ test_whole_blocks_become_states (void **state)
 }
 
 /* Release, then write into the block before any flush: a new block at
- * the end of the file, not the old space.
+ * the end of the file, not the old space; and the space of a released
+ * last block is not given to the next new block either (the file's BAT
+ * points at it until the flush).
  */
 static void
 test_write_after_release_allocates_at_end (void **state)
 {
   char path[300];
-  uint64_t old, size, e;
+  uint64_t old, old1, size, e;
   vhd_disk *d;
 
   (void) state;
@@ -309,10 +311,15 @@ test_write_after_release_allocates_at_end (void **state)
   write_block (d, 1, 2);
   vhd_close (d);
   old = entry_offset (bat_entry (path, 0));
+  old1 = entry_offset (bat_entry (path, 1));
   assert_int_equal (entry_state (bat_entry (path, 0)), FULLY_PRESENT);
   size = file_size (path);
+  assert_int_equal (old1 + BLOCK, size);        /* block 1 is the last */
 
   d = open_rw (path);
+  /* The last block released, then a new block elsewhere. */
+  assert_int_equal (vhd_trim (d, BLOCK, 1 * BLOCK, 0), 0);
+  write_block (d, 2, 11);
   assert_int_equal (vhd_trim (d, BLOCK, 0, 0), 0);
   assert_reads (d, 0, BLOCK, 0);
   write_block (d, 0, 9);
@@ -322,17 +329,22 @@ test_write_after_release_allocates_at_end (void **state)
   assert_int_equal (vhd_zero (d, BLOCK, 0, VHD_IO_MAY_TRIM), 0);
   assert_int_equal (block_extent (d, 0), HOLE);
   write_block (d, 0, 10);
-  assert_reads (d, 1 * BLOCK, BLOCK, 2);
+  assert_reads (d, 2 * BLOCK, BLOCK, 11);
   vhd_close (d);
 
   e = bat_entry (path, 0);
   assert_int_equal (entry_state (e), FULLY_PRESENT);
   assert_true (entry_offset (e) != old);
   assert_true (entry_offset (e) >= size);
+  e = bat_entry (path, 2);
+  assert_int_equal (entry_state (e), FULLY_PRESENT);
+  assert_true (entry_offset (e) >= size);
+  assert_int_equal (entry_state (bat_entry (path, 1)), UNMAPPED);
   assert_check_clean (path);
   d = open_rw (path);
   assert_reads (d, 0, BLOCK, 10);
-  assert_reads (d, 1 * BLOCK, BLOCK, 2);
+  assert_reads (d, 1 * BLOCK, BLOCK, 0);
+  assert_reads (d, 2 * BLOCK, BLOCK, 11);
   vhd_close (d);
 }
 
