@@ -414,12 +414,15 @@ int vhd_pwrite (vhd_disk *disk, const void *buf, size_t count,
 int vhd_flush (vhd_disk *disk);
 /* Trim: advisory.  On a dynamic disk the whole sectors inside the range
  * read back as zeros afterwards (their bits are cleared and their space
- * punched); partial sectors at the edges keep their data, as NBD allows.
+ * punched; a dynamic VHDX's whole blocks become UNMAPPED, without file
+ * space); partial sectors at the edges keep their data, as NBD allows.
  * Fixed disks punch the range; differencing disks ignore trims.
  */
 int vhd_trim (vhd_disk *disk, uint64_t count, uint64_t offset,
               uint32_t flags);
-/* Zero: the range reads back as zeros afterwards. */
+/* Zero: the range reads back as zeros afterwards.  With VHD_IO_MAY_TRIM
+ * a dynamic VHDX's whole blocks become ZERO, without file space.
+ */
 int vhd_zero (vhd_disk *disk, uint64_t count, uint64_t offset,
               uint32_t flags);
 

@@ -2,10 +2,27 @@
  *
  * Dynamic disks: a sector whose bitmap bit is clear reads as zeros, so
  * zeroing (when the client allows holes) and trimming clear the bits and
- * punch the data out of the file, which gives the space back.  Fixed
- * disks punch or zero the file range.  Differencing disks must write
- * zeros: a clear bit would expose the parent.  Unaligned edges are written
- * as zeros through the ordinary write path.
+ * punch the data out of the file, which gives the space back.  A whole
+ * block is released instead where the driver can say so in its table
+ * (VHDX: UNMAPPED, ZERO), so that extents and other readers see it as
+ * holding no data.  Fixed disks punch or zero the file range.
+ * Differencing disks must write zeros: a clear bit would expose the
+ * parent.  Unaligned edges are written as zeros through the ordinary
+ * write path.
+ *
+ * Releasing a block, and why a crash cannot turn it into garbage: the
+ * entry changes in memory only (under meta_lock, like an allocation);
+ * the table in the file changes at the next flush, which waits for this
+ * request (flush_lock) and syncs the punch before it writes the table.
+ * Until then the file's table still points at the old space: after a
+ * crash the block reads its old data or zeros (the punch), the old or
+ * the new content, as NBD allows for an unflushed request.  It never
+ * reads another block's data, because the old space is never given to
+ * another block: new blocks go at the end of the file (the driver's
+ * rule, driver.h), and a write into a released block allocates one
+ * there.  After the flush the table says the block has no space, and
+ * the old range is a hole that nothing points at (a compact would
+ * reclaim its address range; it holds no storage).
  */
 
 #include <config.h>
@@ -77,6 +94,65 @@ enum discard_mode {
   DISCARD_ZERO,                 /* must read back as zeros */
 };
 
+/* Give up a whole block's file space when the driver can record that it
+ * reads as zeros (driver.h, release_block; the top of this file says why
+ * the order is safe).  Returns 1 when the block reads as zeros now
+ * without file space, 0 when it keeps its space (the caller punches or
+ * zeroes its range, as for part of a block), or -errno.
+ *
+ * Not on storage that cannot grow (the nbdkit filter over a plugin):
+ * the block could never be written again.  Not for a block with a
+ * sector bitmap in the cache (PARTIAL): its bitmap would be written back
+ * at the next flush for a block that has no space.
+ */
+static int
+release_whole_block (struct vhd_disk *disk, uint32_t block, bool zero)
+{
+  uint64_t data;
+  int r = 0;
+
+  if (disk->ops->release_block == NULL ||
+      disk->layout != VHD_LAYOUT_SPARSE || !disk->be->can_grow)
+    return 0;
+  pthread_mutex_lock (&disk->meta_lock);
+  /* Again under the lock: a request racing with this one may have
+   * released or reallocated the block since the caller looked.
+   */
+  data = vhd_block_offset (disk, block);
+  if (!vhd_block_present (data))
+    r = 1;                      /* reads as zeros already */
+  else if (disk->block_state[block] != BLOCK_PARTIAL) {
+    r = disk->ops->release_block (disk, block, zero);
+    if (r == 1) {
+      /* As a block never allocated: the next allocation sets it. */
+      __atomic_store_n (&disk->block_state[block], BLOCK_UNKNOWN,
+                        __ATOMIC_RELEASE);
+      __atomic_store_n (&disk->metadata_dirty, true, __ATOMIC_RELEASE);
+    }
+  }
+  pthread_mutex_unlock (&disk->meta_lock);
+  if (r == 1 && vhd_block_present (data)) {
+    /* Only to give the space back: no reader looks there any more, and
+     * what a crash shows there before the next flush is old data or
+     * zeros either way.  Storage that cannot punch keeps the space.
+     */
+    int p = vhd_backend_punch (disk->be, data, disk->block_size);
+    if (p < 0 && p != -EOPNOTSUPP)
+      return p;
+  }
+  return r;
+}
+
+/* Bytes of block inside the disk: the last block may end early. */
+static uint64_t
+block_len (const struct vhd_disk *disk, uint32_t block)
+{
+  uint64_t start = (uint64_t) block * disk->block_size;
+
+  return disk->size - start < disk->block_size ? disk->size - start
+                                               : disk->block_size;
+}
+
 /* The sector-aligned part of a trim or zero, one block at a time. */
 static int
 discard_aligned (struct vhd_disk *disk, uint64_t count, uint64_t offset,
@@ -117,7 +193,16 @@ discard_aligned (struct vhd_disk *disk, uint64_t count, uint64_t offset,
       }
     }
     else if (vhd_block_present (data)) {
-      if (may_trim) {
+      /* A zero with NO_HOLE (no may_trim) asks for the space to stay
+       * allocated: only trims and zeros that allow holes release it.
+       */
+      int released = 0;
+
+      if (may_trim && in_block == 0 && len == block_len (disk, block))
+        released = release_whole_block (disk, block, mode == DISCARD_ZERO);
+      if (released != 0)
+        r = released < 0 ? released : 0;
+      else if (may_trim) {
         if (disk->sparse_bitmaps)
           r = clear_bits (disk, block, in_block, len);
         if (r == 0)

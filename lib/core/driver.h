@@ -174,6 +174,21 @@ struct vhd_format_ops {
    */
   int (*allocate_block) (struct vhd_disk *disk, uint32_t block,
                          const uint8_t *bits);
+  /* Optional (NULL: a trim or zero keeps every block's file space and
+   * punches or zeroes its range).  A trim (zero false) or a zero that
+   * allows holes (zero true) covers the whole of block, present with
+   * every sector (no sector bitmap cached), of a disk without a parent
+   * (meta_lock held).  Record that block now reads as zeros at this
+   * level without file space, as the format says it (VHDX: UNMAPPED for
+   * a trim, ZERO for a zero): publish the entry, so that block_offset
+   * answers VHD_BLOCK_ZERO from now on, and remember it for the next
+   * write_table, as allocate_block does.  Returns 1 if released, 0 if
+   * the format keeps the block as it is (a fixed disk stays fully
+   * allocated), or -errno.  The core then punches the old space, which
+   * the table in the file still points at until the next flush: a
+   * driver must never place a new block there (blocks go at the end).
+   */
+  int (*release_block) (struct vhd_disk *disk, uint32_t block, bool zero);
   /* Write back the block table entries changed since the last flush
    * (meta_lock held, data and bitmaps written and synced before).
    */

@@ -101,16 +101,22 @@ crossing_range (struct rng *r, uint64_t size, uint64_t block, bool aligned,
   align_and_clip (size, aligned, q);
 }
 
-/* What zero and trim get: small, medium, or whole blocks. */
+/* What zero and trim get: small, medium, or whole blocks (one or two):
+ * whole_percent of them, or with 0 the default 20%, drawn as it always
+ * was so that a seed still gives the workload it gave before.
+ */
 static void
-discard_range (struct rng *r, uint64_t size, uint64_t block, struct request *q)
+discard_range (struct rng *r, uint64_t size, uint64_t block,
+               unsigned whole_percent, struct request *q)
 {
   uint64_t pick = rng_below (r, 10);
   bool aligned = rng_below (r, 2);
+  bool whole = whole_percent ? rng_below (r, 100) < whole_percent
+                             : pick >= 8;
 
-  if (pick < 4)
+  if (!whole && pick < (whole_percent ? 5 : 4))
     random_range (r, size, 8 * KiB, aligned, q);
-  else if (pick < 8)
+  else if (!whole)
     random_range (r, size, 128 * KiB, aligned, q);
   else {
     q->offset = block * rng_below (r, size / block);
@@ -156,7 +162,8 @@ generate_request (const struct crash_run *run, struct rng *r,
   }
   else {
     q->kind = p < 87 ? REQ_ZERO : REQ_TRIM;
-    discard_range (r, size, crash_block_size (run), q);
+    discard_range (r, size, crash_block_size (run),
+                   run->whole_block_percent, q);
     if (p >= 77 && p < 87)
       q->flags |= VHD_IO_MAY_TRIM;
     if (rng_below (r, 8) == 0)

@@ -99,6 +99,8 @@ struct crash_run {
   uint64_t disk_size;           /* a multiple of 512 KiB, the block size */
   unsigned hot_percent;         /* requests kept in the first 4 MiB (big
                                  * disks: the rest spread over the BAT) */
+  unsigned whole_block_percent; /* trims and zeros that cover whole
+                                 * blocks (0: the default, 20) */
   unsigned random_subsets;      /* random states per crash point, besides
                                  * none, all and one torn */
   unsigned post_write_percent;  /* states that are written after recovery */

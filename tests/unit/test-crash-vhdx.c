@@ -52,6 +52,7 @@ struct run_shape {
   unsigned threads;
   uint32_t block_size;
   uint64_t disk_size;
+  unsigned whole_block_percent;         /* crash_run's; 0: its default */
 };
 
 static void
@@ -64,6 +65,7 @@ one_run (const char *name, struct run_shape shape, size_t n_requests,
     .threads = shape.threads, .seed = seed,
     .qemu_check_every = prog.qemu_every,
     .disk_size = shape.disk_size, .n_requests = n_requests,
+    .whole_block_percent = shape.whole_block_percent,
   };
 
   crash_program_run (&prog, dir, &run, random_points);
@@ -73,17 +75,34 @@ one_run (const char *name, struct run_shape shape, size_t n_requests,
   crash_program_assert_no_failures (&prog, (before))
 
 /* 1 MiB blocks, 8 MiB: eight allocations at most, one BAT page; every
- * op a crash point.
+ * op a crash point.  Half the trims and zeros of the one-thread run
+ * cover whole blocks, which releases them (UNMAPPED, ZERO) and punches
+ * their space, and later writes allocate them again.  The threads' runs
+ * own stripes of 8 KiB, never a whole block: a release there would take
+ * the other threads' stripes with it.
  */
 static void
 test_dynamic_1m_crash_at_every_op (void **state)
 {
   unsigned before = prog.totals.failures;
   struct run_shape s = { .ring = true, .block_size = MiB,
-                         .disk_size = 8 * MiB };
+                         .disk_size = 8 * MiB, .whole_block_percent = 50 };
 
   one_run ("vhdx-dynamic-1m-every-op-ring", s, prog.short_requests,
            prog.base_seed + 1, 0);
+  /* Four blocks, most trims and zeros whole: blocks are released while
+   * written, written again after their release, released again.  The
+   * seed's workload releases the last block of the file and allocates
+   * another before the next flush: a driver that put the new block in
+   * the released space (which the BAT in the file still gives the
+   * released block) fails here.
+   */
+  s.disk_size = 4 * MiB;
+  s.whole_block_percent = 75;
+  one_run ("vhdx-release-1m-every-op-ring", s, prog.short_requests,
+           prog.base_seed + 12, 0);
+  s.disk_size = 8 * MiB;
+  s.whole_block_percent = 0;
   /* The pread backend is the fixed and 32 MiB runs'; a pread run here
    * too would double the test's time for little (the ring takes only the
    * multi-segment writes).

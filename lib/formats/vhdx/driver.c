@@ -6,7 +6,9 @@
  * ones are absent (zeros in a dynamic disk); UNDEFINED, ZERO and
  * UNMAPPED ones read as zeros at this level (VHD_BLOCK_ZERO), which is
  * one of the behaviours [MS-VHDX] 2.5.1.1 allows for each and the one
- * every reader we compare with (qemu, libvhdi) has.
+ * every reader we compare with (qemu, libvhdi) has.  A trim or a zero of
+ * a whole block of a dynamic disk puts it in UNMAPPED or ZERO
+ * (write.c, vhdx_release_block).
  */
 
 #include <config.h>
@@ -228,6 +230,7 @@ const struct vhd_format_ops vhd_format_vhdx = {
   .read_bitmap = vhdx_read_bitmap,
   .write_bitmap = vhdx_write_bitmap,
   .allocate_block = vhdx_allocate_block,
+  .release_block = vhdx_release_block,
   .write_table = vhdx_write_table,
   .parent_candidates = vhdx_parent_candidates,
   .is_parent = vhdx_is_parent,

@@ -94,6 +94,7 @@ int vhdx_write_header (struct vhd_disk *disk, struct vhdx_image *img,
 int vhdx_before_first_write (struct vhd_disk *disk);
 int vhdx_allocate_block (struct vhd_disk *disk, uint32_t block,
                          const uint8_t *bits);
+int vhdx_release_block (struct vhd_disk *disk, uint32_t block, bool zero);
 int vhdx_write_table (struct vhd_disk *disk);
 /* At close of a writable image whose log was used: an empty log. */
 void vhdx_close_log (struct vhd_disk *disk);

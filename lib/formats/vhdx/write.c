@@ -1,6 +1,6 @@
 /* vhdkit: writing a VHDX image: the header update before the first
- * change, where a new block goes, and the BAT made durable through the
- * log.
+ * change, where a new block goes, a whole block released by a trim or a
+ * zero, and the BAT made durable through the log.
  *
  * The core's order (core/io.c) is: data written, synced; then
  * write_table; then synced again.  Here write_table puts the changed BAT
@@ -126,6 +126,36 @@ vhdx_allocate_block (struct vhd_disk *disk, uint32_t block,
   img->allocated_blocks++;
   mark_page_dirty (img, index);
   return 0;
+}
+
+/* A whole block trimmed (UNMAPPED) or zeroed (ZERO): [MS-VHDX] 2.5.1.1
+ * lets a reader return zeros for both, and we do (driver.c).  The entry
+ * keeps no FileOffsetMB: the block has no file space any more (the core
+ * punches it), and a later write gives it a new block at the end, never
+ * this one's old space, which the BAT in the file points at until the
+ * next flush.  Published in memory at once, in the file at the next
+ * flush through the log, as an allocation is.  A fixed disk keeps its
+ * blocks (LeaveBlockAllocated: Windows keeps a fixed disk fully
+ * allocated), and only FULLY_PRESENT blocks are released.
+ */
+int
+vhdx_release_block (struct vhd_disk *disk, uint32_t block, bool zero)
+{
+  struct vhdx_image *img = vhdx_image_of (disk);
+  uint64_t index = (uint64_t) block + (block >> img->chunk_shift);
+  struct vhdx_bat_entry e = {
+    .state = zero ? VHDX_PAYLOAD_ZERO : VHDX_PAYLOAD_UNMAPPED,
+  };
+  uint8_t raw[VHDX_BAT_ENTRY_SIZE];
+
+  if (img->kind != VHDX_KIND_DYNAMIC ||
+      (img->bat[index] & 7) != VHDX_PAYLOAD_FULLY_PRESENT)
+    return 0;
+  vhdx_bat_entry_encode (&e, raw);
+  __atomic_store_n (&img->bat[index], vhdx_get_le64 (raw), __ATOMIC_RELEASE);
+  img->allocated_blocks--;
+  mark_page_dirty (img, index);
+  return 1;
 }
 
 /* Sectors of an entry carrying n data sectors: the descriptors (126 in
