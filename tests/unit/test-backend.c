@@ -21,72 +21,12 @@
 #include <cmocka.h>
 
 #include "vhdkit.h"
+#include "mem-backend.h"
 #include "rng.h"
 #include "scratch.h"
 
 #define MiB (UINT64_C (1) << 20)
 #define DISK_SIZE (8 * MiB)
-
-/* The storage: a buffer, and a switch that makes every call fail. */
-struct mem {
-  uint8_t *buf;
-  size_t size;
-  int fail;                     /* 0, or the -errno every call returns */
-  unsigned flushes;
-};
-
-static int
-mem_pread (void *opaque, void *buf, size_t count, uint64_t offset)
-{
-  struct mem *m = opaque;
-
-  if (m->fail)
-    return m->fail;
-  if (offset > m->size || count > m->size - offset)
-    return -EIO;                /* as nbdkit would refuse it */
-  memcpy (buf, m->buf + offset, count);
-  return 0;
-}
-
-static int
-mem_pwrite (void *opaque, const void *buf, size_t count, uint64_t offset)
-{
-  struct mem *m = opaque;
-
-  if (m->fail)
-    return m->fail;
-  if (offset > m->size || count > m->size - offset)
-    return -ENOSPC;
-  memcpy (m->buf + offset, buf, count);
-  return 0;
-}
-
-static int
-mem_flush (void *opaque)
-{
-  struct mem *m = opaque;
-
-  if (m->fail)
-    return m->fail;
-  m->flushes++;
-  return 0;
-}
-
-static int64_t
-mem_get_size (void *opaque)
-{
-  struct mem *m = opaque;
-  return (int64_t) m->size;
-}
-
-static const struct vhd_backend_callbacks mem_callbacks = {
-  .size = sizeof (struct vhd_backend_callbacks),
-  .pread = mem_pread,
-  .pwrite = mem_pwrite,
-  .flush = mem_flush,
-  .zero = NULL,
-  .get_size = mem_get_size,
-};
 
 static int
 setup (void **state)

@@ -29,6 +29,7 @@
 #include <cmocka.h>
 
 #include "vhdkit.h"
+#include "mem-backend.h"
 #include "scratch.h"
 
 #define MiB (UINT64_C (1) << 20)
@@ -427,54 +428,6 @@ test_fixed_keeps_blocks (void **state)
 
 /* ---- Through callbacks: storage that cannot grow. ---- */
 
-struct mem {
-  uint8_t *buf;
-  size_t size;
-};
-
-static int
-mem_pread (void *opaque, void *buf, size_t count, uint64_t offset)
-{
-  struct mem *m = opaque;
-
-  if (offset > m->size || count > m->size - offset)
-    return -EIO;
-  memcpy (buf, m->buf + offset, count);
-  return 0;
-}
-
-static int
-mem_pwrite (void *opaque, const void *buf, size_t count, uint64_t offset)
-{
-  struct mem *m = opaque;
-
-  if (offset > m->size || count > m->size - offset)
-    return -ENOSPC;
-  memcpy (m->buf + offset, buf, count);
-  return 0;
-}
-
-static int
-mem_flush (void *opaque)
-{
-  (void) opaque;
-  return 0;
-}
-
-static int64_t
-mem_get_size (void *opaque)
-{
-  return (int64_t) ((struct mem *) opaque)->size;
-}
-
-static const struct vhd_backend_callbacks mem_callbacks = {
-  .size = sizeof (struct vhd_backend_callbacks),
-  .pread = mem_pread,
-  .pwrite = mem_pwrite,
-  .flush = mem_flush,
-  .get_size = mem_get_size,
-};
-
 /* A released block could never be written again (there is no room for
  * a new one): the block keeps its space, and is written again in place.
  */
@@ -484,7 +437,7 @@ test_callbacks_keep_blocks (void **state)
   char path[300];
   struct vhd_open_options o = { .readonly = false };
   struct vhd_image_info info;
-  struct mem m;
+  struct mem m = { .buf = NULL };
   vhd_disk *d = NULL;
   FILE *f;
 
