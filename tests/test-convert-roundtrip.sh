@@ -2,7 +2,8 @@
 # raw -> dynamic -> fixed -> dynamic with vhdtool convert: every result
 # reads back byte for byte as the raw source (with qemu-img and with the
 # plugin), and in the dynamic ones the source's all-zero blocks stay
-# unallocated (vhdtool info, nbdinfo --map).  create --source with a
+# unallocated (vhdtool info, nbdinfo --map), and zeros inside a VHDX
+# block are holes in the file, not written.  create --source with a
 # larger size extends the disk with zeros.
 
 source "$VHDKIT_SRCDIR/functions.sh"
@@ -44,6 +45,15 @@ test "$(info_field "$tmp/d2.vhd" allocated-blocks)" -eq \
 vhdtool convert --block-size 512K "$tmp/src.raw" "$tmp/small.vhd"
 test "$(info_field "$tmp/small.vhd" block-size)" -eq $((512 * 1024))
 check_reads_as "$tmp/small.vhd" "$tmp/src.raw"
+
+# Dynamic VHDX, 32 MiB blocks: both blocks are half data, half zeros;
+# the zeros are not copied but left as holes in the file (a new block's
+# space reads as zeros), so the file holds the data and the headers.
+vhdtool convert "$tmp/src.raw" "$tmp/d1.vhdx"
+test "$(info_field "$tmp/d1.vhdx" allocated-blocks)" -eq 2
+check_reads_as "$tmp/d1.vhdx" "$tmp/src.raw"
+allocated=$(( $(stat -c '%b * %B' "$tmp/d1.vhdx") ))
+test "$allocated" -lt $((36 * 1024 * 1024))
 
 # A larger size: the source, then zeros.
 vhdtool create --source "$tmp/src.raw" 96M "$tmp/big.vhd"

@@ -8,10 +8,14 @@
  * while the reader is already reading the next ones.  QUEUE_DEPTH buffers
  * bound the memory (16 MiB) and keep the reader at most that far ahead.
  *
- * Zeros are never written: a dynamic target's vhd_pwrite leaves an
- * unallocated block unallocated when what is written into it is all zero,
- * and a fixed target skips all-zero pieces (its new file reads as zeros
- * already).  Since chunks are written in order, a dynamic target's blocks
+ * Zeros are never written: the target is new and has no parent, so all
+ * of it reads as zeros already, and every all-zero piece (ZERO_PIECE) of
+ * the source is skipped.  In a fixed target that leaves the file's
+ * zeros; in a dynamic one, a block that gets no data stays unallocated,
+ * and a block that gets some reads as zeros elsewhere (a new block's
+ * space is zeros, as for any write that allocates), so a half-zero block
+ * costs half the writes.  Since chunks are written in order, a dynamic
+ * target's blocks
  * are appended in the source's order, each one's data 4 KiB aligned (io.c
  * lays them out).
  */
@@ -41,7 +45,7 @@
  * one larger read beats two small ones.
  */
 #define MERGE_GAP (UINT64_C (64) << 10)
-/* A fixed target skips zeros in pieces of this size. */
+/* The target skips zeros in pieces of this size. */
 #define ZERO_PIECE (UINT64_C (64) << 10)
 /* Start the writeback of what was written every so often, so that the
  * final sync has little left to wait for.
@@ -179,8 +183,10 @@ write_range (struct copier *cp, const uint8_t *buf, uint64_t offset,
   bool in_run = false;
   int r;
 
-  /* io.c skips zeros that would allocate a dynamic disk's block. */
-  if (cp->target->layout != VHD_LAYOUT_FLAT)
+  /* Skipping zeros relies on the target reading as zeros where nothing
+   * was written: a differencing target would show its parent there.
+   */
+  if (cp->target->parent != NULL)
     return vhd_pwrite (cp->target, buf, length, offset, 0);
 
   for (pos = 0; pos < length; pos += n) {
