@@ -582,6 +582,17 @@ struct vhd_image_info {
                                  * PARTIALLY_PRESENT; 4 and 5 reserved) */
     char creator[769];          /* the file type identifier's creator,
                                  * UTF-8 (untrusted: escape to print) */
+    /* Differencing VHDX (vhdkit 0.3): the chunks' sector bitmap blocks
+     * present, and the parent locator's keys (UTF-8, untrusted: escape
+     * to print; "" when a key is absent).
+     */
+    uint64_t sector_bitmap_blocks;
+    struct vhd_guid parent_linkage;
+    bool has_parent_linkage2;
+    struct vhd_guid parent_linkage2;
+    char relative_path[1024];
+    char volume_path[1024];
+    char absolute_win32_path[1024];
   } vhdx;
 };
 

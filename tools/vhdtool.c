@@ -153,6 +153,49 @@ parse_guid (const char *s, struct vhd_guid *g)
   return n == 16 && strlen (s) == 36;
 }
 
+static bool
+ends_with_nocase (const char *s, const char *suffix)
+{
+  size_t n = strlen (s), m = strlen (suffix);
+
+  return n >= m && strcasecmp (s + n - m, suffix) == 0;
+}
+
+/* A differencing disk is of its parent's format (a chain is one format):
+ * without --format, the parent says which, and a child path whose
+ * extension names the other format is refused rather than given a
+ * misleading name.  Returns 0, or the exit status.
+ */
+static int
+child_format (const char *parent, const char *path, uint32_t *device_id)
+{
+  int f = vhd_probe_format (parent, 0);
+  bool vhdx_name = ends_with_nocase (path, ".vhdx") ||
+                   ends_with_nocase (path, ".avhdx");
+  bool vhd_name = ends_with_nocase (path, ".vhd") ||
+                  ends_with_nocase (path, ".avhd");
+
+  if (f < 0) {
+    fprintf (stderr, "%s: create: --parent %s: %s\n", program, parent,
+             vhd_last_error ());
+    return EXIT_FAILURE;
+  }
+  if (f == VHD_FORMAT_VHDX && vhd_name)
+    return usage_error ("%s is a VHDX image, so its child is a VHDX, which"
+                        " %s would misname: name it .vhdx or .avhdx",
+                        parent, path);
+  if (f == VHD_FORMAT_VHD && vhdx_name)
+    return usage_error ("%s is a VHD image, so its child is a VHD, which"
+                        " %s would misname: name it .vhd or .avhd",
+                        parent, path);
+  if (f == VHD_FORMAT_VHDX)
+    *device_id = VHD_STORAGE_DEVICE_VHDX;
+  else if (f == VHD_FORMAT_VHD)
+    *device_id = VHD_STORAGE_DEVICE_VHD;
+  /* Anything else: the library's open of the parent says what it is. */
+  return 0;
+}
+
 static int
 cmd_create (int argc, char **argv)
 {
@@ -243,6 +286,12 @@ cmd_create (int argc, char **argv)
     return create_from_source ("create", path, storage.device_id, flags,
                                &params, progress);
   }
+
+  if (params.version2.parent_path &&
+      storage.device_id == VHD_STORAGE_DEVICE_UNKNOWN &&
+      (r = child_format (params.version2.parent_path, path,
+                         &storage.device_id)) != 0)
+    return r;
 
   r = vhd_create_virtual_disk (&storage, path, VHD_ACCESS_NONE, NULL, flags,
                                0, &params, NULL, &disk);
@@ -441,7 +490,71 @@ print_vhdx_json (const struct vhd_image_info *info, int in)
             x->block_states[i]);
     first = false;
   }
-  printf ("}\n%*s}", in, "");
+  printf ("}");
+  if (info->disk_type == VHD_TYPE_DIFFERENCING) {
+    printf (",\n%*s\"sector-bitmap-blocks\": %" PRIu64, in2, "",
+            x->sector_bitmap_blocks);
+    vhd_guid_to_string (&x->parent_linkage, uuid);
+    printf (",\n%*s\"parent-linkage\": \"%s\"", in2, "", uuid);
+    if (x->has_parent_linkage2) {
+      vhd_guid_to_string (&x->parent_linkage2, uuid);
+      printf (",\n%*s\"parent-linkage2\": \"%s\"", in2, "", uuid);
+    }
+    printf (",\n%*s\"locator\": {", in2, "");
+    printf ("\"relative_path\": ");
+    json_string (stdout, x->relative_path);
+    printf (", \"absolute_win32_path\": ");
+    json_string (stdout, x->absolute_win32_path);
+    printf (", \"volume_path\": ");
+    json_string (stdout, x->volume_path);
+    printf ("}");
+  }
+  printf ("\n%*s}", in, "");
+}
+
+static void print_info_text (const vhd_disk *disk, const char *parent_error);
+
+/* The rest of a differencing disk's chain, or why it did not open. */
+static void
+print_parent_text (const vhd_disk *disk, const struct vhd_image_info *info,
+                   const char *parent_error)
+{
+  char text[4 * ESCAPED_MAX];
+
+  if (vhd_get_parent (disk)) {
+    const vhd_disk *parent = vhd_get_parent (disk);
+    struct vhd_image_info pinfo;
+    vhd_get_image_info (parent, &pinfo);
+    printf ("parent: %s (found by %s)\n", escaped (pinfo.path, text),
+            info->parent_found_via);
+    printf ("\n");
+    print_info_text (parent, NULL);
+  }
+  else
+    printf ("parent: not opened: %s\n", parent_error ? parent_error : "");
+}
+
+/* A differencing VHDX's parent locator. */
+static void
+print_vhdx_parent_text (const struct vhd_image_info *info)
+{
+  const struct vhd_vhdx_info *x = &info->vhdx;
+  char uuid[37], text[4 * ESCAPED_MAX];
+
+  printf ("sector bitmap blocks: %" PRIu64 "\n", x->sector_bitmap_blocks);
+  vhd_guid_to_string (&x->parent_linkage, uuid);
+  printf ("parent linkage: %s\n", uuid);
+  if (x->has_parent_linkage2) {
+    vhd_guid_to_string (&x->parent_linkage2, uuid);
+    printf ("parent linkage2: %s\n", uuid);
+  }
+  if (x->relative_path[0])
+    printf ("locator: relative_path %s\n", escaped (x->relative_path, text));
+  if (x->absolute_win32_path[0])
+    printf ("locator: absolute_win32_path %s\n",
+            escaped (x->absolute_win32_path, text));
+  if (x->volume_path[0])
+    printf ("locator: volume_path %s\n", escaped (x->volume_path, text));
 }
 
 static void
@@ -468,6 +581,10 @@ print_info_text (const vhd_disk *disk, const char *parent_error)
     printf ("blocks: %" PRIu32 "\n", info.max_table_entries);
     printf ("allocated blocks: %" PRIu32 "\n", info.allocated_blocks);
     print_vhdx_text (&info);
+    if (info.disk_type == VHD_TYPE_DIFFERENCING) {
+      print_vhdx_parent_text (&info);
+      print_parent_text (disk, &info, parent_error);
+    }
     return;
   }
   printf ("geometry: %u/%u/%u\n", info.cylinders, info.heads,
@@ -493,17 +610,26 @@ print_info_text (const vhd_disk *disk, const char *parent_error)
   for (unsigned i = 0; i < info.n_locators; i++)
     printf ("locator: %s %s\n", info.locators[i].platform_code,
             escaped (info.locators[i].path, text));
+  print_parent_text (disk, &info, parent_error);
+}
+
+static void print_info_json (const vhd_disk *disk, const char *parent_error,
+                             int indent);
+
+static void
+print_parent_json (const vhd_disk *disk, const struct vhd_image_info *info,
+                   const char *parent_error, int in)
+{
   if (vhd_get_parent (disk)) {
-    const vhd_disk *parent = vhd_get_parent (disk);
-    struct vhd_image_info pinfo;
-    vhd_get_image_info (parent, &pinfo);
-    printf ("parent: %s (found by %s)\n", escaped (pinfo.path, text),
-            info.parent_found_via);
-    printf ("\n");
-    print_info_text (parent, NULL);
+    printf (",\n%*s\"parent-found-by\": ", in, "");
+    json_string (stdout, info->parent_found_via);
+    printf (",\n%*s\"parent\": ", in, "");
+    print_info_json (vhd_get_parent (disk), NULL, in);
   }
-  else
-    printf ("parent: not opened: %s\n", parent_error ? parent_error : "");
+  else {
+    printf (",\n%*s\"parent-error\": ", in, "");
+    json_string (stdout, parent_error ? parent_error : "");
+  }
 }
 
 static void
@@ -532,6 +658,8 @@ print_info_json (const vhd_disk *disk, const char *parent_error, int indent)
     printf (",\n%*s\"allocated-blocks\": %" PRIu32, in, "",
             info.allocated_blocks);
     print_vhdx_json (&info, in);
+    if (info.disk_type == VHD_TYPE_DIFFERENCING)
+      print_parent_json (disk, &info, parent_error, in);
     printf ("\n%*s}", indent, "");
     if (indent == 0)
       printf ("\n");
@@ -570,16 +698,7 @@ print_info_json (const vhd_disk *disk, const char *parent_error, int indent)
       printf ("}");
     }
     printf ("]");
-    if (vhd_get_parent (disk)) {
-      printf (",\n%*s\"parent-found-by\": ", in, "");
-      json_string (stdout, info.parent_found_via);
-      printf (",\n%*s\"parent\": ", in, "");
-      print_info_json (vhd_get_parent (disk), NULL, in);
-    }
-    else {
-      printf (",\n%*s\"parent-error\": ", in, "");
-      json_string (stdout, parent_error ? parent_error : "");
-    }
+    print_parent_json (disk, &info, parent_error, in);
   }
   printf ("\n%*s}", indent, "");
   if (indent == 0)

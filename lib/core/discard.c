@@ -179,8 +179,11 @@ discard_aligned (struct vhd_disk *disk, uint64_t count, uint64_t offset,
     if (data == VHD_BLOCK_ZERO)
       ;                         /* reads as zeros already, at this level */
     else if (disk->layout == VHD_LAYOUT_DIFFERENCING) {
-      /* Zeros must be written into the child; trim does nothing here. */
-      if (mode == DISCARD_ZERO) {
+      /* Zeros must be written into the child; a trim does the same where
+       * the format's driver asks for it (trim_hides_parent), else
+       * nothing, which NBD allows.
+       */
+      if (mode == DISCARD_ZERO || disk->trim_hides_parent) {
         int state = 0;
         r = vhd_ensure_allocated (disk, block, &data);
         if (r == 0)

@@ -71,6 +71,12 @@ struct vhd_disk {
    */
   bool sparse_bitmaps;
 
+  /* A differencing disk's trim writes zeros, as a zero does, so that the
+   * parent's data never shows again (VHDX, as Hyper-V does); otherwise a
+   * trim there does nothing (VHD; NBD allows either).
+   */
+  bool trim_hides_parent;
+
   struct vhd_disk *parent;      /* differencing: the opened parent, or NULL */
   char parent_found_via[64];    /* e.g. "W2ru locator" */
 

@@ -35,6 +35,7 @@
 #include "backend/file.h"           /* this file's own writes */
 #include "format.h"
 #include "core/image.h"
+#include "core/winpath.h"
 #include "layout.h"
 #include "vhd.h"
 
@@ -179,42 +180,6 @@ new_dyn_header (struct vhd_dyn_header *h, uint64_t size, uint32_t block_size)
   h->max_table_entries = (uint32_t) ((size + block_size - 1) / block_size);
 }
 
-/* The relative path from folder from_dir to file to (both resolved),
- * Windows style: ".\base.vhd", "..\dir\base.vhd".
- */
-static int
-relative_windows_path (const char *from_dir, const char *to,
-                       char *out, size_t out_size)
-{
-  char dir[PATH_MAX + 1];
-  size_t common = 0, len = 0;
-  unsigned up = 0;
-
-  /* With a trailing slash, every folder of dir ends in '/'. */
-  if (snprintf (dir, sizeof dir, "%s%s", from_dir,
-                strcmp (from_dir, "/") == 0 ? "" : "/") >= (int) sizeof dir)
-    return -ENAMETOOLONG;
-  for (size_t i = 0; dir[i] && dir[i] == to[i]; i++)
-    if (dir[i] == '/')
-      common = i + 1;
-  for (const char *p = dir + common; *p; p++)
-    if (*p == '/')
-      up++;
-
-  if (up == 0)
-    len = (size_t) snprintf (out, out_size, ".\\");
-  for (unsigned i = 0; i < up && len < out_size; i++)
-    len += (size_t) snprintf (out + len, out_size - len, "..\\");
-  if (len >= out_size ||
-      (size_t) snprintf (out + len, out_size - len, "%s", to + common)
-      >= out_size - len)
-    return -ENAMETOOLONG;
-  for (char *p = out + len; *p; p++)
-    if (*p == '/')
-      *p = '\\';
-  return 0;
-}
-
 /* The W2ku and W2ru locators of a differencing disk. */
 static void
 cleanup_locators (struct locator_data (*locs)[2])
@@ -270,7 +235,7 @@ describe_parent (const struct vhd_create_parent *parent,
   if (r < 0)
     return vhd_error (-r, "parent %s: its path %s is not valid UTF-8",
                       parent->path, real);
-  if (relative_windows_path (child_dir, real, relative, sizeof relative) < 0)
+  if (vhd_relative_windows_path (child_dir, real, relative, sizeof relative) < 0)
     return vhd_error (ENAMETOOLONG, "parent %s: the relative path from %s"
                       " is too long", parent->path, child_dir);
 

@@ -41,6 +41,7 @@ static void
 scan_disk_fini (struct vhd_disk *d, struct vhdx_image *img)
 {
   vhd_backend_overlay_release (d->be);
+  vhdx_parent_link_free (&img->link);
   free (img->bat);
   free (img);
 }
@@ -63,7 +64,9 @@ vhdx_check (struct vhd_check_walk *w)
     w->problem (w, VHD_CHECK_CORRUPT, 0, NULL, vhd_last_error ());
   else {
     w->disk_type = img->kind == VHDX_KIND_FIXED ? VHD_TYPE_FIXED
-                   : VHD_TYPE_DYNAMIC;
+                   : img->kind == VHDX_KIND_DYNAMIC ? VHD_TYPE_DYNAMIC
+                   : VHD_TYPE_DIFFERENCING;
+    w->has_parent = img->kind == VHDX_KIND_DIFFERENCING;
     w->allocated_blocks = img->allocated_blocks;
   }
   if (img->log_replayed) {

@@ -25,6 +25,7 @@
 #include "core/cleanup.h"
 #include "core/driver.h"
 #include "core/guid.h"
+#include "core/winpath.h"
 #include "formats/vhdx/vhdx.h"
 #include "vhdkit-version.h"
 
@@ -35,8 +36,11 @@
 #define METADATA_LENGTH (1 * MiB)
 #define BAT_OFFSET (3 * MiB)
 
-/* Windows' defaults (New-VHD, CreateVirtualDisk with 0). */
+/* Windows' defaults (New-VHD, CreateVirtualDisk with 0): 32 MiB blocks,
+ * and 2 MiB for a differencing disk (every Hyper-V checkpoint has them).
+ */
 #define DEFAULT_BLOCK_SIZE (UINT32_C (32) << 20)
+#define DEFAULT_DIFF_BLOCK_SIZE (UINT32_C (2) << 20)
 
 static int
 write_all (int fd, const char *path, const void *buf, size_t len,
@@ -110,14 +114,15 @@ write_regions (int fd, const char *path, uint32_t bat_length)
 }
 
 static int
-write_metadata (int fd, const char *path, const struct vhdx_metadata *md)
+write_metadata (int fd, const char *path, const struct vhdx_metadata *md,
+                const struct vhdx_parent_locator *loc)
 {
   CLEANUP_FREE uint8_t *region = malloc (METADATA_LENGTH);
   int r;
 
   if (region == NULL)
     return vhd_error (ENOMEM, "%s: out of memory", path);
-  r = vhdx_metadata_encode (md, NULL, region, METADATA_LENGTH);
+  r = vhdx_metadata_encode (md, loc, region, METADATA_LENGTH);
   if (r < 0)
     return vhd_error (-r, "%s: laying out the metadata region", path);
   return write_all (fd, path, region, METADATA_LENGTH, METADATA_OFFSET,
@@ -145,6 +150,71 @@ write_fixed_bat (int fd, const char *path,
   return write_all (fd, path, bat, g->bat_bytes, BAT_OFFSET, "BAT");
 }
 
+static void
+cleanup_locator (struct vhdx_parent_locator *loc)
+{
+  vhdx_parent_locator_free (loc);
+}
+
+/* A differencing disk's metadata from its parent (a VHDX, as the core
+ * found and opened it): its size and logical sector size, its physical
+ * sector size unless the caller gave one, and the locator, whose
+ * parent_linkage is the parent's DataWriteGuid.  The locator is what
+ * Hyper-V writes, except for the paths: relative_path from the child's
+ * folder (".\name" when they share one), absolute_win32_path the
+ * parent's resolved Linux path as it is (the VHD driver's W2ku does the
+ * same; chain.c tries an absolute path that is not a drive path as a
+ * path here, and Windows finds the pair by relative_path), and no
+ * volume_path, which names a Windows volume GUID that a Linux file does
+ * not have.  parent_linkage2 is written nil, as Hyper-V writes it.
+ */
+static int
+describe_parent (const struct vhd_create_parent *parent,
+                 const char *child_dir, uint32_t sector_size,
+                 uint32_t physical_sector_size, struct vhdx_metadata *md,
+                 struct vhdx_parent_locator *loc, const char *path)
+{
+  const struct vhdx_image *p;
+  char relative[4096 * 3];
+  struct vhdx_parent_link link = { 0 };
+  CLEANUP_FREE uint8_t *item = NULL;
+  size_t len;
+  int r;
+
+  if (parent->ops != &vhd_format_vhdx)
+    return vhd_error (EINVAL, "%s: parent %s is a %s image: the parent of a"
+                      " differencing VHDX must be a VHDX (a chain is one"
+                      " format)", path, parent->path, parent->ops->name);
+  p = vhdx_image_of (parent->disk);
+  if (sector_size && sector_size != p->md.logical_sector_size)
+    return vhd_error (EINVAL, "%s: logical sector size %" PRIu32 " differs"
+                      " from the parent's (%" PRIu32 " bytes, %s): a"
+                      " differencing disk has its parent's", path,
+                      sector_size, p->md.logical_sector_size, parent->path);
+  md->has_parent = true;
+  md->leave_block_allocated = false;
+  md->virtual_size = parent->size;
+  md->logical_sector_size = p->md.logical_sector_size;
+  md->physical_sector_size = physical_sector_size ? physical_sector_size
+                                                  : p->md.physical_sector_size;
+
+  if (vhd_relative_windows_path (child_dir, parent->real_path, relative,
+                                 sizeof relative) < 0)
+    return vhd_error (ENAMETOOLONG, "parent %s: the relative path from %s"
+                      " is too long", parent->path, child_dir);
+  link.parent_linkage = p->header.data_write_guid;
+  link.has_parent_linkage2 = true;      /* nil */
+  link.relative_path = relative;
+  link.absolute_win32_path = (char *) parent->real_path;
+  item = malloc (VHDX_METADATA_ITEM_MAX);
+  if (item == NULL)
+    return vhd_error (ENOMEM, "%s: out of memory", path);
+  r = vhdx_parent_link_encode (&link, item, VHDX_METADATA_ITEM_MAX, &len);
+  if (r == 0)
+    r = vhdx_parent_locator_decode (item, len, path, loc);
+  return r;
+}
+
 int
 vhdx_create_image (int fd, const char *path, const char *child_dir,
                    const struct vhd_guid *unique_id, uint64_t size,
@@ -162,16 +232,24 @@ vhdx_create_image (int fd, const char *path, const char *child_dir,
     .physical_sector_size = physical_sector_size ? physical_sector_size
                                                  : 4096,
   };
+  __attribute__ ((cleanup (cleanup_locator)))
+    struct vhdx_parent_locator loc = { .pairs = NULL };
   struct vhdx_bat_geometry g;
   uint64_t bat_length, data, end;
   int r;
 
-  (void) child_dir;
-  if (parent)
-    return vhd_error (ENOTSUP, "%s: differencing VHDX images cannot be"
-                      " created yet", path);
-  r = vhdx_bat_geometry (size, md.block_size, md.logical_sector_size, false,
-                         UINT32_MAX & ~(uint32_t) (MiB - 1), path, &g);
+  if (parent) {
+    if (block_size == 0)
+      md.block_size = DEFAULT_DIFF_BLOCK_SIZE;
+    r = describe_parent (parent, child_dir, sector_size,
+                         physical_sector_size, &md, &loc, path);
+    if (r < 0)
+      return r;
+    size = md.virtual_size;
+  }
+  r = vhdx_bat_geometry (size, md.block_size, md.logical_sector_size,
+                         md.has_parent, UINT32_MAX & ~(uint32_t) (MiB - 1),
+                         path, &g);
   if (r < 0)
     return r;
   bat_length = (g.bat_bytes + MiB - 1) & ~(MiB - 1);
@@ -185,7 +263,7 @@ vhdx_create_image (int fd, const char *path, const char *child_dir,
   if (r == 0)
     r = write_regions (fd, path, (uint32_t) bat_length);
   if (r == 0)
-    r = write_metadata (fd, path, &md);
+    r = write_metadata (fd, path, &md, parent ? &loc : NULL);
   if (r == 0 && fixed)
     r = write_fixed_bat (fd, path, &g, md.block_size, data);
   if (r < 0)

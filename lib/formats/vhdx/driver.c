@@ -60,6 +60,8 @@ vhdx_close_image (struct vhd_disk *disk)
     return;
   if (img->bat && img->header_updated)
     vhdx_close_log (disk);
+  vhdx_parent_link_free (&img->link);
+  vhdx_free_sb_pages (img);
   free (img->bat);
   free (img->page_dirty);
   free (img->dirty_pages);
@@ -91,55 +93,58 @@ vhdx_block_offset_op (const struct vhd_disk *disk, uint32_t block)
   }
 }
 
-/* Outside differencing disks, a present block has all its sectors: there
- * is no sector bitmap to read or write.
+/* A present block's sector bitmap: every sector for a FULLY_PRESENT
+ * block (and in any disk without a parent); a PARTIALLY_PRESENT block's
+ * bits are its share of its chunk's sector bitmap block: the chunk's
+ * blocks in order, block_size / logical sector bits each, bit 0 of byte
+ * 0 first ([MS-VHDX] 2.5.2), each byte's bits the other way round from
+ * the core's.
  */
 static int
 vhdx_read_bitmap (struct vhd_disk *disk, uint32_t block, uint8_t *bits)
 {
-  (void) block;
-  memset (bits, 0xff, disk->bitmap_size);
+  struct vhdx_image *img = vhdx_image_of (disk);
+  uint64_t sb, offset;
+  uint32_t done = 0;
+
+  if ((vhdx_payload_entry (img, block) & 7) != VHDX_PAYLOAD_PARTIALLY_PRESENT) {
+    memset (bits, 0xff, disk->bitmap_size);
+    return 0;
+  }
+  sb = __atomic_load_n (&img->bat[vhdx_bat_bitmap_index (&img->geom,
+                                                         block >> img->chunk_shift)],
+                        __ATOMIC_ACQUIRE);
+  if ((sb & 7) != VHDX_SB_PRESENT)
+    return vhd_error (EIO, "%s: payload block %" PRIu32 " is PARTIALLY_PRESENT"
+                      " but its chunk has no sector bitmap block", disk->path,
+                      block);
+  offset = vhdx_entry_offset (sb)
+           + (uint64_t) (block & (img->geom.chunk_ratio - 1)) * disk->bitmap_size;
+  /* Page by page: a page that a failed flush left pending is newer than
+   * the file.
+   */
+  while (done < disk->bitmap_size) {
+    uint64_t at = offset + done;
+    uint64_t page = at & ~(uint64_t) (VHDX_BAT_PAGE_SIZE - 1);
+    uint32_t n = VHDX_BAT_PAGE_SIZE - (uint32_t) (at - page);
+    struct vhdx_sb_page *pending = vhdx_pending_sb_page (img, page);
+    int r;
+
+    if (n > disk->bitmap_size - done)
+      n = disk->bitmap_size - done;
+    if (pending)
+      memcpy (bits + done, pending->data + (at - page), n);
+    else {
+      r = vhd_backend_pread_exact (disk->be, bits + done, n, at,
+                                   "sector bitmap block");
+      if (r < 0)
+        return r;
+    }
+    done += n;
+  }
+  for (uint32_t i = 0; i < disk->bitmap_size; i++)
+    bits[i] = vhdx_bitmap_byte_swap (bits[i]);
   return 0;
-}
-
-static int
-vhdx_write_bitmap (struct vhd_disk *disk, uint32_t block,
-                   const uint8_t *bits)
-{
-  (void) bits;
-  return vhd_error (EIO, "%s: block %" PRIu32 ": a VHDX disk without a"
-                    " parent has no sector bitmaps to write", disk->path,
-                    block);
-}
-
-/* Differencing VHDX comes with its parent locator (the scan refuses it
- * until then), so there is no parent to look for.
- */
-static void
-vhdx_parent_candidates (const struct vhd_disk *child,
-                        const struct vhd_parent_sink *sink)
-{
-  (void) child;
-  (void) sink;
-}
-
-static bool
-vhdx_is_parent (const struct vhd_disk *child, const struct vhd_disk *parent,
-                bool ignore_id, char *why, size_t why_size)
-{
-  (void) child;
-  (void) parent;
-  (void) ignore_id;
-  snprintf (why, why_size, "differencing VHDX images are not supported");
-  return false;
-}
-
-static void
-vhdx_describe_parent (const struct vhd_disk *child, char *out,
-                      size_t out_size)
-{
-  (void) child;
-  snprintf (out, out_size, "(unknown)");
 }
 
 _Static_assert (sizeof ((struct vhd_vhdx_info *) 0)->creator
@@ -169,7 +174,24 @@ vhdx_info_of (const struct vhd_disk *disk, const struct vhdx_image *img,
   x->chunk_ratio = (uint32_t) img->geom.chunk_ratio;
   for (uint32_t b = 0; b < disk->n_blocks; b++)
     x->block_states[vhdx_payload_entry (img, b) & 7]++;
+  for (uint64_t c = 0; c < img->geom.bitmap_blocks; c++)
+    if ((img->bat[vhdx_bat_bitmap_index (&img->geom, c)] & 7)
+        == VHDX_SB_PRESENT)
+      x->sector_bitmap_blocks++;
   snprintf (x->creator, sizeof x->creator, "%s", img->file_id.creator);
+  if (img->kind == VHDX_KIND_DIFFERENCING) {
+    const struct vhdx_parent_link *l = &img->link;
+
+    x->parent_linkage = l->parent_linkage;
+    x->has_parent_linkage2 = l->has_parent_linkage2;
+    x->parent_linkage2 = l->parent_linkage2;
+    snprintf (x->relative_path, sizeof x->relative_path, "%s",
+              l->relative_path ? l->relative_path : "");
+    snprintf (x->volume_path, sizeof x->volume_path, "%s",
+              l->volume_path ? l->volume_path : "");
+    snprintf (x->absolute_win32_path, sizeof x->absolute_win32_path, "%s",
+              l->absolute_win32_path ? l->absolute_win32_path : "");
+  }
 }
 
 static void
@@ -189,6 +211,11 @@ vhdx_image_info (const struct vhd_disk *disk, struct vhd_image_info *info)
   info->bat_offset = img->regions.bat.offset;
   info->logical_sector_size = img->md.logical_sector_size;
   info->physical_sector_size = img->md.physical_sector_size;
+  if (img->kind == VHDX_KIND_DIFFERENCING) {
+    /* The generic parent fields, as a VHD child fills them. */
+    info->parent_unique_id = img->link.parent_linkage;
+    vhdx_describe_parent (disk, info->parent_name, sizeof info->parent_name);
+  }
   vhdx_info_of (disk, img, &info->vhdx);
 }
 

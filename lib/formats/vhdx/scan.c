@@ -248,7 +248,12 @@ read_metadata (struct vhd_disk *disk, struct vhdx_image *img)
   if (r < 0)
     return r;
   img->kind = vhdx_disk_kind (&img->md);
-  return 0;
+  /* The table decode kept the item inside the region. */
+  if (img->kind == VHDX_KIND_DIFFERENCING)
+    r = vhdx_parent_link_decode (region + img->mtable.parent_locator.offset,
+                                 img->mtable.parent_locator.length,
+                                 disk->path, &img->link);
+  return r;
 }
 
 struct extent {
@@ -317,6 +322,31 @@ check_overlaps (struct vhd_disk *disk, struct vhdx_image *img)
   return 0;
 }
 
+/* A PARTIALLY_PRESENT block's sectors are told apart by its chunk's
+ * sector bitmap block ([MS-VHDX] 2.5.1.1): without one there is nothing
+ * to read them by.
+ */
+static int
+check_partial_blocks (struct vhd_disk *disk, struct vhdx_image *img)
+{
+  const struct vhdx_bat_geometry *g = &img->geom;
+
+  for (uint64_t b = 0; b < g->payload_blocks; b++) {
+    uint64_t chunk = b / g->chunk_ratio;
+
+    if ((img->bat[vhdx_bat_payload_index (g, b)] & 7)
+        == VHDX_PAYLOAD_PARTIALLY_PRESENT &&
+        (img->bat[vhdx_bat_bitmap_index (g, chunk)] & 7) != VHDX_SB_PRESENT)
+      return vhd_error (EINVAL, "%s: BAT entry %" PRIu64 " (payload block %"
+                        PRIu64 "): PARTIALLY_PRESENT, but the sector bitmap"
+                        " block of its chunk (BAT entry %" PRIu64 ") is not"
+                        " present", disk->path,
+                        vhdx_bat_payload_index (g, b), b,
+                        vhdx_bat_bitmap_index (g, chunk));
+  }
+  return 0;
+}
+
 static int
 read_bat (struct vhd_disk *disk, struct vhdx_image *img)
 {
@@ -351,6 +381,9 @@ read_bat (struct vhd_disk *disk, struct vhdx_image *img)
          e.state == VHDX_PAYLOAD_PARTIALLY_PRESENT))
       img->allocated_blocks++;
   }
+  r = check_partial_blocks (disk, img);
+  if (r < 0)
+    return r;
   return check_overlaps (disk, img);
 }
 
@@ -377,9 +410,6 @@ vhdx_scan_image (struct vhd_disk *disk, struct vhdx_image *img)
     r = read_metadata (disk, img);
   if (r < 0)
     return r;
-  if (img->kind == VHDX_KIND_DIFFERENCING)
-    return vhd_error (ENOTSUP, "%s: differencing VHDX images (AVHDX"
-                      " checkpoints) are not supported yet", disk->path);
   r = vhdx_layout_check (&img->header, &img->regions, &img->md,
                          disk->file_size, disk->path, &img->geom);
   if (r < 0)
@@ -396,7 +426,14 @@ vhdx_scan_image (struct vhd_disk *disk, struct vhdx_image *img)
 
   disk->size = img->md.virtual_size;
   disk->sector_size = img->md.logical_sector_size;
-  disk->layout = VHD_LAYOUT_SPARSE;
+  disk->layout = img->kind == VHDX_KIND_DIFFERENCING
+                 ? VHD_LAYOUT_DIFFERENCING : VHD_LAYOUT_SPARSE;
+  /* A trim in a child writes zeros (sectors present, bits set) rather
+   * than leaving the parent's data, or the ZERO state, which libvhdi
+   * (20210425) reads through to the parent: zeros in the child's own
+   * sectors read the same to every reader.
+   */
+  disk->trim_hides_parent = img->kind == VHDX_KIND_DIFFERENCING;
   disk->block_size = img->md.block_size;
   disk->n_blocks = (uint32_t) img->geom.payload_blocks;
   disk->bitmap_size = img->md.block_size / img->md.logical_sector_size / 8;

@@ -21,6 +21,11 @@
 #define VHDX_BAT_PAGE_SIZE      4096u
 #define VHDX_BAT_PAGE_ENTRIES   (VHDX_BAT_PAGE_SIZE / VHDX_BAT_ENTRY_SIZE)
 
+struct vhdx_sb_page {
+  uint64_t file_offset;         /* 4 KiB aligned, inside an SB block */
+  uint8_t *data;                /* VHDX_BAT_PAGE_SIZE bytes */
+};
+
 struct vhdx_image {
   bool identified;              /* the file type identifier is VHDX's */
   struct vhdx_file_id file_id;
@@ -36,6 +41,18 @@ struct vhdx_image {
   /* Every BAT entry, as the file's little-endian words decoded. */
   uint64_t *bat;
   uint32_t allocated_blocks;    /* payload blocks with file space */
+
+  /* A differencing disk's parent locator (NULL paths otherwise). */
+  struct vhdx_parent_link link;
+
+  /* Sector bitmap pages changed since the last flush (differencing
+   * disks; meta_lock held): 4 KiB pages of sector bitmap blocks, patched
+   * by write_bitmap and written through the log by write_table with the
+   * BAT pages, in the same entries.  read_bitmap looks here first, so
+   * that bits stay visible even if a flush fails half way.
+   */
+  struct vhdx_sb_page *sb_pages;
+  size_t n_sb_pages, cap_sb_pages;
 
   /* The log as this open found it: an active sequence that was replayed
    * (into the file, or into an overlay for a read-only open).
@@ -73,6 +90,18 @@ vhdx_payload_entry (const struct vhdx_image *img, uint32_t block)
   return __atomic_load_n (&img->bat[index], __ATOMIC_ACQUIRE);
 }
 
+/* A byte of a sector bitmap between the file's order (bit 0 is the
+ * first sector, [MS-VHDX] 2.5.2) and the core's (bit 7 first, VHD's
+ * order: core/bitmap.h).
+ */
+static inline uint8_t
+vhdx_bitmap_byte_swap (uint8_t b)
+{
+  b = (uint8_t) ((b & 0xf0) >> 4 | (b & 0x0f) << 4);
+  b = (uint8_t) ((b & 0xcc) >> 2 | (b & 0x33) << 2);
+  return (uint8_t) ((b & 0xaa) >> 1 | (b & 0x55) << 1);
+}
+
 static inline uint64_t
 vhdx_entry_offset (uint64_t entry)
 {
@@ -96,8 +125,23 @@ int vhdx_allocate_block (struct vhd_disk *disk, uint32_t block,
                          const uint8_t *bits);
 int vhdx_release_block (struct vhd_disk *disk, uint32_t block, bool zero);
 int vhdx_write_table (struct vhd_disk *disk);
+int vhdx_write_bitmap (struct vhd_disk *disk, uint32_t block,
+                       const uint8_t *bits);
+/* The pending sector bitmap page at file_offset, or NULL. */
+struct vhdx_sb_page *vhdx_pending_sb_page (struct vhdx_image *img,
+                                           uint64_t file_offset);
+void vhdx_free_sb_pages (struct vhdx_image *img);
 /* At close of a writable image whose log was used: an empty log. */
 void vhdx_close_log (struct vhd_disk *disk);
+
+/* parent.c: a differencing disk's parent (struct vhd_format_ops). */
+void vhdx_parent_candidates (const struct vhd_disk *child,
+                             const struct vhd_parent_sink *sink);
+bool vhdx_is_parent (const struct vhd_disk *child,
+                     const struct vhd_disk *parent, bool ignore_id,
+                     char *why, size_t why_size);
+void vhdx_describe_parent (const struct vhd_disk *child, char *out,
+                           size_t out_size);
 
 /* check.c: the driver's part of vhd_check. */
 int vhdx_check (struct vhd_check_walk *w);

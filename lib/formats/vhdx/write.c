@@ -73,41 +73,134 @@ vhdx_before_first_write (struct vhd_disk *disk)
   return 0;
 }
 
+/* page_dirty: 0 clean, PAGE_DIRTY changed, PAGE_EARLY changed and
+ * holding a new sector bitmap block's entry.
+ */
+enum { PAGE_DIRTY = 1, PAGE_EARLY = 2 };
+
 static void
-mark_page_dirty (struct vhdx_image *img, uint64_t index)
+mark_page_dirty (struct vhdx_image *img, uint64_t index, bool early)
 {
   uint32_t page = (uint32_t) (index / VHDX_BAT_PAGE_ENTRIES);
 
-  if (!img->page_dirty[page]) {
-    img->page_dirty[page] = 1;
+  if (!img->page_dirty[page])
     img->dirty_pages[img->n_dirty_pages++] = page;
-  }
+  if (img->page_dirty[page] != PAGE_EARLY)
+    img->page_dirty[page] = early ? PAGE_EARLY : PAGE_DIRTY;
 }
 
-/* A new block goes at the end of the file, on a 1 MiB boundary, its
- * space reading as zeros (every sector present: bits is full for a
- * dynamic disk).  Published in memory at once; in the file at the next
- * flush.
+struct vhdx_sb_page *
+vhdx_pending_sb_page (struct vhdx_image *img, uint64_t file_offset)
+{
+  for (size_t i = 0; i < img->n_sb_pages; i++)
+    if (img->sb_pages[i].file_offset == file_offset)
+      return &img->sb_pages[i];
+  return NULL;
+}
+
+void
+vhdx_free_sb_pages (struct vhdx_image *img)
+{
+  for (size_t i = 0; i < img->n_sb_pages; i++)
+    free (img->sb_pages[i].data);
+  free (img->sb_pages);
+  img->sb_pages = NULL;
+  img->n_sb_pages = img->cap_sb_pages = 0;
+}
+
+/* The pending page at file_offset, read from the file the first time. */
+static int
+get_sb_page (struct vhd_disk *disk, struct vhdx_image *img,
+             uint64_t file_offset, struct vhdx_sb_page **out)
+{
+  struct vhdx_sb_page *p = vhdx_pending_sb_page (img, file_offset);
+  uint8_t *data;
+  int r;
+
+  if (p) {
+    *out = p;
+    return 0;
+  }
+  if (img->n_sb_pages == img->cap_sb_pages) {
+    size_t cap = img->cap_sb_pages ? 2 * img->cap_sb_pages : 16;
+    struct vhdx_sb_page *n = realloc (img->sb_pages, cap * sizeof *n);
+
+    if (n == NULL)
+      return vhd_error (ENOMEM, "%s: out of memory", disk->path);
+    img->sb_pages = n;
+    img->cap_sb_pages = cap;
+  }
+  data = malloc (VHDX_BAT_PAGE_SIZE);
+  if (data == NULL)
+    return vhd_error (ENOMEM, "%s: out of memory", disk->path);
+  r = vhd_backend_pread_exact (disk->be, data, VHDX_BAT_PAGE_SIZE,
+                               file_offset, "sector bitmap block");
+  if (r < 0) {
+    free (data);
+    return r;
+  }
+  p = &img->sb_pages[img->n_sb_pages++];
+  p->file_offset = file_offset;
+  p->data = data;
+  *out = p;
+  return 0;
+}
+
+/* A PARTIALLY_PRESENT block's bits into its share of its chunk's sector
+ * bitmap block (driver.c, vhdx_read_bitmap, has the layout), in the
+ * pending pages that write_table logs (meta_lock held, at a flush).
  */
 int
-vhdx_allocate_block (struct vhd_disk *disk, uint32_t block,
-                     const uint8_t *bits)
+vhdx_write_bitmap (struct vhd_disk *disk, uint32_t block,
+                   const uint8_t *bits)
 {
   struct vhdx_image *img = vhdx_image_of (disk);
-  uint64_t offset = img->end, end = offset + disk->block_size;
-  uint64_t index = (uint64_t) block + (block >> img->chunk_shift);
-  struct vhdx_bat_entry e = { .state = VHDX_PAYLOAD_FULLY_PRESENT };
-  uint8_t raw[VHDX_BAT_ENTRY_SIZE];
+  uint64_t sb, offset;
+  uint32_t done = 0;
+
+  if ((img->bat[vhdx_bat_payload_index (&img->geom, block)] & 7)
+      != VHDX_PAYLOAD_PARTIALLY_PRESENT)
+    return vhd_error (EIO, "%s: block %" PRIu32 ": a sector bitmap to write"
+                      " for a block that is not PARTIALLY_PRESENT",
+                      disk->path, block);
+  sb = img->bat[vhdx_bat_bitmap_index (&img->geom, block >> img->chunk_shift)];
+  offset = vhdx_entry_offset (sb)
+           + (uint64_t) (block & (img->geom.chunk_ratio - 1))
+             * disk->bitmap_size;
+  while (done < disk->bitmap_size) {
+    uint64_t at = offset + done;
+    uint64_t page = at & ~(uint64_t) (VHDX_BAT_PAGE_SIZE - 1);
+    uint32_t n = VHDX_BAT_PAGE_SIZE - (uint32_t) (at - page);
+    struct vhdx_sb_page *p = NULL;
+    int r;
+
+    if (n > disk->bitmap_size - done)
+      n = disk->bitmap_size - done;
+    r = get_sb_page (disk, img, page, &p);
+    if (r < 0)
+      return r;
+    for (uint32_t i = 0; i < n; i++)
+      p->data[at - page + i] = vhdx_bitmap_byte_swap (bits[done + i]);
+    done += n;
+  }
+  return 0;
+}
+
+/* Room for len bytes at the end of the file, on a 1 MiB boundary,
+ * reading as zeros: what the file holds there already (a crash's
+ * leftover) is zeroed; past the end, extending the file gives zeros.
+ */
+static int
+take_space (struct vhd_disk *disk, struct vhdx_image *img, uint64_t len,
+            uint64_t *offset_out)
+{
+  uint64_t offset = img->end, end = offset + len;
   int r = 0;
 
-  (void) bits;                  /* no sector bitmaps outside differencing */
   if (offset / MiB > VHDX_BAT_MAX_OFFSET_MB)
     return vhd_error (ENOSPC, "%s: a new block at offset %" PRIu64 " is"
                       " past what a BAT entry can address", disk->path,
                       offset);
-  /* What the file holds there already (a crash's leftover) is zeroed;
-   * past the end, extending the file gives zeros.
-   */
   if (offset < disk->file_end)
     r = vhd_zero_file_range (disk, offset,
                              (end < disk->file_end ? end : disk->file_end)
@@ -119,12 +212,73 @@ vhdx_allocate_block (struct vhd_disk *disk, uint32_t block,
   if (end > disk->file_end)
     disk->file_end = end;
   img->end = end;
+  *offset_out = offset;
+  return 0;
+}
 
-  e.offset_mb = offset / MiB;
+/* Publish BAT entry index in memory; it reaches the file at the next
+ * flush.  early: its page goes into the log before the pages of payload
+ * entries (write_table says why).
+ */
+static void
+set_entry (struct vhdx_image *img, uint64_t index, uint8_t state,
+           uint64_t offset, bool early)
+{
+  struct vhdx_bat_entry e = { .state = state, .offset_mb = offset / MiB };
+  uint8_t raw[VHDX_BAT_ENTRY_SIZE];
+
   vhdx_bat_entry_encode (&e, raw);
   __atomic_store_n (&img->bat[index], vhdx_get_le64 (raw), __ATOMIC_RELEASE);
+  mark_page_dirty (img, index, early);
+}
+
+static bool
+all_set (const uint8_t *bits, uint32_t len)
+{
+  for (uint32_t i = 0; i < len; i++)
+    if (bits[i] != 0xff)
+      return false;
+  return true;
+}
+
+/* A new block goes at the end of the file (take_space), its space
+ * reading as zeros.  bits is full for a dynamic disk, and for a
+ * differencing disk's block that read as zeros at this level: then the
+ * block is FULLY_PRESENT.  A differencing disk's block that still reads
+ * its parent starts PARTIALLY_PRESENT with no sector of its own, and its
+ * chunk gets a sector bitmap block first if it has none (a new 1 MiB of
+ * zeros: no sector present).  Published in memory at once; in the file
+ * at the next flush.
+ */
+int
+vhdx_allocate_block (struct vhd_disk *disk, uint32_t block,
+                     const uint8_t *bits)
+{
+  struct vhdx_image *img = vhdx_image_of (disk);
+  uint64_t index = vhdx_bat_payload_index (&img->geom, block);
+  bool full = img->kind != VHDX_KIND_DIFFERENCING ||
+              all_set (bits, disk->bitmap_size);
+  uint64_t offset;
+  int r;
+
+  if (!full) {
+    uint64_t sb = vhdx_bat_bitmap_index (&img->geom,
+                                         block >> img->chunk_shift);
+
+    if ((img->bat[sb] & 7) != VHDX_SB_PRESENT) {
+      r = take_space (disk, img, VHDX_SECTOR_BITMAP_SIZE, &offset);
+      if (r < 0)
+        return r;
+      set_entry (img, sb, VHDX_SB_PRESENT, offset, true);
+    }
+  }
+  r = take_space (disk, img, disk->block_size, &offset);
+  if (r < 0)
+    return r;
+  set_entry (img, index, full ? VHDX_PAYLOAD_FULLY_PRESENT
+                              : VHDX_PAYLOAD_PARTIALLY_PRESENT,
+             offset, false);
   img->allocated_blocks++;
-  mark_page_dirty (img, index);
   return 0;
 }
 
@@ -143,18 +297,14 @@ vhdx_release_block (struct vhd_disk *disk, uint32_t block, bool zero)
 {
   struct vhdx_image *img = vhdx_image_of (disk);
   uint64_t index = (uint64_t) block + (block >> img->chunk_shift);
-  struct vhdx_bat_entry e = {
-    .state = zero ? VHDX_PAYLOAD_ZERO : VHDX_PAYLOAD_UNMAPPED,
-  };
-  uint8_t raw[VHDX_BAT_ENTRY_SIZE];
+  unsigned state = img->bat[index] & 7;
 
   if (img->kind != VHDX_KIND_DYNAMIC ||
-      (img->bat[index] & 7) != VHDX_PAYLOAD_FULLY_PRESENT)
+      state != VHDX_PAYLOAD_FULLY_PRESENT)
     return 0;
-  vhdx_bat_entry_encode (&e, raw);
-  __atomic_store_n (&img->bat[index], vhdx_get_le64 (raw), __ATOMIC_RELEASE);
+  set_entry (img, index, zero ? VHDX_PAYLOAD_ZERO : VHDX_PAYLOAD_UNMAPPED,
+             0, false);
   img->allocated_blocks--;
-  mark_page_dirty (img, index);
   return 1;
 }
 
@@ -199,18 +349,25 @@ write_entry (struct vhd_disk *disk, struct vhdx_image *img,
   /* Then in place; durable at the core's next sync. */
   for (size_t i = 0; r == 0 && i < n; i++)
     r = vhd_write_exact (disk, updates[i].data, updates[i].length,
-                         updates[i].file_offset, "BAT");
+                         updates[i].file_offset, "BAT or sector bitmap");
   return r;
 }
 
-/* Write back the BAT pages changed since the last flush (meta_lock held,
- * data synced), as log entries of at most half the log each.
+/* Write back the sector bitmap pages and BAT pages changed since the
+ * last flush (meta_lock held, data synced), as log entries of at most
+ * half the log each.  When they take more than one entry, each entry is
+ * replayed on its own after a crash, so the order makes every prefix
+ * valid: sector bitmap pages first (bits of data already synced, in
+ * blocks whose BAT entries may not say so yet: unseen until then), then
+ * BAT pages that give a chunk a new sector bitmap block, then the rest
+ * (a PARTIALLY_PRESENT entry whose chunk's bitmap block is in place).
  */
 int
 vhdx_write_table (struct vhd_disk *disk)
 {
   struct vhdx_image *img = vhdx_image_of (disk);
-  size_t n = img->n_dirty_pages, per_entry = 0;
+  size_t n_bat = img->n_dirty_pages, n = n_bat + img->n_sb_pages;
+  size_t per_entry = 0, k = 0;
   CLEANUP_FREE uint8_t *pages = NULL;
   CLEANUP_FREE struct vhdx_log_update *updates = NULL;
   uint64_t half_sectors = img->header.log_length / 2 / VHDX_LOG_SECTOR;
@@ -223,33 +380,45 @@ vhdx_write_table (struct vhd_disk *disk)
   if (per_entry == 0)
     return vhd_error (ENOSPC, "%s: the log (%" PRIu32 " bytes) is too small"
                       " for any entry", disk->path, img->header.log_length);
-  pages = malloc (n * VHDX_BAT_PAGE_SIZE);
+  pages = malloc (n_bat * VHDX_BAT_PAGE_SIZE + 1);
   updates = malloc (n * sizeof *updates);
   if (pages == NULL || updates == NULL)
     return vhd_error (ENOMEM, "%s: out of memory", disk->path);
-  for (size_t i = 0; i < n; i++) {
-    uint64_t first = (uint64_t) img->dirty_pages[i] * VHDX_BAT_PAGE_ENTRIES;
-    uint8_t *p = pages + i * VHDX_BAT_PAGE_SIZE;
-
-    for (uint64_t k = 0; k < VHDX_BAT_PAGE_ENTRIES; k++)
-      vhdx_put_le64 (p + k * VHDX_BAT_ENTRY_SIZE,
-                     first + k < img->geom.total_entries
-                     ? img->bat[first + k] : 0);
-    updates[i] = (struct vhdx_log_update) {
-      .file_offset = img->regions.bat.offset
-                     + (uint64_t) img->dirty_pages[i] * VHDX_BAT_PAGE_SIZE,
+  for (size_t i = 0; i < img->n_sb_pages; i++)
+    updates[k++] = (struct vhdx_log_update) {
+      .file_offset = img->sb_pages[i].file_offset,
       .length = VHDX_BAT_PAGE_SIZE,
-      .data = p,
+      .data = img->sb_pages[i].data,
     };
+  for (int pass = PAGE_EARLY; pass >= PAGE_DIRTY; pass--) {
+    for (size_t i = 0; i < n_bat; i++) {
+      uint32_t page = img->dirty_pages[i];
+      uint64_t first = (uint64_t) page * VHDX_BAT_PAGE_ENTRIES;
+      uint8_t *p = pages + i * VHDX_BAT_PAGE_SIZE;
+
+      if (img->page_dirty[page] != pass)
+        continue;
+      for (uint64_t e = 0; e < VHDX_BAT_PAGE_ENTRIES; e++)
+        vhdx_put_le64 (p + e * VHDX_BAT_ENTRY_SIZE,
+                       first + e < img->geom.total_entries
+                       ? img->bat[first + e] : 0);
+      updates[k++] = (struct vhdx_log_update) {
+        .file_offset = img->regions.bat.offset
+                       + (uint64_t) page * VHDX_BAT_PAGE_SIZE,
+        .length = VHDX_BAT_PAGE_SIZE,
+        .data = p,
+      };
+    }
   }
   for (size_t done = 0; r == 0 && done < n; done += per_entry)
     r = write_entry (disk, img, updates + done,
                      n - done < per_entry ? n - done : per_entry);
   if (r < 0)
     return r;
-  for (size_t i = 0; i < n; i++)
+  for (size_t i = 0; i < n_bat; i++)
     img->page_dirty[img->dirty_pages[i]] = 0;
   img->n_dirty_pages = 0;
+  vhdx_free_sb_pages (img);
   return 0;
 }
 
