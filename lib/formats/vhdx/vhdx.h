@@ -73,6 +73,11 @@ struct vhdx_image {
   uint8_t *page_dirty;          /* per BAT page: changed since the flush */
   uint32_t *dirty_pages;
   size_t n_dirty_pages;
+  /* At most this many pages in one log entry (0: as many as half the log
+   * holds); VHDKIT_VHDX_LOG_ENTRY_PAGES, read at open, for the crash
+   * tests (write.c, vhdx_write_table).
+   */
+  unsigned max_entry_pages;
 };
 
 static inline struct vhdx_image *
@@ -125,6 +130,8 @@ int vhdx_allocate_block (struct vhd_disk *disk, uint32_t block,
                          const uint8_t *bits);
 int vhdx_release_block (struct vhd_disk *disk, uint32_t block, bool zero);
 int vhdx_write_table (struct vhd_disk *disk);
+/* VHDKIT_VHDX_LOG_ENTRY_PAGES as a page limit, or 0 (no limit). */
+unsigned vhdx_max_entry_pages_from_env (void);
 int vhdx_write_bitmap (struct vhd_disk *disk, uint32_t block,
                        const uint8_t *bits);
 /* The pending sector bitmap page at file_offset, or NULL. */

@@ -353,6 +353,28 @@ write_entry (struct vhd_disk *disk, struct vhdx_image *img,
   return r;
 }
 
+/* A flush's pages go into as few entries as half the log allows; the
+ * crash tests need flushes of several entries without writing hundreds
+ * of pages, so VHDKIT_VHDX_LOG_ENTRY_PAGES=N (N >= 1) caps each entry at
+ * N pages.  Any N gives a valid log (more entries, more syncs): it can
+ * only make entries smaller.  Anything else is ignored.
+ */
+unsigned
+vhdx_max_entry_pages_from_env (void)
+{
+  const char *e = getenv ("VHDKIT_VHDX_LOG_ENTRY_PAGES");
+  char *end;
+  unsigned long n;
+
+  if (e == NULL || *e == '\0')
+    return 0;
+  errno = 0;
+  n = strtoul (e, &end, 10);
+  if (errno || *end != '\0' || n == 0 || n > UINT32_MAX)
+    return 0;
+  return (unsigned) n;
+}
+
 /* Write back the sector bitmap pages and BAT pages changed since the
  * last flush (meta_lock held, data synced), as log entries of at most
  * half the log each.  When they take more than one entry, each entry is
@@ -375,7 +397,8 @@ vhdx_write_table (struct vhd_disk *disk)
 
   if (n == 0)
     return 0;
-  while (entry_sectors (per_entry + 1) <= half_sectors)
+  while (entry_sectors (per_entry + 1) <= half_sectors &&
+         (img->max_entry_pages == 0 || per_entry < img->max_entry_pages))
     per_entry++;
   if (per_entry == 0)
     return vhd_error (ENOSPC, "%s: the log (%" PRIu32 " bytes) is too small"
