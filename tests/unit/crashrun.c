@@ -185,8 +185,9 @@ crash_request_name (const struct request *q)
 }
 
 /* What the disk reads after the request, as the engine documents it:
- * a dynamic disk's trimmed whole sectors read as zeros, a differencing
- * disk's are untouched (zeros there would hide the parent).
+ * a dynamic disk's trimmed whole sectors read as zeros; a VHD child's
+ * are untouched (zeros there would hide the parent), and a VHDX child
+ * writes zeros over them (its driver's trim_hides_parent).
  */
 void
 crash_apply_request (const struct crash_run *run, const struct request *q,
@@ -202,7 +203,7 @@ crash_apply_request (const struct crash_run *run, const struct request *q,
     memset (disk + q->offset, 0, q->length);
     break;
   case REQ_TRIM:
-    if (run->differencing)
+    if (run->differencing && !run->vhdx)
       break;
     start = (q->offset + SECTOR - 1) & ~(uint64_t) (SECTOR - 1);
     end = (q->offset + q->length) & ~(uint64_t) (SECTOR - 1);
@@ -223,6 +224,44 @@ crash_open_disk (const char *path, bool readonly, vhd_disk **d)
   if (r < 0)
     fprintf (stderr, "open %s%s: %s\n", path, readonly ? " (read-only)" : "",
              vhd_last_error ());
+  return r;
+}
+
+uint64_t
+crash_virtual_size (const struct crash_run *run)
+{
+  return run->disk_size + run->gap_length;
+}
+
+int
+crash_disk_io (const struct crash_run *run, vhd_disk *d, enum crash_io io,
+               void *buf, uint64_t length, uint64_t offset, uint32_t flags)
+{
+  uint8_t *p = buf;
+  int r = 0;
+
+  /* Once at least: a request of no bytes still makes its call (FUA). */
+  do {
+    uint64_t n = length, at = offset;
+    uint32_t f = flags;
+
+    if (run->gap_length && offset >= run->gap_at)
+      at += run->gap_length;
+    else if (run->gap_length && length > run->gap_at - offset)
+      n = run->gap_at - offset;
+    if (n < length)
+      f &= ~(uint32_t) VHD_IO_FUA;
+    switch (io) {
+    case CRASH_IO_READ: r = vhd_pread (d, p, n, at); break;
+    case CRASH_IO_WRITE: r = vhd_pwrite (d, p, n, at, f); break;
+    case CRASH_IO_ZERO: r = vhd_zero (d, n, at, f); break;
+    case CRASH_IO_TRIM: r = vhd_trim (d, n, at, f); break;
+    }
+    if (p)
+      p += n;
+    offset += n;
+    length -= n;
+  } while (r == 0 && length > 0);
   return r;
 }
 
@@ -249,15 +288,16 @@ create_disk (const struct crash_run *run, const char *path, uint64_t size,
 
 /* Does the whole disk read as expected?  Prints the first difference. */
 static int
-disk_matches (vhd_disk *d, const uint8_t *expected, uint64_t size,
-              const char *what)
+disk_matches (const struct crash_run *run, vhd_disk *d,
+              const uint8_t *expected, const char *what)
 {
+  uint64_t size = run->disk_size;
   uint8_t *got = malloc (size);
   int r;
 
   if (got == NULL)
     return -1;
-  r = vhd_pread (d, got, size, 0);
+  r = crash_disk_io (run, d, CRASH_IO_READ, got, size, 0, 0);
   if (r < 0)
     fprintf (stderr, "%s: read: %s\n", what, vhd_last_error ());
   else if (memcmp (got, expected, size) != 0) {
@@ -307,7 +347,8 @@ make_parent (struct crash_run *run, struct rng *r)
   int ret = -1;
 
   if (ref == NULL ||
-      create_disk (run, run->parent_path, run->disk_size, NULL, &d) < 0)
+      create_disk (run, run->parent_path, crash_virtual_size (run), NULL,
+                   &d) < 0)
     goto out;
   for (uint64_t b = 0; b < run->disk_size / bs; b++) {
     struct request q = {
@@ -317,20 +358,22 @@ make_parent (struct crash_run *run, struct rng *r)
     if (b % 4 == 3)
       continue;
     crash_fill_data (q.data_seed, ref + q.offset, q.length);
-    if (vhd_pwrite (d, ref + q.offset, q.length, q.offset, 0) < 0)
+    if (crash_disk_io (run, d, CRASH_IO_WRITE, ref + q.offset, q.length,
+                       q.offset, 0) < 0)
       goto fail;
     if (b % 4 == 1) {
       q.kind = REQ_TRIM;
       q.offset += rng_below (r, bs / 2);
       q.length = 1 + rng_below (r, bs / 2);
       crash_apply_request (&parent_run, &q, ref);
-      if (vhd_trim (d, q.length, q.offset, 0) < 0)
+      if (crash_disk_io (run, d, CRASH_IO_TRIM, NULL, q.length, q.offset,
+                         0) < 0)
         goto fail;
     }
   }
   if (vhd_flush (d) < 0)
     goto fail;
-  if (disk_matches (d, ref, run->disk_size, "parent") < 0)
+  if (disk_matches (run, d, ref, "parent") < 0)
     goto out;
   vhd_close (d);
   d = NULL;
@@ -369,13 +412,16 @@ execute_request (struct crash_run *run, vhd_disk **d, struct request *q,
   switch (q->kind) {
   case REQ_WRITE:
     crash_fill_data (q->data_seed, buf, q->length);
-    r = vhd_pwrite (*d, buf, q->length, q->offset, q->flags);
+    r = crash_disk_io (run, *d, CRASH_IO_WRITE, buf, q->length, q->offset,
+                       q->flags);
     break;
   case REQ_ZERO:
-    r = vhd_zero (*d, q->length, q->offset, q->flags);
+    r = crash_disk_io (run, *d, CRASH_IO_ZERO, NULL, q->length, q->offset,
+                       q->flags);
     break;
   case REQ_TRIM:
-    r = vhd_trim (*d, q->length, q->offset, q->flags);
+    r = crash_disk_io (run, *d, CRASH_IO_TRIM, NULL, q->length, q->offset,
+                       q->flags);
     break;
   case REQ_FLUSH:
     r = vhd_flush (*d);
@@ -503,11 +549,42 @@ prepare (struct crash_run *run, struct rng *r)
   }
   else if ((run->initial_virtual = calloc (1, run->disk_size)) == NULL)
     return -1;
-  if (create_disk (run, run->path, run->disk_size,
+  if (create_disk (run, run->path, crash_virtual_size (run),
                    run->differencing ? run->parent_path : NULL, &d) < 0)
     return -1;
   vhd_close (d);
   return crash_record_start (run->path);
+}
+
+/* Did the workload give as many chunks a sector bitmap block as the run
+ * asks?  (A seed that wrote elsewhere would test less than it says.)
+ */
+static int
+has_bitmap_blocks (const struct crash_run *run)
+{
+  struct vhd_image_info info;
+  vhd_disk *d;
+  int r = 0;
+
+  if (run->min_bitmap_blocks == 0)
+    return 0;
+  if (crash_open_disk (run->path, true, &d) < 0)
+    return -1;
+  if (vhd_get_image_info (d, &info) < 0 ||
+      info.vhdx.sector_bitmap_blocks < run->min_bitmap_blocks) {
+    fprintf (stderr, "%s: the workload left %" PRIu64 " sector bitmap"
+             " blocks, not %u: it reaches fewer chunks than the run says\n",
+             run->name, info.vhdx.sector_bitmap_blocks,
+             run->min_bitmap_blocks);
+    r = -1;
+  }
+  else
+    printf ("%s: %" PRIu64 " PARTIALLY_PRESENT blocks, %" PRIu64
+            " FULLY_PRESENT, %" PRIu64 " sector bitmap blocks\n", run->name,
+            info.vhdx.block_states[7], info.vhdx.block_states[6],
+            info.vhdx.sector_bitmap_blocks);
+  vhd_close (d);
+  return r;
 }
 
 /* After the workload: the log must model the file exactly, and the
@@ -532,7 +609,9 @@ finish_recording (struct crash_run *run)
     fprintf (stderr, "%s: no write went through the ring\n", run->name);
     return -1;
   }
-  return log_models_file (run);
+  if (log_models_file (run) < 0)
+    return -1;
+  return has_bitmap_blocks (run);
 }
 
 static int
@@ -567,7 +646,7 @@ workload (struct crash_run *run)
       char what[128];
       snprintf (what, sizeof what, "%s: after request %zu", run->name,
                 run->n_req - 1);
-      if (disk_matches (d, ref, run->disk_size, what) < 0)
+      if (disk_matches (run, d, ref, what) < 0)
         goto out;
     }
   }
@@ -741,7 +820,7 @@ workload_threads (struct crash_run *run)
   memcpy (ref, run->initial_virtual, run->disk_size);
   for (size_t i = 0; i < run->n_req; i++)
     crash_apply_request (run, &run->requests[i], ref);
-  if (disk_matches (d, ref, run->disk_size, run->name) < 0)
+  if (disk_matches (run, d, ref, run->name) < 0)
     goto out;
   vhd_close (d);
   d = NULL;

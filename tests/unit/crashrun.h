@@ -97,10 +97,21 @@ struct crash_run {
   const char *repro_points;     /* VHDKIT_CRASH_POINTS, or NULL */
   size_t n_requests;
   uint64_t disk_size;           /* a multiple of 512 KiB, the block size */
+  /* A virtual disk bigger than what the run models and reads (a
+   * differencing VHDX over two sector bitmap chunks, 4 GiB each): the
+   * model's bytes from gap_at on are the disk's from gap_at + gap_length
+   * on, and the gap_length bytes between are never written, nor read
+   * by the checks.  0: no gap.  Both are multiples of the block size.
+   */
+  uint64_t gap_at, gap_length;
   unsigned hot_percent;         /* requests kept in the first 4 MiB (big
                                  * disks: the rest spread over the BAT) */
   unsigned whole_block_percent; /* trims and zeros that cover whole
                                  * blocks (0: the default, 20) */
+  unsigned min_bitmap_blocks;   /* differencing VHDX: the workload must
+                                 * leave this many chunks with a sector
+                                 * bitmap block (else the run tests less
+                                 * than it says) */
   unsigned random_subsets;      /* random states per crash point, besides
                                  * none, all and one torn */
   unsigned post_write_percent;  /* states that are written after recovery */
@@ -152,6 +163,17 @@ uint32_t crash_block_size (const struct crash_run *run);
 const char *crash_ext (const struct crash_run *run);
 struct vhd_disk;
 int crash_open_disk (const char *path, bool readonly, struct vhd_disk **d);
+/* The run's virtual disk: disk_size plus the gap. */
+uint64_t crash_virtual_size (const struct crash_run *run);
+/* vhd_pread, vhd_pwrite, vhd_zero, vhd_trim of the model's bytes
+ * [offset, offset+length): one call for each side of the gap (FUA on the
+ * last one only, so that its flush covers both).  buf is NULL for zero
+ * and trim.
+ */
+enum crash_io { CRASH_IO_READ, CRASH_IO_WRITE, CRASH_IO_ZERO, CRASH_IO_TRIM };
+int crash_disk_io (const struct crash_run *run, struct vhd_disk *d,
+                   enum crash_io io, void *buf, uint64_t length,
+                   uint64_t offset, uint32_t flags);
 
 /* What the crash test programs share: want crash points chosen at random
  * among n_log + 1 (want 0: every one), ascending; totals; one run in the
