@@ -13,7 +13,7 @@
  *
  * Each entry is a sequence of its own (its Tail is itself): when it is
  * written, every earlier entry's in-place writes are durable (the core
- * synced before calling us).  Entries alternate between the two halves
+ * synced before calling us; between the entries of one flush, we sync).  Entries alternate between the two halves
  * of the log, and one entry never takes more than a half, so that a new
  * entry can never overwrite the entry before it.  That matters when the
  * new one is torn by a crash: the newest intact entry, which the next
@@ -433,9 +433,18 @@ vhdx_write_table (struct vhd_disk *disk)
       };
     }
   }
-  for (size_t done = 0; r == 0 && done < n; done += per_entry)
-    r = write_entry (disk, img, updates + done,
-                     n - done < per_entry ? n - done : per_entry);
+  for (size_t done = 0; r == 0 && done < n; done += per_entry) {
+    /* The entry before (its own sequence) is not replayed once this one
+     * is whole, so its in-place writes must be durable before this one
+     * is written: the core's sync before us covers the last flush's
+     * entries, not the entries of this one.
+     */
+    if (done > 0)
+      r = vhd_backend_flush (disk->be, false);
+    if (r == 0)
+      r = write_entry (disk, img, updates + done,
+                       n - done < per_entry ? n - done : per_entry);
+  }
   if (r < 0)
     return r;
   for (size_t i = 0; i < n_bat; i++)
