@@ -375,6 +375,14 @@ vhdx_max_entry_pages_from_env (void)
   return (unsigned) n;
 }
 
+static int
+compare_pages_descending (const void *a, const void *b)
+{
+  uint32_t x = *(const uint32_t *) a, y = *(const uint32_t *) b;
+
+  return x < y ? 1 : x > y ? -1 : 0;
+}
+
 /* Write back the sector bitmap pages and BAT pages changed since the
  * last flush (meta_lock held, data synced), as log entries of at most
  * half the log each.  When they take more than one entry, each entry is
@@ -383,6 +391,11 @@ vhdx_max_entry_pages_from_env (void)
  * blocks whose BAT entries may not say so yet: unseen until then), then
  * BAT pages that give a chunk a new sector bitmap block, then the rest
  * (a PARTIALLY_PRESENT entry whose chunk's bitmap block is in place).
+ * A page that gives one chunk its bitmap block often holds the first
+ * payload entries of the next chunk, whose own new bitmap entry may be in
+ * another such page: so the BAT pages go from the last to the first.  A
+ * chunk's bitmap entry follows its payload entries ([MS-VHDX] 2.5), so
+ * its page is written with or before every page that points into it.
  */
 int
 vhdx_write_table (struct vhd_disk *disk)
@@ -403,6 +416,8 @@ vhdx_write_table (struct vhd_disk *disk)
   if (per_entry == 0)
     return vhd_error (ENOSPC, "%s: the log (%" PRIu32 " bytes) is too small"
                       " for any entry", disk->path, img->header.log_length);
+  qsort (img->dirty_pages, n_bat, sizeof *img->dirty_pages,
+         compare_pages_descending);
   pages = malloc (n_bat * VHDX_BAT_PAGE_SIZE + 1);
   updates = malloc (n * sizeof *updates);
   if (pages == NULL || updates == NULL)
