@@ -634,7 +634,9 @@ workload (struct crash_run *run)
     goto out;
   while (run->n_req <= run->n_requests) {
     struct request *q = &run->requests[run->n_req];
-    if (run->n_req < run->n_requests)
+    if (run->n_req < run->n_prologue && run->n_req < run->n_requests)
+      *q = run->prologue[run->n_req];
+    else if (run->n_req < run->n_requests)
       generate_request (run, &r, q);
     else
       *q = (struct request) { .kind = REQ_FLUSH };   /* the last one */

@@ -96,6 +96,12 @@ struct crash_run {
   uint64_t repro_seed;          /* VHDKIT_CRASH_SEED that gives this run */
   const char *repro_points;     /* VHDKIT_CRASH_POINTS, or NULL */
   size_t n_requests;
+  /* The first requests of a one-thread workload, instead of random ones
+   * (a case that a run must reach whatever its seed); n_requests counts
+   * them.
+   */
+  const struct request *prologue;
+  size_t n_prologue;
   uint64_t disk_size;           /* a multiple of 512 KiB, the block size */
   /* A virtual disk bigger than what the run models and reads (a
    * differencing VHDX over two sector bitmap chunks, 4 GiB each): the
