@@ -8,14 +8,19 @@
  * subsets of the ops after it), on VHDX images: dynamic with 1 MiB
  * blocks (every op a crash point, with one writer and with four writer
  * threads), dynamic with 32 MiB blocks (a disk of two blocks, 10 random
- * points: each state is ~70 MiB), and fixed (every op).  Each state
+ * points: each state is ~70 MiB), fixed (every op), and differencing
+ * (AVHDX) over a dynamic parent, across two sector bitmap chunks, with
+ * the log's usual entries and with one page per entry (every op; one
+ * writer and four).  Each state
  * must check with no corruption (a log to replay is allowed: that is
  * "recoverable"), open read-only (the log replayed into an overlay) and
  * read, sector by sector, what the last completed flush left or what a
  * later request put there; then open read-write (the log replayed into
  * the file), check fully clean and read the same; for one state in
  * VHDKIT_CRASH_QEMU_EVERY (default 10) qemu-img check -f vhdx must find
- * the recovered image clean too (skipped when qemu-img is missing).
+ * the recovered image clean too (skipped when qemu-img is missing, and
+ * for differencing disks, which qemu does not open).  A differencing
+ * run's parent must never change.
  *
  * Environment: as test-crash (VHDKIT_CRASH_SEED, VHDKIT_CRASH_REQUESTS,
  * VHDKIT_CRASH_SUBSETS, VHDKIT_CRASH_POST_WRITES, VHDKIT_CRASH_ONLY,
@@ -48,11 +53,16 @@
 static struct crash_program prog;
 
 struct run_shape {
-  bool fixed, ring;
+  bool fixed, ring, differencing;
   unsigned threads;
   uint32_t block_size;
   uint64_t disk_size;
+  uint64_t gap_at, gap_length;          /* crash_run's; 0: no gap */
   unsigned whole_block_percent;         /* crash_run's; 0: its default */
+  unsigned entry_pages;                 /* VHDKIT_VHDX_LOG_ENTRY_PAGES;
+                                         * 0: unset (half the log) */
+  const struct request *prologue;       /* crash_run's */
+  size_t n_prologue;
 };
 
 static void
@@ -61,14 +71,29 @@ one_run (const char *name, struct run_shape shape, size_t n_requests,
 {
   struct crash_run run = {
     .name = name, .vhdx = true, .fixed = shape.fixed,
+    .differencing = shape.differencing,
     .block_size = shape.block_size, .ring = shape.ring,
     .threads = shape.threads, .seed = seed,
-    .qemu_check_every = prog.qemu_every,
+    /* qemu opens no differencing VHDX ("Operation not supported"). */
+    .qemu_check_every = shape.differencing ? 0 : prog.qemu_every,
     .disk_size = shape.disk_size, .n_requests = n_requests,
+    .gap_at = shape.gap_at, .gap_length = shape.gap_length,
+    .prologue = shape.prologue, .n_prologue = shape.n_prologue,
     .whole_block_percent = shape.whole_block_percent,
+    /* The far side of the gap reaches into a second chunk. */
+    .min_bitmap_blocks = shape.differencing && shape.gap_length ? 2 : 0,
   };
+  char pages[16];
 
+  /* The engine reads it at each open, in the run's process (a fork of
+   * this one) and in its checks.
+   */
+  if (shape.entry_pages) {
+    snprintf (pages, sizeof pages, "%u", shape.entry_pages);
+    setenv ("VHDKIT_VHDX_LOG_ENTRY_PAGES", pages, 1);
+  }
   crash_program_run (&prog, dir, &run, random_points);
+  unsetenv ("VHDKIT_VHDX_LOG_ENTRY_PAGES");
 }
 
 #define assert_no_failures(before) \
@@ -148,6 +173,72 @@ test_fixed_crash_at_every_op (void **state)
   assert_no_failures (before);
 }
 
+/* A differencing VHDX (AVHDX) over a dynamic VHDX parent that holds a
+ * pattern (every block but each fourth written, parts of some trimmed,
+ * flushed, closed; crashsim fails any change to it).  1 MiB blocks of
+ * 512-byte sectors: a chunk is 4096 blocks (4 GiB) and has one 1 MiB
+ * sector bitmap block.  The disk is 4 GiB + 2 MiB, of which the run
+ * models and reads 8 MiB: [0, 4 MiB) and [4 GiB - 2 MiB, 4 GiB + 2 MiB)
+ * (crash_run's gap), so that its writes allocate PARTIALLY_PRESENT
+ * blocks in two chunks, each chunk's bitmap block with the first of
+ * them, and cross from one chunk into the next; the payload entries and
+ * the chunks' bitmap entries sit in BAT pages 0, 7, 8 and 16.  Trims and
+ * zeros write zeros into the child.  Every op a crash point; each state
+ * must check clean, open read-write (the log replayed), read what the
+ * flushes promised and leave the parent's bytes alone.
+ *
+ * The other runs put each page in a log entry of its own, so that a
+ * flush is several entries, each replayed alone after a crash: their
+ * order (bitmap pages, then the BAT pages from the last to the first)
+ * and a sync between them are what keep every prefix valid.  Each
+ * differencing request makes about twice the file ops of a dynamic
+ * disk's (the log), so these runs take two thirds of the requests.
+ */
+#define CHUNK_512 (UINT64_C (4096) * MiB)
+#define DIFF_MODEL_CHUNK_END (6 * MiB)  /* the model's offset of 4 GiB */
+
+/* Every differencing run (its one-thread runs) begins with one flush
+ * that gives both chunks their bitmap blocks: a partial sector in block
+ * 0 (chunk 0's bitmap block: its entry 4096 is in BAT page 8), then a
+ * write across 4 GiB, from block 4095 into block 4096 (chunk 1's bitmap
+ * block, entry 8193 in page 16; block 4096's own entry 4097 is in page
+ * 8).  In entries of one page, page 8 replayed without page 16 is a
+ * PARTIALLY_PRESENT block 4096 with no bitmap block.
+ */
+static const struct request diff_prologue[] = {
+  { .kind = REQ_WRITE, .offset = 4096 + 100, .length = 300,
+    .data_seed = 0x5eed0001 },
+  { .kind = REQ_WRITE, .offset = DIFF_MODEL_CHUNK_END - 5000,
+    .length = 12000, .data_seed = 0x5eed0003 },
+  { .kind = REQ_FLUSH },
+};
+
+static void
+test_differencing_crash_at_every_op (void **state)
+{
+  unsigned before = prog.totals.failures;
+  size_t n = prog.short_requests * 2 / 3;
+  struct run_shape s = {
+    .differencing = true, .ring = true, .block_size = MiB,
+    .disk_size = 8 * MiB, .gap_at = 4 * MiB,
+    .gap_length = CHUNK_512 - 6 * MiB, .prologue = diff_prologue,
+    .n_prologue = sizeof diff_prologue / sizeof diff_prologue[0],
+  };
+
+  one_run ("vhdx-differencing-1m-every-op-ring", s, n,
+           prog.base_seed + 6, 0);
+  s.entry_pages = 1;
+  one_run ("vhdx-differencing-entry-per-page-every-op", s, n,
+           prog.base_seed + 7, 0);
+  /* Four writers, flushes racing with allocations in both chunks. */
+  s.threads = 4;
+  s.prologue = NULL;
+  s.n_prologue = 0;
+  one_run ("vhdx-threads-differencing-entry-per-page-every-op", s, n,
+           prog.base_seed + 8, 0);
+  assert_no_failures (before);
+}
+
 static int
 setup (void **state)
 {
@@ -168,6 +259,7 @@ main (void)
     cmocka_unit_test (test_dynamic_1m_crash_at_every_op),
     cmocka_unit_test (test_fixed_crash_at_every_op),
     cmocka_unit_test (test_dynamic_32m_crash_at_random_points),
+    cmocka_unit_test (test_differencing_crash_at_every_op),
   };
 
   crash_program_init (&prog, "test-crash-vhdx", UINT64_C (0x5eed0f0cdd1e));
