@@ -246,9 +246,10 @@ fail_point (struct crash_point *pt, const char *fmt, ...)
              q && (q->flags & VHD_IO_FUA) ? " FUA" : "");
   }
   fprintf (stderr, "  image: %s\n  reproduce: VHDKIT_CRASH_SEED=0x%" PRIx64
-           "%s%s VHDKIT_CRASH_ONLY=%s:%zu unit/test-crash\n", kept,
+           "%s%s VHDKIT_CRASH_ONLY=%s:%zu unit/%s\n", kept,
            run->repro_seed, run->repro_points ? " VHDKIT_CRASH_POINTS=" : "",
-           run->repro_points ? run->repro_points : "", run->name, pt->k);
+           run->repro_points ? run->repro_points : "", run->name, pt->k,
+           run->program ? run->program : "test-crash");
   if (run->stats.failures == run->show_failures)
     fprintf (stderr, "%s: %u failures shown; the rest are counted"
              " (VHDKIT_CRASH_SHOW to see more)\n", run->name,
@@ -385,8 +386,9 @@ spec_failure (struct crash_run *run, const struct spec_sample *sm,
   fprintf (stderr, "\nCRASH FAILURE in %s: power lost at file op %zu, state"
            " \"%s\": %s\n  reproduce: VHDKIT_CRASH_SEED=0x%" PRIx64
            " VHDKIT_CRASH_SPEC_EVERY=1 VHDKIT_CRASH_ONLY=%s:%zu"
-           " unit/test-crash\n", run->name, sm->k, sm->label, why,
-           run->repro_seed, run->name, sm->k);
+           " unit/%s\n", run->name, sm->k, sm->label, why,
+           run->repro_seed, run->name, sm->k,
+           run->program ? run->program : "test-crash");
 }
 
 static void

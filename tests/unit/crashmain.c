@@ -106,6 +106,7 @@ crash_program_run (struct crash_program *p, const char *scratch,
     return;
   run->random_subsets = p->random_subsets;
   run->post_write_percent = p->post_write_percent;
+  run->program = p->name;
   run->keep_dir = p->keep_dir;
   run->kept_images = &p->kept_images;
   run->show_failures = p->show_failures;

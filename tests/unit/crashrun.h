@@ -123,6 +123,7 @@ struct crash_run {
   unsigned post_write_percent;  /* states that are written after recovery */
   unsigned spec_every;          /* the spec reader reads 1 state in this */
   unsigned show_failures;       /* print this many failures in full */
+  const char *program;          /* "test-crash-vhdx": reproduce lines */
   const char *keep_dir;         /* where the images of failures go */
   unsigned *kept_images;
   char dir[300];                /* a fresh folder for this run */
