@@ -120,6 +120,9 @@ struct crash_run {
                                  * than it says) */
   unsigned random_subsets;      /* random states per crash point, besides
                                  * none, all and one torn */
+  bool newest_alone;            /* and the newest pending op alone, every
+                                 * one before it lost (a disk that wrote
+                                 * the last request first) */
   unsigned post_write_percent;  /* states that are written after recovery */
   unsigned spec_every;          /* the spec reader reads 1 state in this */
   unsigned show_failures;       /* print this many failures in full */
