@@ -27,6 +27,14 @@
 # use, so qemu-img reads a copy after its own `check -r all` has replayed
 # that log (qemu refuses an image with a log to replay otherwise), which
 # also checks that another implementation replays our entries the same.
+# VHDKIT_KILL9_FORMAT=vhdx-diff runs it on a differencing VHDX (1 MiB
+# blocks) over a dynamic VHDX parent of 4 GiB + 8 MiB that holds random
+# data around 0 and 4 GiB, where the client writes (so that both sector
+# bitmap chunks of the child get blocks, and writes cross 4 GiB): every
+# block that the client never wrote must read as the parent, the
+# parent's file must keep its sha256, and half the rounds put each page
+# of a flush in a log entry of its own (VHDKIT_VHDX_LOG_ENTRY_PAGES=1).
+# qemu opens no differencing VHDX: nothing is compared with it there.
 
 source "$VHDKIT_SRCDIR/functions.sh"
 source "$VHDKIT_SRCDIR/plugin-functions.sh"
@@ -43,12 +51,19 @@ format=${VHDKIT_KILL9_FORMAT:-vhd}
 case $format in
   vhd) qemu_format=vpc ;;
   vhdx) qemu_format=vhdx ;;
-  *) echo "$0: VHDKIT_KILL9_FORMAT=$format: vhd or vhdx" >&2; exit 1 ;;
+  vhdx-diff) qemu_format= ;;
+  *) echo "$0: VHDKIT_KILL9_FORMAT=$format: vhd, vhdx or vhdx-diff" >&2
+     exit 1 ;;
 esac
 per_image=25            # rounds on one image before a fresh one
 size=$((128 * 1024 * 1024))
 tmp=$(scratch_dir)
-img=$tmp/disk.$format
+img=$tmp/disk.${format%-diff}
+base=$tmp/base.vhdx     # vhdx-diff: img's parent
+if [ "$format" = vhdx-diff ]; then
+  # Two sector bitmap chunks of 4 GiB (2^23 sectors of 512 bytes).
+  size=$(( (4096 + 8) * 1024 * 1024 ))
+fi
 sock=$tmp/nbd.sock
 pidfile=$tmp/nbdkit.pid
 ref=$tmp/reference.raw
@@ -62,12 +77,53 @@ new_image ()
   rm -f "$img" "$ref" "$tmp/requests.log"
   if [ "$format" = vhd ]; then
     vhdtool create --dynamic --block-size 512K "$size" "$img"
-  else
+  elif [ "$format" = vhdx ]; then
     qemu-img create -q -f vhdx -o subformat=dynamic,block_size=1M \
       "$img" "$size"
+  else
+    new_chain
+    return
   fi
   truncate -s "$size" "$ref"
   echo '{"dontcare": [], "touched": [], "qemu_differs": []}' > "$state"
+}
+
+# vhdx-diff: a parent holding random data in parts of the 512 KiB blocks
+# of [0, 8 MiB) and [4 GiB - 8 MiB, 4 GiB + 8 MiB), written from a raw
+# file that becomes the reference, and a child over it.  Those blocks
+# start as "touched", so that the client writes there (the parent's
+# data, the chunk boundary) and seldom elsewhere.
+new_chain ()
+{
+  rm -f "$base" "$tmp/base.raw"
+  python3 - "$tmp/base.raw" "$size" "$seed" "$state" <<'PY'
+import json, random, sys
+path, size, seed, state = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+MiB, BLOCK = 1 << 20, 512 * 1024
+rng = random.Random("parent " + seed)
+windows = [(0, 8 * MiB), (4096 * MiB - 8 * MiB, size)]
+touched, with_data = [], []
+with open(path, "wb") as f:
+    f.truncate(size)
+    for start, end in windows:
+        for b in range(start // BLOCK, end // BLOCK):
+            touched.append(b)
+            if rng.random() < 0.25:
+                continue        # a hole in the parent too
+            off = rng.randrange(BLOCK // 2)
+            n = rng.randrange(1, BLOCK - off + 1)
+            f.seek(b * BLOCK + off)
+            f.write(rng.randbytes(n))
+            with_data.append(b)
+json.dump({"dontcare": [], "touched": touched, "qemu_differs": [],
+           "parent_blocks": with_data}, open(state, "w"))
+PY
+  vhdtool create --source "$tmp/base.raw" --dynamic --block-size 1M \
+    "$size" "$base" > /dev/null
+  vhdtool create --parent "$base" --block-size 1M "$img" > /dev/null
+  cp --sparse=always "$tmp/base.raw" "$ref"
+  rm -f "$tmp/base.raw"
+  base_sum=$(sha256sum < "$base")
 }
 
 stop_server ()
@@ -86,6 +142,12 @@ start_server ()
 {
   if [ -f "$tmp/nbdkit.log" ]; then
     cat "$tmp/nbdkit.log" >> "$tmp/nbdkit-all.log"
+  fi
+  # vhdx-diff: every other round, a log entry for each page of a flush.
+  if [ "$format" = vhdx-diff ] && (( round % 2 == 0 )); then
+    export VHDKIT_VHDX_LOG_ENTRY_PAGES=1
+  else
+    unset VHDKIT_VHDX_LOG_ENTRY_PAGES
   fi
   nbdkit_start_bg "$sock" "$pidfile" "$tmp/nbdkit.log" file="$img"
 }
@@ -184,7 +246,8 @@ with open(state_path) as f:
 dontcare = merge(state["dontcare"])
 touched = set(state["touched"])
 ref = open(ref_path, "r+b")
-qemu = open(qemu_raw, "rb")
+# "-": no other reader (qemu opens no differencing VHDX).
+qemu = open(qemu_raw, "rb") if qemu_raw != "-" else None
 
 # 1. Every touched block: the plugin reads the reference outside the
 # don't-care ranges, and reads what qemu-img read outside the ranges
@@ -206,20 +269,31 @@ for b in sorted(touched):
         fail("LOST FLUSHED DATA: byte %d reads 0x%02x, the last flush"
              " covering it wrote 0x%02x%s" % (i, disk[i - off], want[i - off],
                                              shared_sector(i)))
-    qemu.seek(off)
-    q = qemu.read(BLOCK)
-    i = differs(disk, q, off, off + BLOCK, qemu_differs)
-    if i is not None:
-        fail("qemu-img reads 0x%02x at byte %d, the plugin 0x%02x"
-             % (q[i - off], i, disk[i - off]))
+    if qemu:
+        qemu.seek(off)
+        q = qemu.read(BLOCK)
+        i = differs(disk, q, off, off + BLOCK, qemu_differs)
+        if i is not None:
+            fail("qemu-img reads 0x%02x at byte %d, the plugin 0x%02x"
+                 % (q[i - off], i, disk[i - off]))
     ref.seek(off)
     ref.write(disk)
 dontcare = []
 
-# 2. Every other block reads as zeros, through both readers.
+# 2. Every other block reads as zeros (a child's: as its parent, which
+# the reference holds there), through both readers.
+parent_blocks = state.get("parent_blocks", [])
 def zero_block(b, what, read):
-    if b not in touched and read(b * BLOCK, BLOCK) != bytes(BLOCK):
-        fail("%s: block %d, never written, does not read as zeros" % (what, b))
+    if b in touched:
+        return
+    ref.seek(b * BLOCK)
+    if read(b * BLOCK, BLOCK) != ref.read(BLOCK):
+        fail("%s: block %d, never written, does not read as %s"
+             % (what, b, "the parent" if parent_blocks else "zeros"))
+
+# The parent's data, whatever the extents say.
+for b in parent_blocks:
+    zero_block(b, "plugin", lambda o, n: h.pread(n, o))
 
 extents = []
 def on_extent(context, offset, entries, err):
@@ -230,15 +304,16 @@ def on_extent(context, offset, entries, err):
 at = 0
 while at < size:
     extents.clear()
-    h.block_status(size - at, at, on_extent)
+    # A request is at most 4 GiB - 1 (NBD's 32-bit length).
+    h.block_status(min(size - at, 1 << 31), at, on_extent)
     for length, flags in extents:
         if not flags & nbd.STATE_ZERO:
             for b in range(at // BLOCK, min(nblocks, -(-(at + length) // BLOCK))):
                 zero_block(b, "plugin", lambda o, n: h.pread(n, o))
         at += length
-fd = qemu.fileno()
+fd = qemu.fileno() if qemu else None
 at = 0
-while True:
+while qemu:
     try:
         at = os.lseek(fd, at, os.SEEK_DATA)
     except OSError:
@@ -359,7 +434,8 @@ log.write("server died: %s\n" % err.splitlines()[0])
 log.close()
 ref.close()
 state = dict(dontcare=merge([[o, o + n] for o, n, d in pending]),
-             touched=sorted(touched), qemu_differs=qemu_differs)
+             touched=sorted(touched), qemu_differs=qemu_differs,
+             parent_blocks=parent_blocks)
 with open(state_path + ".new", "w") as f:
     json.dump(state, f)
 os.replace(state_path + ".new", state_path)
@@ -375,7 +451,8 @@ keep_failure ()
   local keep=${TMPDIR:-/tmp}/vhdkit-kill9-failure
   rm -rf "$keep"
   mkdir -p "$keep"
-  cp --sparse=always "$img" "$ref" "$state" "$tmp/qemu.raw" "$tmp/nbdkit.log" \
+  cp --sparse=always "$img" "$base" "$ref" "$state" "$tmp/qemu.raw" \
+    "$tmp/nbdkit.log" \
     "$tmp/nbdkit-all.log" "$tmp/requests.log" "$tmp/client.py" "$keep/" \
     2>/dev/null || true
   echo "$0: the image, reference and state are kept in $keep" >&2
@@ -396,7 +473,13 @@ check_image ()
       exit 1
       ;;
   esac
-  if [ "$format" = vhd ]; then
+  if [ "$format" = vhdx-diff ]; then
+    if [ "$(sha256sum < "$base")" != "$base_sum" ]; then
+      echo "$0: after round $1: the parent $base changed (seed $seed)" >&2
+      keep_failure
+      exit 1
+    fi
+  elif [ "$format" = vhd ]; then
     qemu-img convert -f vpc -O raw "$img" "$tmp/qemu.raw"
   else
     # qemu replays the log that the kill left in a copy, and must find
@@ -417,7 +500,8 @@ check_image ()
 
 client ()
 {
-  python3 "$tmp/client.py" "$sock" "$ref" "$state" "$tmp/qemu.raw" \
+  python3 "$tmp/client.py" "$sock" "$ref" "$state" \
+    "$([ -n "$qemu_format" ] && echo "$tmp/qemu.raw" || echo -)" \
     "$tmp/started" "$seed$1" "${@:2}"
 }
 
@@ -468,6 +552,15 @@ for (( round = 1; round <= rounds; round++ )); do
   echo "$round: $(cat "$tmp/client.out")"
 done
 verify_and_stop "$rounds"
+if [ "$format" = vhdx-diff ]; then
+  # The rounds reached both chunks: each has its sector bitmap block.
+  sb=$(vhdtool info "$img" | sed -n 's/^sector bitmap blocks: //p')
+  if [ "${sb:-0}" -lt 2 ]; then
+    echo "$0: the child has ${sb:-no} sector bitmap blocks: the rounds" \
+         "did not write into both chunks (seed $seed)" >&2
+    exit 1
+  fi
+fi
 
 echo "$0: $format: $rounds kill -9 rounds in $((SECONDS - start)) s ($leaks checks" \
      "found leaked space, allowed after a kill); flushed data intact, no" \
