@@ -175,10 +175,15 @@ vhdx_info_of (const struct vhd_disk *disk, const struct vhdx_image *img,
   x->chunk_ratio = (uint32_t) img->geom.chunk_ratio;
   for (uint32_t b = 0; b < disk->n_blocks; b++)
     x->block_states[vhdx_payload_entry (img, b) & 7]++;
-  for (uint64_t c = 0; c < img->geom.bitmap_blocks; c++)
-    if ((img->bat[vhdx_bat_bitmap_index (&img->geom, c)] & 7)
-        == VHDX_SB_PRESENT)
+  /* A dynamic disk's BAT ends before its last chunk's bitmap entry,
+   * unless that chunk is whole.
+   */
+  for (uint64_t c = 0; c < img->geom.bitmap_blocks; c++) {
+    uint64_t i = vhdx_bat_bitmap_index (&img->geom, c);
+
+    if (i < img->geom.total_entries && (img->bat[i] & 7) == VHDX_SB_PRESENT)
       x->sector_bitmap_blocks++;
+  }
   snprintf (x->creator, sizeof x->creator, "%s", img->file_id.creator);
   if (img->kind == VHDX_KIND_DIFFERENCING) {
     const struct vhdx_parent_link *l = &img->link;
