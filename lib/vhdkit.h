@@ -416,7 +416,8 @@ int vhd_flush (vhd_disk *disk);
  * read back as zeros afterwards (their bits are cleared and their space
  * punched; a dynamic VHDX's whole blocks become UNMAPPED, without file
  * space); partial sectors at the edges keep their data, as NBD allows.
- * Fixed disks punch the range; differencing disks ignore trims.
+ * Fixed disks punch the range.  A VHD child ignores trims; a VHDX child
+ * writes zeros over the whole sectors, which then read as zeros.
  */
 int vhd_trim (vhd_disk *disk, uint64_t count, uint64_t offset,
               uint32_t flags);
