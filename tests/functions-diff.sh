@@ -277,3 +277,211 @@ with open(os.environ["REF"], "r+b") as ref:
 print("seed %d: %d writes read back" % (seed, len(writes)))
 EOF
 }
+
+# build_vhdx_chain DIR DEPTH SIZE
+#
+# The VHDX version of build_chain: a dynamic base of SIZE in 1 MiB blocks,
+# level0.vhdx, then DEPTH children, level1.avhdx to levelDEPTH.avhdx, in
+# 2 MiB blocks (odd levels, vhdtool's default, as Hyper-V's checkpoints)
+# and 1 MiB blocks (even levels), so that a block of one level covers
+# parts of another's.  Each level is written through the plugin while it
+# is the top (writes, zeros, trims and flushes at seeded random places,
+# vhdx_random_writes), and only then gets its child: a VHDX written
+# after its child exists gets a new DataWriteGuid and orphans the child.
+# refK.raw is level K's view as a raw model; shaK is the sha256 of
+# level K's file as its writes left it.  The seeds depend on DEPTH and K
+# only.
+build_vhdx_chain ()
+{
+  local dir=$1 depth=$2 size=$3 k block
+  vhdtool create --dynamic --block-size 1M "$size" "$dir/level0.vhdx"
+  truncate -s "$size" "$dir/ref0.raw"
+  for (( k = 0; k <= depth; k++ )); do
+    block=$(vhdx_chain_block_size "$k")
+    if [ "$k" -gt 0 ]; then
+      if [ "$block" -eq $((2 * 1024 * 1024)) ]; then
+        vhdtool create --parent "$(vhdx_chain_file "$dir" $((k-1)))" \
+          "$dir/level$k.avhdx"
+      else
+        vhdtool create --parent "$(vhdx_chain_file "$dir" $((k-1)))" \
+          --block-size "$block" "$dir/level$k.avhdx"
+      fi
+      cp --sparse=always "$dir/ref$((k-1)).raw" "$dir/ref$k.raw"
+    fi
+    vhdx_random_writes "$(vhdx_chain_file "$dir" "$k")" "$block" \
+      $((depth * 100 + k)) "$dir/ref$k.raw"
+    sha256sum "$(vhdx_chain_file "$dir" "$k")" > "$dir/sha$k"
+  done
+}
+
+# vhdx_chain_block_size K: the block size of level K of build_vhdx_chain.
+vhdx_chain_block_size ()
+{
+  if [ "$1" -eq 0 ] || [ $(( $1 % 2 )) -eq 0 ]; then
+    echo $((1024 * 1024))
+  else
+    echo $((2 * 1024 * 1024))
+  fi
+}
+
+# vhdx_chain_file DIR K: level K's file in DIR.
+vhdx_chain_file ()
+{
+  if [ "$2" -eq 0 ]; then
+    echo "$1/level0.vhdx"
+  else
+    echo "$1/level$2.avhdx"
+  fi
+}
+
+# vhdx_chain_files DIR K: the files of level K's chain in DIR, top first.
+vhdx_chain_files ()
+{
+  local k
+  for (( k = $2; k >= 0; k-- )); do
+    vhdx_chain_file "$1" "$k"
+  done
+}
+
+# pyvhdi_compare REF FILE [PARENT...]
+#
+# libvhdi (python3-libvhdi's pyvhdi, which shares no code with vhdkit)
+# reads the VHDX FILE, each PARENT given to it as the parent of the one
+# before (pyvhdi follows no locator itself), as exactly REF's bytes.
+pyvhdi_compare ()
+{
+  python3 - "$@" <<'PY'
+import sys
+import pyvhdi
+ref, files = sys.argv[1], sys.argv[2:]
+opened = []
+for path in reversed(files):
+    f = pyvhdi.file()
+    f.open(path)
+    if opened:
+        f.set_parent(opened[-1])
+    opened.append(f)
+top = opened[-1]
+chunk = 1024 * 1024
+with open(ref, "rb") as r:
+    size = r.seek(0, 2)
+    assert top.get_media_size() == size, \
+        "libvhdi: %s: %d bytes, not %d" % (files[0], top.get_media_size(), size)
+    r.seek(0)
+    for off in range(0, size, chunk):
+        want = r.read(chunk)
+        got = top.read_buffer_at_offset(len(want), off)
+        if got != want:
+            i = next(i for i in range(len(want)) if got[i] != want[i])
+            sys.exit("libvhdi: %s differs from %s at byte %d"
+                     % (files[0], ref, off + i))
+print("libvhdi: %s reads as %s (%d bytes)" % (files[0], ref, size))
+PY
+}
+
+# vhdx_random_writes IMG BLOCK SEED REF
+#
+# Serve the VHDX IMG (whose block size is BLOCK) read-write through the
+# plugin and make 48 seeded random requests to it with nbdsh: writes
+# 4 KiB-aligned and not, inside one sector, across 1 MiB and 2 MiB
+# boundaries, of whole blocks, with FUA; zeros (with NO_HOLE, FUA or
+# neither) and trims, aligned and not; flushes.  The raw file REF, the
+# model, gets the same changes, and each request's range (and around it)
+# reads back as REF says at once, and again after a last flush.
+vhdx_random_writes ()
+{
+  local script
+  script=$(scratch_dir)/write.py
+  _vhdx_random_writes_script "$script"
+  SEED=$3 BLOCK=$2 REF=$4 nbdsh_script "$1" "$script"
+}
+
+_vhdx_random_writes_script ()
+{
+  cat > "$1" <<'EOF_PY'
+import os, random
+seed = int(os.environ["SEED"])
+B = int(os.environ["BLOCK"])            # this level's block size
+rng = random.Random(seed)
+size = h.get_size()
+M1 = 1024 * 1024
+SECTOR = 512
+assert h.can_trim() and h.can_zero() and h.can_fua()
+ref = open(os.environ["REF"], "r+b")
+done = []
+
+def model(off, data):
+    ref.seek(off)
+    ref.write(data)
+
+def expect(off, n, what):
+    ref.seek(off)
+    got = h.pread(n, off)
+    assert got == ref.read(n), \
+        "seed %d: read back after %s at %d (+%d) differs" % (seed, what, off, n)
+
+# Most requests land in the first 12 MiB, so that the levels overwrite
+# each other's data (and their zeros and trims); the rest anywhere.
+def place(n, align=1):
+    limit = 12 * M1 if rng.random() < 0.8 else size
+    off = rng.randrange(0, limit - n + 1)
+    return off - off % align
+
+def length():
+    return rng.choice([rng.randrange(1, 4096), rng.randrange(1, 300000),
+                       rng.randrange(1, 3 * M1)])
+
+for i in range(48):
+    kind = rng.choice(["aligned", "unaligned", "unaligned", "sub-sector",
+                       "across", "whole-block", "fua", "zero", "zero",
+                       "trim", "trim", "flush"])
+    if kind == "flush":
+        h.flush()
+        continue
+    if kind == "aligned":               # 4 KiB-aligned, up to 256 KiB
+        n = rng.randrange(1, 65) * 4096
+        off = place(n, 4096)
+    elif kind == "sub-sector":          # inside one sector, or across two
+        n = rng.randrange(1, SECTOR)
+        off = place(n)
+    elif kind == "across":              # across a 1 MiB (and 2 MiB) boundary
+        b = rng.randrange(1, size // M1) * M1
+        before, after = rng.randrange(1, 200000), rng.randrange(1, 200000)
+        off, n = b - min(before, b), min(before, b) + min(after, size - b)
+    elif kind == "whole-block":         # one or two of this level's blocks
+        n = B * rng.choice([1, 1, 2])
+        off = place(n, B)
+    else:                               # any offset, any length
+        n = length()
+        off = place(n, rng.choice([1, SECTOR, 4096]))
+    if kind == "zero":
+        flags = rng.choice([0, nbd.CMD_FLAG_NO_HOLE, nbd.CMD_FLAG_FUA])
+        h.zero(n, off, flags)
+        model(off, bytes(n))
+    elif kind == "trim":
+        # A trim covers the whole sectors inside its range, and in a
+        # differencing VHDX (and a dynamic one) those read back as zeros
+        # from then on (README, "Trim and zero"); the partly covered
+        # sectors at its edges keep their data.
+        h.trim(n, off)
+        start = -(-off // SECTOR) * SECTOR
+        end = (off + n) // SECTOR * SECTOR
+        if end > start:
+            model(start, bytes(end - start))
+    else:
+        data = rng.randbytes(n)
+        h.pwrite(data, off, nbd.CMD_FLAG_FUA if kind == "fua" else 0)
+        model(off, data)
+    done.append((off, n))
+    expect(off, n, kind)
+    # A read across the edges of what changed, which takes the levels
+    # below for the rest.
+    lo, hi = max(0, off - rng.randrange(1, 70000)), \
+        min(size, off + n + rng.randrange(1, 70000))
+    expect(lo, hi - lo, kind + " (around it)")
+h.flush()
+for off, n in done:
+    expect(off, n, "the last flush")
+print("seed %d: %d requests read back" % (seed, len(done)))
+EOF_PY
+}
