@@ -2,13 +2,17 @@
 # VHD images served by the plugin work as real block devices in a Linux
 # guest, through the kernel's NBD client (nbd-client, /dev/nbd0) and
 # through qemu's (-drive driver=nbd, /dev/vda), for a fixed, a dynamic and
-# a differencing image, and so does a dynamic VHDX through /dev/nbd0
+# a differencing image, and so do a dynamic VHDX through /dev/nbd0
 # (with blocks of 1 MiB, so that the filesystem allocates many and the
-# VHDX log carries their BAT entries): the guest makes an ext4 filesystem (or, on the
-# differencing image, finds its parent's), writes files, checks it with
-# e2fsck and reads the files back; then the host reads the image with
-# independent tools (qemu-img, e2fsck, debugfs) and finds the same files.
-# Last, scripts/vhd-attach attaches an image inside the guest.
+# VHDX log carries their BAT entries) and a differencing VHDX over it
+# (2 MiB blocks, as Hyper-V's checkpoints: the filesystem's small writes
+# leave PARTIALLY_PRESENT blocks, read through the sector bitmaps): the
+# guest makes an ext4 filesystem (or, on a differencing image, finds its
+# parent's), writes files, checks it with e2fsck and reads the files back;
+# then the host reads the image with independent tools (qemu-img, e2fsck,
+# debugfs; for the differencing VHDX, which qemu cannot read, libvhdi's
+# vhdimount) and finds the same files, and a parent is byte for byte what
+# it was.  Last, scripts/vhd-attach attaches an image inside the guest.
 #
 # The guest is Debian's kernel and a busybox initramfs (build-initramfs.sh,
 # init), booted by qemu-system-x86_64 with no network device: nbd-client
@@ -188,14 +192,16 @@ run_guest ()
 # check_image TYPE IMAGE SET...: read IMAGE on the host, without the
 # guest: the filesystem passes e2fsck -fn and holds the files of each SET.
 # qemu-img reads fixed and dynamic images; a differencing chain is read
-# through the plugin (qemu's vpc driver does not follow parents).
+# through the plugin (qemu's vpc driver does not follow parents, and its
+# vhdx driver refuses a differencing VHDX), and a differencing VHDX's also
+# through libvhdi (compare_vhdimount).
 check_image ()
 {
   local type=$1 img=$2 raw=$tmp/check.raw out=$tmp/readback set
   shift 2
   rm -rf "$raw" "$out"
   case "$type" in
-    differencing)
+    differencing|differencing-vhdx)
       nbdkit -U - "$VHDKIT_PLUGIN" file="$img" readonly=true \
         --run "nbdcopy \"\$uri\" '$raw'" ;;
     dynamic-vhdx)
@@ -211,8 +217,66 @@ check_image ()
     (cd "$out/$set" && sha256sum -c "$payload/$set.sha256")
   done
   vhdtool check "$img"
+  if [ "$type" = differencing-vhdx ]; then
+    compare_vhdimount "$img" "$raw"
+  fi
   rm -rf "$raw" "$out"
 }
+
+# compare_vhdimount CHILD RAW: libvhdi, which shares no code with vhdkit,
+# reads the chain of CHILD (a differencing VHDX over a dynamic one, the
+# parent beside it) as RAW, what the plugin read, and the parent as
+# qemu-img does.  vhdimount shows one file per level, vhdi1 the parent and
+# vhdi2 the child's view; each is checked against its own reference, so a
+# swapped order would show.  vhdimount opens the parent by the child's
+# absolute_win32_path (what follows its last backslash: all of the Linux
+# path vhdkit stores there) joined to the folder of the path it was given,
+# so an absolute path there gives FOLDER/ABSOLUTE-PATH, which does not
+# exist: run it from the child's folder with the bare name, as
+# test-diff-chains-vhdimount.sh does.  libvhdi 20210425 misreads a chunk
+# whose sector bitmap block is not allocated (it takes the bitmap from the
+# start of the file, so the first block's first sectors read as zeros, not
+# as the parent's): the caller has checked that the guest's writes
+# allocated one, and this 128 MiB disk is one chunk.  Needs FUSE.
+compare_vhdimount ()
+{
+  local child=$1 raw=$2 mnt=$tmp/vhdi-mnt parent=$tmp/vhdi-parent.raw
+  local parent_img sum_parent sum_child
+  if ! command -v vhdimount >/dev/null || ! command -v fusermount >/dev/null ||
+     [ ! -c /dev/fuse ]; then
+    skip_part "no vhdimount, fusermount or /dev/fuse: libvhdi does not read the differencing VHDX"
+    return 0
+  fi
+  parent_img=$(dirname "$child")/dynamic.vhdx
+  qemu-img convert -f vhdx -O raw "$parent_img" "$parent"
+  sum_parent=$(sha256sum < "$parent" | cut -d' ' -f1)
+  sum_child=$(sha256sum < "$raw" | cut -d' ' -f1)
+  rm -f "$parent"
+  # The guest wrote set B: the two levels must differ, or the comparison
+  # below could not tell them apart.
+  [ "$sum_parent" != "$sum_child" ]
+  mkdir "$mnt"
+  (cd "$(dirname "$child")" && vhdimount "$(basename "$child")" "$mnt")
+  vhdi_mnt=$mnt
+  ls -l "$mnt"
+  test ! -e "$mnt/vhdi3"
+  test "$(stat -c %s "$mnt/vhdi1")" -eq "$(stat -c %s "$raw")"
+  test "$(stat -c %s "$mnt/vhdi2")" -eq "$(stat -c %s "$raw")"
+  test "$(sha256sum < "$mnt/vhdi1" | cut -d' ' -f1)" = "$sum_parent"
+  test "$(sha256sum < "$mnt/vhdi2" | cut -d' ' -f1)" = "$sum_child"
+  unmount_vhdi
+  rmdir "$mnt"
+}
+
+vhdi_mnt=
+unmount_vhdi ()
+{
+  if [ -n "$vhdi_mnt" ]; then
+    fusermount -u "$vhdi_mnt" || umount -l "$vhdi_mnt"
+    vhdi_mnt=
+  fi
+}
+cleanup_fn unmount_vhdi
 
 # ---- The runs --------------------------------------------------------
 
@@ -244,6 +308,24 @@ vhdtool create --format vhdx --dynamic --block-size 1M 128M \
   "$tmp/vhdx/dynamic.vhdx"
 run_guest nbd0 dynamic-vhdx fresh "$tmp/vhdx/dynamic.vhdx"
 check_image dynamic-vhdx "$tmp/vhdx/dynamic.vhdx" A
+
+# A differencing VHDX (AVHDX) over that dynamic VHDX, through the kernel's
+# NBD client, as the differencing VHD above: the guest finds set A in the
+# parent's filesystem and adds set B; the parent does not change.
+vhdtool create --parent "$tmp/vhdx/dynamic.vhdx" "$tmp/vhdx/child.avhdx"
+# info goes on with the parent after a blank line: keep the child's part.
+vhdtool info "$tmp/vhdx/child.avhdx" | sed '/^$/q' > "$tmp/vhdx/child.info"
+grep -qx 'format: VHDX' "$tmp/vhdx/child.info"
+grep -qx 'type: differencing' "$tmp/vhdx/child.info"
+parent_sum=$(sha256sum < "$tmp/vhdx/dynamic.vhdx")
+run_guest nbd0 differencing-vhdx reuse "$tmp/vhdx/child.avhdx"
+test "$(sha256sum < "$tmp/vhdx/dynamic.vhdx")" = "$parent_sum"
+# The filesystem's writes, smaller than the child's blocks, went to
+# PARTIALLY_PRESENT blocks: the sector bitmaps were written and read.
+vhdtool info "$tmp/vhdx/child.avhdx" | sed '/^$/q' | tee "$tmp/vhdx/child.info"
+grep -q '^block states:.*partially-present [1-9]' "$tmp/vhdx/child.info"
+grep -q '^sector bitmap blocks: [1-9]' "$tmp/vhdx/child.info"
+check_image differencing-vhdx "$tmp/vhdx/child.avhdx" A B
 
 # scripts/vhd-attach in the guest: nbdkit and nbd-client there, on an
 # image shared from here.
