@@ -190,9 +190,21 @@ struct vhd_format_ops {
    */
   int (*release_block) (struct vhd_disk *disk, uint32_t block, bool zero);
   /* Write back the block table entries changed since the last flush
-   * (meta_lock held, data and bitmaps written and synced before).
+   * (meta_lock held, data and bitmaps written and synced before).  With
+   * commit_table set, this only takes a snapshot of what to write
+   * (meta_lock and flush_lock held: no write in flight, nothing synced
+   * yet), and commit_table then makes it durable, syncing the data too,
+   * with writes running again.  Returns 0, -errno, or 1: done, but the
+   * next flush must run a round even with nothing new (metadata_dirty
+   * stays set).
    */
   int (*write_table) (struct vhd_disk *disk);
+  /* Optional: the second step of a round that write_table began (only
+   * the flush that took the snapshot calls it, with round_lock held).
+   * On failure, the driver keeps what it had to write for the next
+   * round and sets metadata_dirty again.
+   */
+  int (*commit_table) (struct vhd_disk *disk);
 
   /* Differencing images: offer each place the parent may be; whether an
    * opened image is that parent (if not, why not); and the parent as the

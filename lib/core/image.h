@@ -107,6 +107,18 @@ struct vhd_disk {
    * atomically.
    */
   bool metadata_dirty;
+  /* Flushes that write metadata run as rounds, one at a time under
+   * round_lock: rounds_started counts those begun (read atomically by a
+   * flush deciding whether a later round covers it), round_ok is the
+   * number of the last one that succeeded (round_lock held).
+   */
+  pthread_mutex_t round_lock;
+  uint64_t flush_rounds_started;
+  uint64_t flush_round_ok;
+  /* vhd_close's flush succeeded: every change is durable, and a driver
+   * closing may mark the image clean (VHDX: an empty log).
+   */
+  bool closed_flushed;
   /* ops->before_first_write has run; read atomically. */
   bool first_write_done;
 };

@@ -35,6 +35,7 @@ vhd_io_init (struct vhd_disk *disk)
 
   pthread_mutex_init (&disk->meta_lock, NULL);
   pthread_mutex_init (&disk->rmw_lock, NULL);
+  pthread_mutex_init (&disk->round_lock, NULL);
   /* Writers hold the rwlock shared; a flush must not starve behind them. */
   pthread_rwlockattr_init (&attr);
   pthread_rwlockattr_setkind_np (&attr,
@@ -78,6 +79,7 @@ vhd_io_fini (struct vhd_disk *disk)
   if (disk->locks_initialized) {
     pthread_mutex_destroy (&disk->meta_lock);
     pthread_mutex_destroy (&disk->rmw_lock);
+    pthread_mutex_destroy (&disk->round_lock);
     pthread_rwlock_destroy (&disk->flush_lock);
   }
 }
@@ -429,8 +431,11 @@ sync_file (struct vhd_disk *disk)
 
 /* Write back dirty bitmaps, then the driver's block table entries;
  * caller holds flush_lock for writing (no write in flight) after syncing
- * the data.  The bitmaps written become clean, and the cache may drop
- * them from then on.
+ * the data, or (a driver with commit_table) before: then write_table
+ * only takes the snapshot that commit_table writes.  The bitmaps written
+ * become clean, and the cache may drop them from then on.  write_table
+ * answering 1 keeps metadata_dirty set: the next flush must run a round
+ * of its own, even with nothing new to write.
  */
 static int
 write_metadata (struct vhd_disk *disk)
@@ -441,15 +446,36 @@ write_metadata (struct vhd_disk *disk)
   r = vhd_bitmap_write_dirty_locked (disk, disk->ops->write_bitmap);
   if (r == 0)
     r = disk->ops->write_table (disk);
-  if (r == 0)
-    __atomic_store_n (&disk->metadata_dirty, false, __ATOMIC_RELEASE);
+  if (r >= 0) {
+    __atomic_store_n (&disk->metadata_dirty, r == 1, __ATOMIC_RELEASE);
+    r = 0;
+  }
   pthread_mutex_unlock (&disk->meta_lock);
+  return r;
+}
+
+/* A round for a driver with commit_table: writers pause only while the
+ * snapshot is taken (under flush_lock, so that every bit in it covers a
+ * write that completed), and the syncs run with writes flowing again.
+ * round_lock keeps rounds, and so the driver's entries, in order.
+ */
+static int
+flush_round_split (struct vhd_disk *disk)
+{
+  int r;
+
+  pthread_rwlock_wrlock (&disk->flush_lock);
+  r = write_metadata (disk);
+  pthread_rwlock_unlock (&disk->flush_lock);
+  if (r == 0)
+    r = disk->ops->commit_table (disk);
   return r;
 }
 
 int
 vhd_flush (vhd_disk *disk)
 {
+  uint64_t round, need;
   int r;
 
   if (disk->readonly)
@@ -457,15 +483,36 @@ vhd_flush (vhd_disk *disk)
   if (!__atomic_load_n (&disk->metadata_dirty, __ATOMIC_ACQUIRE))
     return sync_file (disk);
 
-  /* Wait for writes in flight, so that every bit and entry we are about
-   * to write covers data that the first sync makes durable.
+  /* Group commit: every write completed before this flush was asked for
+   * is covered by any round that begins from now on.  Flushes that queue
+   * behind a round are all covered by the next one, so only the first
+   * of them runs it; the rest find it done.
    */
-  pthread_rwlock_wrlock (&disk->flush_lock);
-  r = sync_file (disk);
-  if (r == 0)
-    r = write_metadata (disk);
-  if (r == 0)
+  need = __atomic_load_n (&disk->flush_rounds_started, __ATOMIC_ACQUIRE) + 1;
+
+  pthread_mutex_lock (&disk->round_lock);
+  if (disk->flush_round_ok >= need) {
+    pthread_mutex_unlock (&disk->round_lock);
+    return 0;
+  }
+  round = disk->flush_rounds_started + 1;
+  __atomic_store_n (&disk->flush_rounds_started, round, __ATOMIC_RELEASE);
+  if (disk->ops->commit_table)
+    r = flush_round_split (disk);
+  else {
+    /* Wait for writes in flight, so that every bit and entry we are
+     * about to write covers data that the first sync makes durable.
+     */
+    pthread_rwlock_wrlock (&disk->flush_lock);
     r = sync_file (disk);
-  pthread_rwlock_unlock (&disk->flush_lock);
+    if (r == 0)
+      r = write_metadata (disk);
+    if (r == 0)
+      r = sync_file (disk);
+    pthread_rwlock_unlock (&disk->flush_lock);
+  }
+  if (r == 0)
+    disk->flush_round_ok = round;
+  pthread_mutex_unlock (&disk->round_lock);
   return r;
 }

@@ -218,7 +218,7 @@ vhd_close (vhd_disk *disk)
    * caller that must know it succeeded calls vhd_flush first.
    */
   if (disk && !disk->readonly && disk->locks_initialized)
-    vhd_flush (disk);
+    disk->closed_flushed = vhd_flush (disk) == 0;
   free_disk (disk);
 }
 

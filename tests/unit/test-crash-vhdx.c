@@ -215,6 +215,25 @@ static const struct request diff_prologue[] = {
   { .kind = REQ_FLUSH },
 };
 
+/* A flush's log entry carries the payload pages whose bits it sets
+ * (commit.c), so a replay of it writes them again.  Here the same
+ * sectors are written again after that flush, with no bit to change,
+ * and flushed: that flush must still write an entry of its own, or a
+ * crash after it replays the older entry over the newer, flushed data.
+ */
+static const struct request diff_rewrite_prologue[] = {
+  { .kind = REQ_WRITE, .offset = 4096 + 100, .length = 300,
+    .data_seed = 0x5eed0001 },
+  { .kind = REQ_WRITE, .offset = DIFF_MODEL_CHUNK_END - 5000,
+    .length = 12000, .data_seed = 0x5eed0003 },
+  { .kind = REQ_FLUSH },
+  { .kind = REQ_WRITE, .offset = 4096 + 100, .length = 300,
+    .data_seed = 0x5eed0005 },
+  { .kind = REQ_WRITE, .offset = DIFF_MODEL_CHUNK_END - 4096,
+    .length = 4096, .data_seed = 0x5eed0007 },
+  { .kind = REQ_FLUSH },
+};
+
 static void
 test_differencing_crash_at_every_op (void **state)
 {
@@ -229,6 +248,13 @@ test_differencing_crash_at_every_op (void **state)
 
   one_run ("vhdx-differencing-1m-every-op-ring", s, n,
            prog.base_seed + 6, 0);
+  s.prologue = diff_rewrite_prologue;
+  s.n_prologue = sizeof diff_rewrite_prologue
+                 / sizeof diff_rewrite_prologue[0];
+  one_run ("vhdx-differencing-rewrite-after-flush", s,
+           s.n_prologue + 6, prog.base_seed + 9, 0);
+  s.prologue = diff_prologue;
+  s.n_prologue = sizeof diff_prologue / sizeof diff_prologue[0];
   s.entry_pages = 1;
   one_run ("vhdx-differencing-entry-per-page-every-op", s, n,
            prog.base_seed + 7, 0);

@@ -63,6 +63,7 @@ vhdx_close_image (struct vhd_disk *disk)
     vhdx_close_log (disk);
   vhdx_parent_link_free (&img->link);
   vhdx_free_sb_pages (img);
+  vhdx_free_round (img);
   free (img->bat);
   free (img->page_dirty);
   free (img->dirty_pages);
@@ -265,6 +266,7 @@ const struct vhd_format_ops vhd_format_vhdx = {
   .allocate_block = vhdx_allocate_block,
   .release_block = vhdx_release_block,
   .write_table = vhdx_write_table,
+  .commit_table = vhdx_commit_table,
   .parent_candidates = vhdx_parent_candidates,
   .is_parent = vhdx_is_parent,
   .describe_parent = vhdx_describe_parent,

@@ -26,6 +26,24 @@ struct vhdx_sb_page {
   uint8_t *data;                /* VHDX_BAT_PAGE_SIZE bytes */
 };
 
+/* What write_table snapshots for commit_table to write (commit.c). */
+struct vhdx_round {
+  struct vhdx_log_update *updates;
+  size_t n;                     /* pages in the round's entries */
+  size_t n_in_place;            /* the first ones are in place already
+                                 * (payload pages, unsynced pages): logged,
+                                 * not written again */
+  size_t per_entry;             /* pages per entry */
+  uint8_t *copies;              /* the pages that updates point at, but the
+                                 * pending sector bitmap pages */
+  uint32_t *bat_pages;          /* dirty again if the commit fails */
+  size_t n_bat_pages;
+  bool sync_first;              /* sync the data before the first entry */
+  uint64_t flushed_end;         /* FlushedFileOffset, LastFileOffset */
+  uint64_t last_end;
+  uint64_t file_end;            /* the file's size at the snapshot */
+};
+
 struct vhdx_image {
   bool identified;              /* the file type identifier is VHDX's */
   struct vhdx_file_id file_id;
@@ -75,9 +93,25 @@ struct vhdx_image {
   size_t n_dirty_pages;
   /* At most this many pages in one log entry (0: as many as half the log
    * holds); VHDKIT_VHDX_LOG_ENTRY_PAGES, read at open, for the crash
-   * tests (write.c, vhdx_write_table).
+   * tests (commit.c).
    */
   unsigned max_entry_pages;
+
+  /* A flush's two steps (commit.c).  data_pages: payload pages whose
+   * bits write_bitmap turned on this round (meta_lock held).
+   * sync_before_entry: something since the last round needs its data
+   * durable before any entry (meta_lock held).  The rest is the
+   * flushing round's own (round_lock held): the snapshot, the pages the
+   * last commit wrote in place after its last sync, and the file's size
+   * as of the driver's last sync.
+   */
+  uint64_t *data_pages;
+  size_t n_data_pages, cap_data_pages;
+  bool sync_before_entry;
+  struct vhdx_round round;
+  uint64_t *unsynced_pages;
+  size_t n_unsynced_pages;
+  uint64_t synced_end;
 };
 
 static inline struct vhdx_image *
@@ -129,9 +163,7 @@ int vhdx_before_first_write (struct vhd_disk *disk);
 int vhdx_allocate_block (struct vhd_disk *disk, uint32_t block,
                          const uint8_t *bits);
 int vhdx_release_block (struct vhd_disk *disk, uint32_t block, bool zero);
-int vhdx_write_table (struct vhd_disk *disk);
-/* VHDKIT_VHDX_LOG_ENTRY_PAGES as a page limit, or 0 (no limit). */
-unsigned vhdx_max_entry_pages_from_env (void);
+void vhdx_mark_bat_page_dirty (struct vhdx_image *img, uint64_t index);
 int vhdx_write_bitmap (struct vhd_disk *disk, uint32_t block,
                        const uint8_t *bits);
 /* The pending sector bitmap page at file_offset, or NULL. */
@@ -140,6 +172,14 @@ struct vhdx_sb_page *vhdx_pending_sb_page (struct vhdx_image *img,
 void vhdx_free_sb_pages (struct vhdx_image *img);
 /* At close of a writable image whose log was used: an empty log. */
 void vhdx_close_log (struct vhd_disk *disk);
+
+/* commit.c: a flush's pages through the log (struct vhd_format_ops). */
+int vhdx_write_table (struct vhd_disk *disk);
+int vhdx_commit_table (struct vhd_disk *disk);
+/* The round's buffers and the pages it remembers (close). */
+void vhdx_free_round (struct vhdx_image *img);
+/* VHDKIT_VHDX_LOG_ENTRY_PAGES as a page limit, or 0 (no limit). */
+unsigned vhdx_max_entry_pages_from_env (void);
 
 /* parent.c: a differencing disk's parent (struct vhd_format_ops). */
 void vhdx_parent_candidates (const struct vhd_disk *child,

@@ -1,25 +1,10 @@
 /* vhdkit: writing a VHDX image: the header update before the first
  * change, where a new block goes, a whole block released by a trim or a
- * zero, and the BAT made durable through the log.
+ * zero, and the pages a flush must write (BAT pages, sector bitmap
+ * pages, and the payload pages whose bits a flush sets).
  *
- * The core's order (core/io.c) is: data written, synced; then
- * write_table; then synced again.  Here write_table puts the changed BAT
- * pages in a log entry, writes it and syncs, and only then writes the
- * pages in place (the core's last sync makes them durable).  A crash
- * before the entry is durable loses only metadata that no flush had
- * promised; a crash after it is repaired by the next open, which replays
- * the entry ([MS-VHDX] 2.3).  Nothing is synced per write, and one flush
- * costs one log entry, whatever the number of allocations it covers.
- *
- * Each entry is a sequence of its own (its Tail is itself): when it is
- * written, every earlier entry's in-place writes are durable (the core
- * synced before calling us; between the entries of one flush, we sync).  Entries alternate between the two halves
- * of the log, and one entry never takes more than a half, so that a new
- * entry can never overwrite the entry before it.  That matters when the
- * new one is torn by a crash: the newest intact entry, which the next
- * open replays, is then the one before, whose pages are still current;
- * were it overwritten, an older entry would be replayed and put back BAT
- * pages that later entries had changed.
+ * How the changed BAT and sector bitmap pages become durable through
+ * the log at a flush is commit.c's concern.
  */
 
 #include <config.h>
@@ -35,12 +20,6 @@
 #include "formats/vhdx/vhdx.h"
 
 #define MiB VHDX_MiB
-
-static uint64_t
-round_up_mib (uint64_t v)
-{
-  return (v + MiB - 1) & ~(MiB - 1);
-}
 
 /* [MS-VHDX] 2.2.2: FileWriteGuid changes before the first change to the
  * file of an open, DataWriteGuid before the first change to what the
@@ -70,23 +49,21 @@ vhdx_before_first_write (struct vhd_disk *disk)
   img->log_sequence = 1;
   img->log_half = 0;
   img->header_updated = true;
+  /* The header write synced the file: its size now is durable. */
+  img->synced_end = disk->file_end;
   return 0;
 }
 
-/* page_dirty: 0 clean, PAGE_DIRTY changed, PAGE_EARLY changed and
- * holding a new sector bitmap block's entry.
- */
-enum { PAGE_DIRTY = 1, PAGE_EARLY = 2 };
-
-static void
-mark_page_dirty (struct vhdx_image *img, uint64_t index, bool early)
+/* BAT page holding entry index changed: written at the next flush. */
+void
+vhdx_mark_bat_page_dirty (struct vhdx_image *img, uint64_t index)
 {
   uint32_t page = (uint32_t) (index / VHDX_BAT_PAGE_ENTRIES);
 
-  if (!img->page_dirty[page])
+  if (!img->page_dirty[page]) {
+    img->page_dirty[page] = 1;
     img->dirty_pages[img->n_dirty_pages++] = page;
-  if (img->page_dirty[page] != PAGE_EARLY)
-    img->page_dirty[page] = early ? PAGE_EARLY : PAGE_DIRTY;
+  }
 }
 
 struct vhdx_sb_page *
@@ -146,6 +123,39 @@ get_sb_page (struct vhd_disk *disk, struct vhdx_image *img,
   return 0;
 }
 
+/* Remember the 4 KiB payload pages holding the sectors whose bits byte
+ * (byte_index of a block's bitmap, at payload in the file) turns on, in
+ * file order (bit 0 first): a flush may carry them in its log entry, so
+ * that the bits need no sync of the data before them (commit.c).
+ */
+static int
+note_set_bits (struct vhd_disk *disk, struct vhdx_image *img,
+               uint64_t payload, uint32_t byte_index, uint8_t set)
+{
+  for (unsigned bit = 0; bit < 8; bit++) {
+    uint64_t sector = (uint64_t) byte_index * 8 + bit, page;
+
+    if (!(set & (1u << bit)))
+      continue;
+    page = (payload + sector * disk->sector_size)
+           & ~(uint64_t) (VHDX_BAT_PAGE_SIZE - 1);
+    if (img->n_data_pages > 0 &&
+        img->data_pages[img->n_data_pages - 1] == page)
+      continue;
+    if (img->n_data_pages == img->cap_data_pages) {
+      size_t cap = img->cap_data_pages ? 2 * img->cap_data_pages : 64;
+      uint64_t *n = realloc (img->data_pages, cap * sizeof *n);
+
+      if (n == NULL)
+        return vhd_error (ENOMEM, "%s: out of memory", disk->path);
+      img->data_pages = n;
+      img->cap_data_pages = cap;
+    }
+    img->data_pages[img->n_data_pages++] = page;
+  }
+  return 0;
+}
+
 /* A PARTIALLY_PRESENT block's bits into its share of its chunk's sector
  * bitmap block (driver.c, vhdx_read_bitmap, has the layout), in the
  * pending pages that write_table logs (meta_lock held, at a flush).
@@ -155,7 +165,7 @@ vhdx_write_bitmap (struct vhd_disk *disk, uint32_t block,
                    const uint8_t *bits)
 {
   struct vhdx_image *img = vhdx_image_of (disk);
-  uint64_t sb, offset;
+  uint64_t payload, sb, offset;
   uint32_t done = 0;
 
   if ((img->bat[vhdx_bat_payload_index (&img->geom, block)] & 7)
@@ -163,6 +173,8 @@ vhdx_write_bitmap (struct vhd_disk *disk, uint32_t block,
     return vhd_error (EIO, "%s: block %" PRIu32 ": a sector bitmap to write"
                       " for a block that is not PARTIALLY_PRESENT",
                       disk->path, block);
+  payload = vhdx_entry_offset (img->bat[vhdx_bat_payload_index (&img->geom,
+                                                                block)]);
   sb = img->bat[vhdx_bat_bitmap_index (&img->geom, block >> img->chunk_shift)];
   offset = vhdx_entry_offset (sb)
            + (uint64_t) (block & (img->geom.chunk_ratio - 1))
@@ -179,8 +191,17 @@ vhdx_write_bitmap (struct vhd_disk *disk, uint32_t block,
     r = get_sb_page (disk, img, page, &p);
     if (r < 0)
       return r;
-    for (uint32_t i = 0; i < n; i++)
-      p->data[at - page + i] = vhdx_bitmap_byte_swap (bits[done + i]);
+    for (uint32_t i = 0; i < n; i++) {
+      uint8_t now = vhdx_bitmap_byte_swap (bits[done + i]);
+      uint8_t set = now & ~p->data[at - page + i];
+
+      p->data[at - page + i] = now;
+      if (set) {
+        r = note_set_bits (disk, img, payload, done + i, set);
+        if (r < 0)
+          return r;
+      }
+    }
     done += n;
   }
   return 0;
@@ -201,10 +222,15 @@ take_space (struct vhd_disk *disk, struct vhdx_image *img, uint64_t len,
     return vhd_error (ENOSPC, "%s: a new block at offset %" PRIu64 " is"
                       " past what a BAT entry can address", disk->path,
                       offset);
-  if (offset < disk->file_end)
+  /* Zeros written over a crash's leftover are not durable until a sync,
+   * so the next flush syncs the data before its log entry (commit.c).
+   */
+  if (offset < disk->file_end) {
+    img->sync_before_entry = true;
     r = vhd_zero_file_range (disk, offset,
                              (end < disk->file_end ? end : disk->file_end)
                              - offset, false);
+  }
   if (r == 0 && end > disk->file_end)
     r = vhd_backend_truncate (disk->be, end);
   if (r < 0)
@@ -217,19 +243,18 @@ take_space (struct vhd_disk *disk, struct vhdx_image *img, uint64_t len,
 }
 
 /* Publish BAT entry index in memory; it reaches the file at the next
- * flush.  early: its page goes into the log before the pages of payload
- * entries (write_table says why).
+ * flush.
  */
 static void
 set_entry (struct vhdx_image *img, uint64_t index, uint8_t state,
-           uint64_t offset, bool early)
+           uint64_t offset)
 {
   struct vhdx_bat_entry e = { .state = state, .offset_mb = offset / MiB };
   uint8_t raw[VHDX_BAT_ENTRY_SIZE];
 
   vhdx_bat_entry_encode (&e, raw);
   __atomic_store_n (&img->bat[index], vhdx_get_le64 (raw), __ATOMIC_RELEASE);
-  mark_page_dirty (img, index, early);
+  vhdx_mark_bat_page_dirty (img, index);
 }
 
 static bool
@@ -269,15 +294,20 @@ vhdx_allocate_block (struct vhd_disk *disk, uint32_t block,
       r = take_space (disk, img, VHDX_SECTOR_BITMAP_SIZE, &offset);
       if (r < 0)
         return r;
-      set_entry (img, sb, VHDX_SB_PRESENT, offset, true);
+      set_entry (img, sb, VHDX_SB_PRESENT, offset);
     }
   }
   r = take_space (disk, img, disk->block_size, &offset);
   if (r < 0)
     return r;
+  /* A differencing disk's new FULLY_PRESENT block hides its parent from
+   * the moment its entry is durable: its data must be durable first.
+   */
+  if (full && img->kind == VHDX_KIND_DIFFERENCING)
+    img->sync_before_entry = true;
   set_entry (img, index, full ? VHDX_PAYLOAD_FULLY_PRESENT
                               : VHDX_PAYLOAD_PARTIALLY_PRESENT,
-             offset, false);
+             offset);
   img->allocated_blocks++;
   return 0;
 }
@@ -303,177 +333,19 @@ vhdx_release_block (struct vhd_disk *disk, uint32_t block, bool zero)
       state != VHDX_PAYLOAD_FULLY_PRESENT)
     return 0;
   set_entry (img, index, zero ? VHDX_PAYLOAD_ZERO : VHDX_PAYLOAD_UNMAPPED,
-             0, false);
+             0);
   img->allocated_blocks--;
   return 1;
 }
 
-/* Sectors of an entry carrying n data sectors: the descriptors (126 in
- * the header's sector, 128 in each further one), then the data.
- */
-static uint64_t
-entry_sectors (uint64_t n)
-{
-  uint64_t desc = 1 + (n > 126 ? (n - 126 + 127) / 128 : 0);
-
-  return desc + n;
-}
-
-static int
-write_entry (struct vhd_disk *disk, struct vhdx_image *img,
-             const struct vhdx_log_update *updates, size_t n)
-{
-  uint32_t half = img->header.log_length / 2;
-  struct vhdx_log_writer w;
-  struct vhdx_log_encoded enc = { .buf = NULL };
-  uint64_t flushed = disk->file_end & ~(MiB - 1);
-  int r;
-
-  r = vhdx_log_writer_init (&w, img->header.log_offset,
-                            img->header.log_length, img->log_guid_raw,
-                            img->log_half * half, img->log_sequence);
-  if (r == 0)
-    r = vhdx_log_encode_entry (&w, updates, n, flushed,
-                               round_up_mib (disk->file_end), &enc);
-  for (unsigned i = 0; r == 0 && i < enc.npieces; i++)
-    r = vhd_write_exact (disk, enc.buf + enc.pieces[i].buf_offset,
-                         enc.pieces[i].len, enc.pieces[i].file_offset,
-                         "log entry");
-  free (enc.buf);
-  if (r == 0)
-    r = vhd_backend_flush (disk->be, false);
-  if (r < 0)
-    return r;
-  img->log_sequence = w.sequence;
-  img->log_half ^= 1;
-  /* Then in place; durable at the core's next sync. */
-  for (size_t i = 0; r == 0 && i < n; i++)
-    r = vhd_write_exact (disk, updates[i].data, updates[i].length,
-                         updates[i].file_offset, "BAT or sector bitmap");
-  return r;
-}
-
-/* A flush's pages go into as few entries as half the log allows; the
- * crash tests need flushes of several entries without writing hundreds
- * of pages, so VHDKIT_VHDX_LOG_ENTRY_PAGES=N (N >= 1) caps each entry at
- * N pages.  Any N gives a valid log (more entries, more syncs): it can
- * only make entries smaller.  Anything else is ignored.
- */
-unsigned
-vhdx_max_entry_pages_from_env (void)
-{
-  const char *e = getenv ("VHDKIT_VHDX_LOG_ENTRY_PAGES");
-  char *end;
-  unsigned long n;
-
-  if (e == NULL || *e == '\0')
-    return 0;
-  errno = 0;
-  n = strtoul (e, &end, 10);
-  if (errno || *end != '\0' || n == 0 || n > UINT32_MAX)
-    return 0;
-  return (unsigned) n;
-}
-
-static int
-compare_pages_descending (const void *a, const void *b)
-{
-  uint32_t x = *(const uint32_t *) a, y = *(const uint32_t *) b;
-
-  return x < y ? 1 : x > y ? -1 : 0;
-}
-
-/* Write back the sector bitmap pages and BAT pages changed since the
- * last flush (meta_lock held, data synced), as log entries of at most
- * half the log each.  When they take more than one entry, each entry is
- * replayed on its own after a crash, so the order makes every prefix
- * valid: sector bitmap pages first (bits of data already synced, in
- * blocks whose BAT entries may not say so yet: unseen until then), then
- * BAT pages that give a chunk a new sector bitmap block, then the rest
- * (a PARTIALLY_PRESENT entry whose chunk's bitmap block is in place).
- * A page that gives one chunk its bitmap block often holds the first
- * payload entries of the next chunk, whose own new bitmap entry may be in
- * another such page: so the BAT pages go from the last to the first.  A
- * chunk's bitmap entry follows its payload entries ([MS-VHDX] 2.5), so
- * its page is written with or before every page that points into it.
- */
-int
-vhdx_write_table (struct vhd_disk *disk)
-{
-  struct vhdx_image *img = vhdx_image_of (disk);
-  size_t n_bat = img->n_dirty_pages, n = n_bat + img->n_sb_pages;
-  size_t per_entry = 0, k = 0;
-  CLEANUP_FREE uint8_t *pages = NULL;
-  CLEANUP_FREE struct vhdx_log_update *updates = NULL;
-  uint64_t half_sectors = img->header.log_length / 2 / VHDX_LOG_SECTOR;
-  int r = 0;
-
-  if (n == 0)
-    return 0;
-  while (entry_sectors (per_entry + 1) <= half_sectors &&
-         (img->max_entry_pages == 0 || per_entry < img->max_entry_pages))
-    per_entry++;
-  if (per_entry == 0)
-    return vhd_error (ENOSPC, "%s: the log (%" PRIu32 " bytes) is too small"
-                      " for any entry", disk->path, img->header.log_length);
-  qsort (img->dirty_pages, n_bat, sizeof *img->dirty_pages,
-         compare_pages_descending);
-  pages = malloc (n_bat * VHDX_BAT_PAGE_SIZE + 1);
-  updates = malloc (n * sizeof *updates);
-  if (pages == NULL || updates == NULL)
-    return vhd_error (ENOMEM, "%s: out of memory", disk->path);
-  for (size_t i = 0; i < img->n_sb_pages; i++)
-    updates[k++] = (struct vhdx_log_update) {
-      .file_offset = img->sb_pages[i].file_offset,
-      .length = VHDX_BAT_PAGE_SIZE,
-      .data = img->sb_pages[i].data,
-    };
-  for (int pass = PAGE_EARLY; pass >= PAGE_DIRTY; pass--) {
-    for (size_t i = 0; i < n_bat; i++) {
-      uint32_t page = img->dirty_pages[i];
-      uint64_t first = (uint64_t) page * VHDX_BAT_PAGE_ENTRIES;
-      uint8_t *p = pages + i * VHDX_BAT_PAGE_SIZE;
-
-      if (img->page_dirty[page] != pass)
-        continue;
-      for (uint64_t e = 0; e < VHDX_BAT_PAGE_ENTRIES; e++)
-        vhdx_put_le64 (p + e * VHDX_BAT_ENTRY_SIZE,
-                       first + e < img->geom.total_entries
-                       ? img->bat[first + e] : 0);
-      updates[k++] = (struct vhdx_log_update) {
-        .file_offset = img->regions.bat.offset
-                       + (uint64_t) page * VHDX_BAT_PAGE_SIZE,
-        .length = VHDX_BAT_PAGE_SIZE,
-        .data = p,
-      };
-    }
-  }
-  for (size_t done = 0; r == 0 && done < n; done += per_entry) {
-    /* The entry before (its own sequence) is not replayed once this one
-     * is whole, so its in-place writes must be durable before this one
-     * is written: the core's sync before us covers the last flush's
-     * entries, not the entries of this one.
-     */
-    if (done > 0)
-      r = vhd_backend_flush (disk->be, false);
-    if (r == 0)
-      r = write_entry (disk, img, updates + done,
-                       n - done < per_entry ? n - done : per_entry);
-  }
-  if (r < 0)
-    return r;
-  for (size_t i = 0; i < n_bat; i++)
-    img->page_dirty[img->dirty_pages[i]] = 0;
-  img->n_dirty_pages = 0;
-  vhdx_free_sb_pages (img);
-  return 0;
-}
-
-/* A clean close: every entry applied and synced (the core flushed), so
- * the header can say the log is empty, and every reader (qemu among
- * them, which refuses a read-only open of an image with a log to replay)
- * opens the file as it is.  A failure only leaves a log that the next
- * open replays again, harmlessly.
+/* A clean close: the core's last flush succeeded, every entry was
+ * applied, so once their in-place copies are synced the header can say
+ * the log is empty, and every reader (qemu among them, which refuses a
+ * read-only open of an image with a log to replay) opens the file as it
+ * is.  The sync comes first: a flush leaves its in-place copies to the
+ * next sync (commit.c), and a header saying "no log" must not reach the
+ * disk before them.  A failure only leaves a log that the next open
+ * replays again, harmlessly: its pages hold what the file holds.
  */
 void
 vhdx_close_log (struct vhd_disk *disk)
@@ -481,9 +353,10 @@ vhdx_close_log (struct vhd_disk *disk)
   struct vhdx_image *img = vhdx_image_of (disk);
   struct vhdx_header h;
 
-  if (disk->readonly || !img->header_updated ||
-      __atomic_load_n (&disk->metadata_dirty, __ATOMIC_ACQUIRE) ||
+  if (disk->readonly || !img->header_updated || !disk->closed_flushed ||
       vhd_guid_is_zero (&img->header.log_guid))
+    return;
+  if (vhd_backend_flush (disk->be, false) < 0)
     return;
   h = img->header;
   memset (&h.log_guid, 0, sizeof h.log_guid);
