@@ -40,7 +40,7 @@ if [ -z "$pyvhdi_python" ]; then
 fi
 
 child_name=dissect-differencing.avhdx
-standin=standin-parent-of-dissect-differencing.vhdx
+standin="standin-parent-of-dissect-differencing.vhdx"
 parent_name="Generation 1_49C4BAF3-4B25-4406-8C4B-D39E65C32385.avhdx"
 linkage=ff34003b-11ed-4cf8-a166-b2be05e20b80
 
@@ -145,12 +145,11 @@ test "$(json_field "$tmp/alone.json" vhdx.parent-linkage)" = "$linkage"
 test "$(json_field "$tmp/alone.json" vhdx.locator.relative_path)" = \
      ".\\$parent_name"
 json_field "$tmp/alone.json" parent-error > "$tmp/alone.parent-error"
-for f in "$tmp/alone.parent-error"; do
-  must_contain "$f" "$child_name: parent .\\$parent_name (parent_linkage" \
-    "{$linkage}) could not be opened; tried: $dir/$parent_name" \
-    relative_path "absolute_win32_path, by file name" \
-    "volume_path, by file name" "not found"
-done
+alone_err="$child: parent .\\$parent_name (parent_linkage {$linkage})"
+alone_err+=" could not be opened; tried: $dir/$parent_name (relative_path and"
+alone_err+=" absolute_win32_path, by file name and volume_path, by file name):"
+alone_err+=" not found"
+test "$(cat "$tmp/alone.parent-error")" = "$alone_err"
 if json_field "$tmp/alone.json" parent 2>/dev/null ||
    json_field "$tmp/alone.json" parent-found-by 2>/dev/null; then
   echo "$0: FAIL: vhdtool info shows a parent that is not there" >&2
@@ -162,12 +161,9 @@ grep -qxF "parent: not opened: $(cat "$tmp/alone.parent-error")" \
   "$tmp/alone.txt"
 
 serve_must_fail "$tmp/alone.serve-err" "$child" readonly=true
-must_contain "$tmp/alone.serve-err" \
-  "$child: parent .\\$parent_name (parent_linkage {$linkage}) could not be" \
-  "tried: $dir/$parent_name (relative_path" "not found"
+must_contain "$tmp/alone.serve-err" "nbdkit: error: $alone_err"
 serve_must_fail "$tmp/alone.serve-rw-err" "$child"
-must_contain "$tmp/alone.serve-rw-err" ".\\$parent_name" \
-  "tried: $dir/$parent_name"
+must_contain "$tmp/alone.serve-rw-err" "nbdkit: error: $alone_err"
 
 if vhdtool convert "$child" "$tmp/alone-flat.vhdx" 2> "$tmp/alone.convert-err"
 then
@@ -175,8 +171,7 @@ then
   exit 1
 fi
 cat "$tmp/alone.convert-err"
-must_contain "$tmp/alone.convert-err" ".\\$parent_name" \
-  "tried: $dir/$parent_name"
+must_contain "$tmp/alone.convert-err" "$alone_err"
 test ! -e "$tmp/alone-flat.vhdx"
 test "$(sha256sum < "$child")" = "$child_sha"
 
