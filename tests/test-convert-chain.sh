@@ -58,3 +58,19 @@ check_zero_blocks_unallocated "$tmp/flat.vhdx" "$tmp/chain.raw"
 nbdkit -U - "$VHDKIT_PLUGIN" file="$tmp/grandchild.vhd" readonly=true \
   --run 'nbdcopy "$uri" "'"$tmp"'/again.raw"'
 cmp "$tmp/chain.raw" "$tmp/again.raw"
+
+# A VHDX child whose parent is gone: the error names the source as a
+# disk (it is not a VHD) and says why.
+vhdtool convert "$tmp/src.raw" "$tmp/lone-base.vhdx"
+mkdir "$tmp/lone"
+vhdtool create --parent "$tmp/lone-base.vhdx" "$tmp/lone/child.avhdx"
+rm "$tmp/lone-base.vhdx"
+if vhdtool convert "$tmp/lone/child.avhdx" "$tmp/lone/out.vhdx" \
+     2> "$tmp/lone/err"; then
+  echo "convert of a child without its parent succeeded"; exit 1
+fi
+cat "$tmp/lone/err"
+grep -q 'cannot open the source disk:' "$tmp/lone/err"
+# (`! grep` would not stop the script: set -e ignores a negated command.)
+if grep -q 'source VHD' "$tmp/lone/err"; then exit 1; fi
+test ! -e "$tmp/lone/out.vhdx"

@@ -145,9 +145,11 @@ open_vhd_source (struct vhd_source *src, int fd, bool prevent_writes)
                    },
                    &src->disk);
   if (r < 0) {
-    /* vhd_error formats into the buffer that holds the cause. */
+    /* vhd_error formats into the buffer that holds the cause.  "disk",
+     * not "VHD": the source may be a VHDX as well.
+     */
     snprintf (why, sizeof why, "%s", vhd_last_error ());
-    return vhd_error (r, FN ": source_path %s: cannot open the source VHD:"
+    return vhd_error (r, FN ": source_path %s: cannot open the source disk:"
                       " %s", src->path, why);
   }
   src->kind = VHD_SOURCE_VHD;
