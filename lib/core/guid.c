@@ -93,3 +93,13 @@ vhd_guid_to_string (const struct vhd_guid *guid, char buf[37])
   }
   buf[j] = '\0';
 }
+
+void
+vhd_guid_to_braced (const struct vhd_guid *guid,
+                    char out[VHD_BRACED_GUID_SIZE])
+{
+  out[0] = '{';
+  vhd_guid_to_string (guid, out + 1);
+  out[VHD_BRACED_GUID_SIZE - 2] = '}';
+  out[VHD_BRACED_GUID_SIZE - 1] = '\0';
+}

@@ -44,3 +44,17 @@ vhd_relative_windows_path (const char *from_dir, const char *to,
       *p = '\\';
   return 0;
 }
+
+void
+vhd_windows_to_forward_slashes (char *path)
+{
+  for (; *path; path++)
+    if (*path == '\\')
+      *path = '/';
+}
+
+bool
+vhd_is_windows_absolute (const char *path)
+{
+  return (path[0] && path[1] == ':') || (path[0] == '/' && path[1] == '/');
+}

@@ -17,31 +17,17 @@
 
 #include "backend/backend.h"
 #include "core/driver.h"
+#include "core/winpath.h"
 #include "formats/vhd/format.h"
 #include "formats/vhd/vhd.h"
 
 #define MAX_LOCATOR_BYTES 65536
-
-static void
-to_forward_slashes (char *p)
-{
-  for (; *p; p++)
-    if (*p == '\\')
-      *p = '/';
-}
 
 static const char *
 base_name (const char *p)
 {
   const char *slash = strrchr (p, '/');
   return slash ? slash + 1 : p;
-}
-
-/* A Windows path "C:/x/y" (after slash conversion) or a UNC "//host/x". */
-static bool
-is_windows_absolute (const char *p)
-{
-  return (p[0] && p[1] == ':') || (p[0] == '/' && p[1] == '/');
 }
 
 static int
@@ -178,12 +164,12 @@ offer_locators (const struct vhd_disk *child, uint32_t code,
     }
     switch (code) {
     case VHD_PLATFORM_W2RU:
-      to_forward_slashes (p);
+      vhd_windows_to_forward_slashes (p);
       sink->path (sink->opaque, p, "W2ru locator");
       break;
     case VHD_PLATFORM_W2KU:
-      to_forward_slashes (p);
-      if (!is_windows_absolute (p))
+      vhd_windows_to_forward_slashes (p);
+      if (!vhd_is_windows_absolute (p))
         sink->path (sink->opaque, p, "W2ku locator");
       sink->file_name (sink->opaque, p, "W2ku locator, by file name");
       break;
@@ -220,7 +206,7 @@ vhd_vhd_parent_candidates (const struct vhd_disk *child,
   offer_locators (child, VHD_PLATFORM_MACX, sink);
   parent_name (child, name, sizeof name);
   if (name[0]) {
-    to_forward_slashes (name);
+    vhd_windows_to_forward_slashes (name);
     sink->path (sink->opaque, base_name (name), "parent name");
   }
 }

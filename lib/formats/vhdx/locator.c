@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "format.h"
+#include "core/guid.h"
 #include "core/utf16.h"
 
 /* Parent locator header and entries ([MS-VHDX] 2.6.2.6.1, 2.6.2.6.2). */
@@ -41,9 +42,6 @@
 #define KEY_RELATIVE       "relative_path"
 #define KEY_VOLUME         "volume_path"
 #define KEY_LINKAGE2       "parent_linkage2"
-
-/* "{xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx}" and its NUL. */
-#define BRACED_GUID_SIZE   39
 
 /* ---- Key/value pairs ---- */
 
@@ -303,10 +301,10 @@ parse_braced_guid (const char *s, struct vhd_guid *guid)
 {
   size_t n = 0;
 
-  if (strlen (s) != BRACED_GUID_SIZE - 1 || s[0] != '{' ||
-      s[BRACED_GUID_SIZE - 2] != '}')
+  if (strlen (s) != VHD_BRACED_GUID_SIZE - 1 || s[0] != '{' ||
+      s[VHD_BRACED_GUID_SIZE - 2] != '}')
     return false;
-  for (size_t i = 1; i < BRACED_GUID_SIZE - 2; ) {
+  for (size_t i = 1; i < VHD_BRACED_GUID_SIZE - 2; ) {
     int hi, lo;
 
     /* Dashes after 8, 12, 16 and 20 hex digits. */
@@ -324,16 +322,6 @@ parse_braced_guid (const char *s, struct vhd_guid *guid)
     i += 2;
   }
   return n == 16;
-}
-
-/* What Hyper-V writes: lower case, in braces. */
-static void
-format_braced_guid (const struct vhd_guid *guid, char out[BRACED_GUID_SIZE])
-{
-  out[0] = '{';
-  vhd_guid_to_string (guid, out + 1);
-  out[BRACED_GUID_SIZE - 2] = '}';
-  out[BRACED_GUID_SIZE - 1] = '\0';
 }
 
 void
@@ -463,7 +451,7 @@ int
 vhdx_parent_link_encode (const struct vhdx_parent_link *link,
                          uint8_t *buf, size_t buf_size, size_t *len)
 {
-  char linkage[BRACED_GUID_SIZE], linkage2[BRACED_GUID_SIZE];
+  char linkage[VHD_BRACED_GUID_SIZE], linkage2[VHD_BRACED_GUID_SIZE];
   struct vhdx_locator_pair pairs[5];
   struct vhdx_parent_locator loc = {
     .type = vhdx_locator_type_vhdx,
@@ -483,7 +471,7 @@ vhdx_parent_link_encode (const struct vhdx_parent_link *link,
   /* The pair layer only reads through these: the casts drop a const that
    * struct vhdx_locator_pair (which decode fills) cannot carry.
    */
-  format_braced_guid (&link->parent_linkage, linkage);
+  vhd_guid_to_braced (&link->parent_linkage, linkage);
   pairs[n++] = (struct vhdx_locator_pair) { (char *) KEY_LINKAGE, linkage };
   for (size_t k = 0; k < sizeof paths / sizeof paths[0]; k++) {
     if (paths[k].value == NULL)
@@ -496,7 +484,7 @@ vhdx_parent_link_encode (const struct vhdx_parent_link *link,
     n_paths++;
   }
   if (link->has_parent_linkage2) {
-    format_braced_guid (&link->parent_linkage2, linkage2);
+    vhd_guid_to_braced (&link->parent_linkage2, linkage2);
     pairs[n++] = (struct vhdx_locator_pair) { (char *) KEY_LINKAGE2,
                                               linkage2 };
   }

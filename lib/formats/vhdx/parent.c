@@ -25,26 +25,8 @@
 
 #include "core/driver.h"
 #include "core/guid.h"
+#include "core/winpath.h"
 #include "formats/vhdx/vhdx.h"
-
-/* Windows separators to ours, in a copy the caller frees. */
-static char *
-forward_slashes (const char *p)
-{
-  char *s = strdup (p);
-
-  for (char *q = s; q && *q; q++)
-    if (*q == '\\')
-      *q = '/';
-  return s;
-}
-
-/* "C:/x", "//host/x", "//?/Volume{...}/x" after slash conversion. */
-static bool
-is_windows_absolute (const char *p)
-{
-  return (p[0] && p[1] == ':') || (p[0] == '/' && p[1] == '/');
-}
 
 static void
 offer (const struct vhd_parent_sink *sink, const char *value,
@@ -54,12 +36,13 @@ offer (const struct vhd_parent_sink *sink, const char *value,
 
   if (value == NULL)
     return;
-  p = forward_slashes (value);
+  p = strdup (value);
   if (p == NULL) {
     sink->unreadable (sink->opaque, via_path, "out of memory");
     return;
   }
-  if (via_path && !is_windows_absolute (p))
+  vhd_windows_to_forward_slashes (p);
+  if (via_path && !vhd_is_windows_absolute (p))
     sink->path (sink->opaque, p, via_path);
   if (via_name)
     sink->file_name (sink->opaque, p, via_name);
@@ -76,15 +59,6 @@ vhdx_parent_candidates (const struct vhd_disk *child,
   offer (sink, l->absolute_win32_path, "absolute_win32_path",
          "absolute_win32_path, by file name");
   offer (sink, l->volume_path, NULL, "volume_path, by file name");
-}
-
-static void
-braced (const struct vhd_guid *g, char out[39])
-{
-  char s[37];
-
-  vhd_guid_to_string (g, s);
-  snprintf (out, 39, "{%s}", s);
 }
 
 bool
@@ -108,11 +82,12 @@ vhdx_is_parent (const struct vhd_disk *child, const struct vhd_disk *parent,
            !vhd_guid_is_zero (&c->link.parent_linkage2) &&
            memcmp (got, &c->link.parent_linkage2, sizeof *got) == 0);
   if (!match && !ignore_id) {
-    char g[39], want[39], want2[39];
+    char g[VHD_BRACED_GUID_SIZE], want[VHD_BRACED_GUID_SIZE];
+    char want2[VHD_BRACED_GUID_SIZE];
 
-    braced (got, g);
-    braced (&c->link.parent_linkage, want);
-    braced (&c->link.parent_linkage2, want2);
+    vhd_guid_to_braced (got, g);
+    vhd_guid_to_braced (&c->link.parent_linkage, want);
+    vhd_guid_to_braced (&c->link.parent_linkage2, want2);
     snprintf (why, why_size, "its DataWriteGuid %s is not the"
               " parent_linkage %s that %s records%s%s%s", g, want,
               child->path,
@@ -143,8 +118,8 @@ vhdx_describe_parent (const struct vhd_disk *child, char *out,
   const char *name = l->relative_path ? l->relative_path
                      : l->absolute_win32_path ? l->absolute_win32_path
                      : l->volume_path ? l->volume_path : "(unnamed)";
-  char g[39];
+  char g[VHD_BRACED_GUID_SIZE];
 
-  braced (&l->parent_linkage, g);
+  vhd_guid_to_braced (&l->parent_linkage, g);
   snprintf (out, out_size, "%s (parent_linkage %s)", name, g);
 }
