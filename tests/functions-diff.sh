@@ -108,6 +108,26 @@ must_contain ()
   done
 }
 
+# ways_listed_once FILE
+#
+# In the "tried: PATH (WAY and WAY...): why; ..." list of a parent search
+# error in FILE, each PATH's ways are distinct: no way is listed twice.
+ways_listed_once ()
+{
+  python3 - "$1" <<'PY'
+import re
+import sys
+
+text = open(sys.argv[1]).read()
+m = re.search(r"tried: (.*)", text)
+assert m, "no 'tried:' in %r" % text
+for attempt in re.finditer(r" \(([^()]*)\): ", m.group(1)):
+    ways = attempt.group(1).split(" and ")
+    assert len(ways) == len(set(ways)), "a way listed twice: %r" % ways
+    print("ways:", ways)
+PY
+}
+
 # strace_opens LOG CMD [ARGS...]
 #
 # Run CMD under strace, logging every open and the clones and execs that

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A chain folder moved (mv) to another path still opens, through the
 # relative (W2ru) locators, and reads the same; removing a parent gives a
-# clear error that names the parent and the places tried; a parent
+# clear error that names the parent and the places tried, each with the
+# locators that led there listed once; a parent
 # replaced by another image of the same size but another UUID is refused
 # with a message naming both UUIDs.
 
@@ -69,6 +70,23 @@ must_contain "$tmp/missing.err" mid.vhd top.vhd "$new/mid.vhd" \
   "W2ru" "tried"
 # the W2ku locator (the old absolute path) was tried too
 must_contain "$tmp/missing.err" "$old/mid.vhd"
+# each place once, with each locator that led to it once
+ways_listed_once "$tmp/missing.err"
+
+echo "check: a way that is part of another's description is still listed"
+# Two W2ku locators: a Windows path, tried by its file name only, then
+# that file name alone; both lead to $new/mid.vhd, and so does the parent
+# name.  "W2ku locator" is a distinct way from "W2ku locator, by file
+# name", not a repeat of it.
+cp "$new/top.vhd" "$new/crafted.vhd"
+python3 "$VHDKIT_SRCDIR/craft-vhd.py" "$new/crafted.vhd" \
+  --locator 'W2ku:C:\old\mid.vhd' --locator 'W2ku:mid.vhd'
+serve_must_fail "$tmp/ways.err" "$new/crafted.vhd"
+ways_listed_once "$tmp/ways.err"
+must_contain "$tmp/ways.err" \
+  "$new/mid.vhd (W2ku locator, by file name and W2ku locator and parent name)"
+rm "$new/crafted.vhd"
+
 vhdtool info --json "$new/top.vhd" > "$tmp/missing.json"
 cat "$tmp/missing.json"
 json_field "$tmp/missing.json" parent-error > "$tmp/missing.parent-error"

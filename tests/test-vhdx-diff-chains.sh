@@ -220,3 +220,14 @@ vhdtool info --json "$dir/child.avhdx" > "$dir/child.json"
 test "$(json_field "$dir/child.json" vhdx.parent-linkage)" = "$linkage"
 serve_must_fail "$dir/serve-again.err" "$dir/child.avhdx" readonly=true
 must_contain "$dir/serve-again.err" "{$guid}" "{$linkage}"
+
+echo "check: a child moved alone into another folder names each place" \
+     "tried once, with each locator that led there once"
+mkdir "$dir/alone"
+vhdtool create --parent "$dir/base.vhdx" "$dir/alone-child.avhdx"
+mv "$dir/alone-child.avhdx" "$dir/alone/child.avhdx"
+vhdtool info "$dir/alone/child.avhdx" > "$dir/alone.out"
+cat "$dir/alone.out"
+must_contain "$dir/alone.out" \
+  "$dir/alone/base.vhdx (relative_path and absolute_win32_path, by file name)"
+ways_listed_once "$dir/alone.out"

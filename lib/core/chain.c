@@ -32,11 +32,17 @@
 #include "image.h"
 
 #define MAX_CANDIDATES 64
+#define MAX_WAYS 8              /* more than a driver has descriptions */
 
 struct candidate {
   char path[PATH_MAX];
-  const char *first_via;        /* the first locator that led here */
-  char via[128];                /* all of them, for the error */
+  /* The distinct ways (locator descriptions) that led here, in the order
+   * offered; ways[0] is the one reported when the parent opens.  Drivers
+   * pass string literals, which outlive the search.
+   */
+  const char *ways[MAX_WAYS];
+  size_t n_ways;
+  char via[128];                /* the ways joined, for the error */
 };
 
 struct search {
@@ -80,6 +86,26 @@ note_attempt (struct search *s, const char *path, const char *via,
             len ? "; " : "", path, via, why);
 }
 
+/* A path is tried once, but every locator that named it is reported,
+ * each once.  Compared whole, not by substring: "W2ku locator" is a
+ * distinct way from "W2ku locator, by file name", and is not already
+ * listed because the longer one is.
+ */
+static void
+add_way (struct candidate *c, const char *via)
+{
+  size_t len = strlen (c->via);
+
+  for (size_t w = 0; w < c->n_ways; w++)
+    if (strcmp (c->ways[w], via) == 0)
+      return;
+  if (c->n_ways == MAX_WAYS)
+    return;
+  c->ways[c->n_ways++] = via;
+  snprintf (c->via + len, sizeof c->via - len, "%s%s",
+            len ? " and " : "", via);
+}
+
 static void
 add_candidate (struct search *s, const char *dir, const char *name,
                const char *via)
@@ -105,20 +131,16 @@ add_candidate (struct search *s, const char *dir, const char *name,
   n = (int) strlen (path);
   for (size_t i = 0; i < s->n_cand; i++) {
     if (strcmp (s->cand[i].path, path) == 0) {
-      /* Tried once, but every locator that named it is reported. */
-      size_t len = strlen (s->cand[i].via);
-      if (strstr (s->cand[i].via, via) == NULL)
-        snprintf (s->cand[i].via + len, sizeof s->cand[i].via - len,
-                  " and %s", via);
+      add_way (&s->cand[i], via);
       return;
     }
   }
   if (s->n_cand == MAX_CANDIDATES)
     return;
   memcpy (s->cand[s->n_cand].path, path, (size_t) n + 1);
-  snprintf (s->cand[s->n_cand].via, sizeof s->cand[s->n_cand].via, "%s",
-            via);
-  s->cand[s->n_cand].first_via = via;
+  s->cand[s->n_cand].n_ways = 0;
+  s->cand[s->n_cand].via[0] = '\0';
+  add_way (&s->cand[s->n_cand], via);
   s->n_cand++;
 }
 
@@ -363,7 +385,7 @@ try_candidate (struct search *s, const struct candidate *c,
 
   child->parent = parent;
   snprintf (child->parent_found_via, sizeof child->parent_found_via, "%s",
-            c->first_via);
+            c->ways[0]);
   return 0;
 }
 
