@@ -189,6 +189,33 @@ must_contain "$dir/serve.err" base.vhdx "{$guid}" "{$linkage}"
 serve_must_fail "$dir/serve-rw.err" "$dir/child.avhdx"
 must_contain "$dir/serve-rw.err" base.vhdx "{$guid}" "{$linkage}"
 
+echo "check: the child's nil parent_linkage2 (never compared) is not quoted;" \
+     "a non-nil one is"
+test "$(json_field "$dir/child.json" vhdx.parent-linkage2)" = \
+  00000000-0000-0000-0000-000000000000
+if grep -F parent_linkage2 "$dir/serve.err"; then
+  echo "$0: FAIL: the nil parent_linkage2 is quoted" >&2
+  exit 1
+fi
+# A copy whose parent_linkage2 is another GUID: the locator's value is
+# UTF-16LE text in the metadata region, which has no checksum, so it is
+# rewritten in place.
+cp --sparse=always "$dir/child.avhdx" "$dir/child-l2.avhdx"
+python3 - "$dir/child-l2.avhdx" <<'PY'
+import sys
+nil = "{00000000-0000-0000-0000-000000000000}".encode("utf-16-le")
+other = "{11111111-2222-4333-8444-555555555555}".encode("utf-16-le")
+with open(sys.argv[1], "r+b") as f:
+    data = f.read()
+    assert data.count(nil) == 1, data.count(nil)
+    f.seek(data.index(nil))
+    f.write(other)
+PY
+serve_must_fail "$dir/serve-l2.err" "$dir/child-l2.avhdx" readonly=true
+must_contain "$dir/serve-l2.err" "{$guid}" "{$linkage}" \
+  "parent_linkage2 {11111111-2222-4333-8444-555555555555}"
+rm "$dir/child-l2.avhdx"
+
 echo "check: with ignore-parent-id-mismatch=true the child opens, and shows" \
      "its own pages over the base's new data"
 python3 - "$dir/base2.raw" "$dir/child1.raw" "$dir/pages" \

@@ -84,6 +84,12 @@ vhdx_is_parent (const struct vhd_disk *child, const struct vhd_disk *parent,
   if (!match && !ignore_id) {
     char g[VHD_BRACED_GUID_SIZE], want[VHD_BRACED_GUID_SIZE];
     char want2[VHD_BRACED_GUID_SIZE];
+    /* A nil parent_linkage2 (what Hyper-V writes) was not compared, so
+     * quoting it would only send the reader after a GUID that no parent
+     * can have.
+     */
+    bool quote2 = c->link.has_parent_linkage2 &&
+                  !vhd_guid_is_zero (&c->link.parent_linkage2);
 
     vhd_guid_to_braced (got, g);
     vhd_guid_to_braced (&c->link.parent_linkage, want);
@@ -91,9 +97,9 @@ vhdx_is_parent (const struct vhd_disk *child, const struct vhd_disk *parent,
     snprintf (why, why_size, "its DataWriteGuid %s is not the"
               " parent_linkage %s that %s records%s%s%s", g, want,
               child->path,
-              c->link.has_parent_linkage2 ? " (nor its parent_linkage2 " : "",
-              c->link.has_parent_linkage2 ? want2 : "",
-              c->link.has_parent_linkage2 ? ")" : "");
+              quote2 ? " (nor its parent_linkage2 " : "",
+              quote2 ? want2 : "",
+              quote2 ? ")" : "");
     return false;
   }
   if (parent->size != child->size) {
