@@ -456,7 +456,9 @@ const char *vhd_io_backend (void);
  * and N more problems of this kind (...) not shown" (the counts in
  * *result include them all, and not that closing finding).  Returns 0 when the check ran (the findings are in
  * *result), or -errno when it could not (the file cannot be opened, or is
- * in use by a writer when repairing).
+ * in use by a writer when repairing; -ENOENT when the image is sound as
+ * far as it was checked but its parent is not found: a missing parent is
+ * no damage to the image, and nothing is repaired without it).
  */
 enum {
   VHD_CHECK_REPAIR = 0x1,

@@ -2,7 +2,8 @@
 # A chain folder moved (mv) to another path still opens, through the
 # relative (W2ru) locators, and reads the same; removing a parent gives a
 # clear error that names the parent and the places tried, each with the
-# locators that led there listed once; a parent
+# locators that led there listed once (vhdtool check: "cannot check", not
+# "corrupt"); a parent
 # replaced by another image of the same size but another UUID is refused
 # with a message naming both UUIDs.
 
@@ -72,6 +73,22 @@ must_contain "$tmp/missing.err" mid.vhd top.vhd "$new/mid.vhd" \
 must_contain "$tmp/missing.err" "$old/mid.vhd"
 # each place once, with each locator that led to it once
 ways_listed_once "$tmp/missing.err"
+
+echo "check: vhdtool check says it cannot check (exit 1), not that the" \
+     "image is corrupt (4); with the parent's folder given, it is clean"
+status=0
+vhdtool check "$new/top.vhd" > "$tmp/check.out" 2> "$tmp/check.err" ||
+  status=$?
+cat "$tmp/check.out" "$tmp/check.err"
+test "$status" -eq 1
+must_contain "$tmp/check.err" "cannot check: parent not found" \
+  "$new/mid.vhd"
+if grep -F corrupt "$tmp/check.out" "$tmp/check.err"; then
+  echo "$0: FAIL: a missing parent is reported as corruption" >&2
+  exit 1
+fi
+vhdtool check --parent-dir "$tmp/stash" "$new/top.vhd" > "$tmp/check.out"
+must_contain "$tmp/check.out" "no errors found"
 
 echo "check: a way that is part of another's description is still listed"
 # Two W2ku locators: a Windows path, tried by its file name only, then

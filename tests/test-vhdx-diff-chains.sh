@@ -258,3 +258,10 @@ cat "$dir/alone.out"
 must_contain "$dir/alone.out" \
   "$dir/alone/base.vhdx (relative_path and absolute_win32_path, by file name)"
 ways_listed_once "$dir/alone.out"
+status=0
+vhdtool check "$dir/alone/child.avhdx" > "$dir/alone-check.out" 2>&1 ||
+  status=$?
+cat "$dir/alone-check.out"
+test "$status" -eq 1
+must_contain "$dir/alone-check.out" "cannot check: parent not found"
+vhdtool check --parent-dir "$dir" "$dir/alone/child.avhdx"

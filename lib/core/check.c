@@ -122,22 +122,38 @@ report_omitted (struct checker *c)
   }
 }
 
-static void
+/* Open the image with its chain.  Returns 0, or -ENOENT (with the
+ * message set) when the parent is not found: that is no damage to this
+ * image (the parent was moved, or lives in a folder not allowed), so it
+ * is not reported as corruption; the check could not be finished, and
+ * says so.  Any other failure is a finding, as before.
+ */
+static int
 check_parent (struct checker *c, const struct vhd_open_options *options)
 {
   struct vhd_open_options o = options ? *options
                                       : (struct vhd_open_options) { 0 };
   vhd_disk *d;
+  char why[2048];
+  int r;
 
   o.readonly = true;
   o.flags &= ~(uint32_t) VHD_OPEN_FLAG_NO_PARENTS;
   /* With --repair this process holds the image's writer lock itself. */
   if (c->repair)
     o.flags |= VHD_OPEN_FLAG_FORCE_SHARE;
-  if (vhd_open (c->path, &o, &d) < 0)
+  r = vhd_open (c->path, &o, &d);
+  if (r == -ENOENT) {
+    /* vhd_error formats into the buffer that holds the cause. */
+    snprintf (why, sizeof why, "%s", vhd_last_error ());
+    return vhd_error (ENOENT, "%s: cannot check: parent not found: %s",
+                      c->path, why);
+  }
+  if (r < 0)
     report (c, VHD_CHECK_CORRUPT, "parent chain: %s", vhd_last_error ());
   else
     vhd_close (d);
+  return 0;
 }
 
 /* Repairs, each of which only rewrites metadata from a good copy or drops
@@ -208,8 +224,12 @@ check_image (const char *path, const struct vhd_open_options *options,
   result->disk_type = c.walk.disk_type;
   result->allocated_blocks = c.walk.allocated_blocks;
   result->leaked_bytes = c.walk.leaked_bytes;
-  if (c.walk.has_parent && result->corruptions == 0)
-    check_parent (&c, options);
+  /* Nothing is repaired in an image whose chain is not all there. */
+  if (c.walk.has_parent && result->corruptions == 0) {
+    r = check_parent (&c, options);
+    if (r < 0)
+      goto done;
+  }
   report_omitted (&c);
   if (c.repair && (result->corruptions || result->leaks ||
                    result->recoverable))
