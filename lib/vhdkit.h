@@ -90,6 +90,12 @@ enum {
   VHD_CREATE_VERSION_UNSPECIFIED = 0,
   VHD_CREATE_VERSION_1 = 1,
   VHD_CREATE_VERSION_2 = 2,
+  /* vhdkit's own, numbered apart from Windows' (whose 3 and 4 mean
+   * something else): version 2 and the folders where the parent_path's
+   * or source_path's parents may be opened.  Windows needs none (its
+   * locators name its own paths); a chain copied to Linux often does.
+   */
+  VHD_CREATE_VERSION_VHDKIT_1 = 0x10001,
 };
 
 /* Block sizes that a VHD may be created with; 0 picks the default. */
@@ -100,7 +106,7 @@ enum {
 
 /* CREATE_VIRTUAL_DISK_PARAMETERS.  Paths are Linux paths. */
 struct vhd_create_parameters {
-  uint32_t version;             /* VHD_CREATE_VERSION_1 or _2 */
+  uint32_t version;             /* VHD_CREATE_VERSION_1, _2 or _VHDKIT_1 */
   union {
     struct {
       struct vhd_guid unique_id;        /* all zero: a new random one */
@@ -123,6 +129,28 @@ struct vhd_create_parameters {
       struct vhd_storage_type source_virtual_storage_type;
       struct vhd_guid resiliency_guid;
     } version2;
+    /* Version 2's fields, in version 2's order (so that version2 reads
+     * them too: a common initial sequence), then vhdkit's.
+     */
+    struct {
+      struct vhd_guid unique_id;
+      uint64_t maximum_size;
+      uint32_t block_size_in_bytes;
+      uint32_t sector_size_in_bytes;
+      uint32_t physical_sector_size_in_bytes;
+      const char *parent_path;
+      const char *source_path;
+      uint32_t open_flags;
+      struct vhd_storage_type parent_virtual_storage_type;
+      struct vhd_storage_type source_virtual_storage_type;
+      struct vhd_guid resiliency_guid;
+      /* Folders (besides each image's own) where the parents of
+       * parent_path, or of source_path, may be opened, as
+       * vhd_open_options' parent_dirs: NULL-terminated, at most
+       * VHD_MAX_PARENT_DIRS; NULL for none.
+       */
+      const char *const *parent_dirs;
+    } vhdkit1;
   };
 };
 
@@ -269,7 +297,8 @@ typedef struct vhd_disk vhd_disk;
  * data of a source disk: a raw disk in a regular file, a block device, or
  * any VHD that vhd_open opens (a differencing chain is read through, so
  * the new disk holds the chain's view; its parents are looked for as
- * vhd_open does with no parent_dirs, in the source's own folder).  A file or device with a valid
+ * vhd_open does, in the source's own folder and, with version
+ * VHD_CREATE_VERSION_VHDKIT_1, in its parent_dirs).  A file or device with a valid
  * VHD footer is read as a VHD; version 2's source_virtual_storage_type
  * may say VHD to insist on one (UNKNOWN detects).  maximum_size 0 takes
  * the source's size; a larger size extends the disk with zeros; a smaller

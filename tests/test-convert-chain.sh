@@ -74,3 +74,45 @@ grep -q 'cannot open the source disk:' "$tmp/lone/err"
 # (`! grep` would not stop the script: set -e ignores a negated command.)
 if grep -q 'source VHD' "$tmp/lone/err"; then exit 1; fi
 test ! -e "$tmp/lone/out.vhdx"
+
+# A chain whose base lives in another folder (A) than the child (B): with
+# --parent-dir A, convert reads the chain as the plugin does with
+# parent-dir=A, and create --parent extends it; without, both refuse
+# (A is not an allowed folder).  The same for VHD and VHDX.
+for ext in vhd vhdx; do
+  case $ext in
+    vhd) child=child.vhd; grandchild=grandchild.vhd ;;
+    vhdx) child=child.avhdx; grandchild=grandchild.avhdx ;;
+  esac
+  d="$tmp/pd-$ext"
+  mkdir -p "$d/A" "$d/B"
+  vhdtool convert "$tmp/src.raw" "$d/A/base.$ext"
+  vhdtool create --parent "$d/A/base.$ext" "$d/B/$child"
+  nbdkit -U - "$VHDKIT_PLUGIN" file="$d/B/$child" parent-dir="$d/A" \
+    --run 'nbdsh -u "$uri" -c "
+h.pwrite(b\"\\xe1\" * 70000, 3 * 1024 * 1024 - 1000)
+h.zero(8192, 6 * 1024 * 1024)
+h.flush()
+"'
+  nbdkit -U - "$VHDKIT_PLUGIN" file="$d/B/$child" parent-dir="$d/A" \
+    readonly=true --run 'nbdcopy "$uri" "'"$d"'/chain.raw"'
+  cmp -s "$d/chain.raw" "$tmp/src.raw" && exit 1  # the child's writes show
+
+  if vhdtool convert "$d/B/$child" "$d/flat0.$ext" 2> "$d/err"; then
+    echo "convert found a parent outside the allowed folders"; exit 1
+  fi
+  grep -q 'outside the allowed folders' "$d/err"
+  vhdtool convert --parent-dir "$d/A" "$d/B/$child" "$d/flat.$ext"
+  check_reads_as "$d/flat.$ext" "$d/chain.raw"
+
+  if vhdtool create --parent "$d/B/$child" "$d/B/$grandchild" 2> "$d/err"
+  then
+    echo "create --parent found a parent outside the allowed folders"; exit 1
+  fi
+  test ! -e "$d/B/$grandchild"
+  vhdtool create --parent "$d/B/$child" --parent-dir "$d/A" \
+    "$d/B/$grandchild"
+  nbdkit -U - "$VHDKIT_PLUGIN" file="$d/B/$grandchild" parent-dir="$d/A" \
+    readonly=true --run 'nbdcopy "$uri" "'"$d"'/gc.raw"'
+  cmp "$d/chain.raw" "$d/gc.raw"
+done

@@ -250,14 +250,18 @@ create_from_source (const char *verb, const char *path, uint32_t device_id,
 int
 cmd_convert (int argc, char **argv)
 {
+  enum { OPT_PARENT_DIR = 256 };
   static const struct option long_options[] = {
     LAYOUT_LONG_OPTIONS,
+    { "parent-dir", required_argument, NULL, OPT_PARENT_DIR },
     { "progress", no_argument, NULL, 'p' },
     { "force-share", no_argument, NULL, 'U' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 }
   };
   struct vhd_create_parameters params = { .version = VHD_CREATE_VERSION_2 };
+  const char *parent_dirs[VHD_MAX_PARENT_DIRS + 1] = { NULL };
+  size_t n_dirs = 0;
   uint32_t flags = VHD_CREATE_FLAG_PREVENT_WRITES_TO_SOURCE_DISK;
   /* UNKNOWN: DST's extension picks the format (.vhdx, else VHD). */
   uint32_t device_id = VHD_STORAGE_DEVICE_UNKNOWN;
@@ -280,6 +284,10 @@ cmd_convert (int argc, char **argv)
       if (parse_layout_option (c, optarg, &device_id, &params) != 0)
         return EXIT_USAGE;
       break;
+    case OPT_PARENT_DIR:
+      if (!add_parent_dir (parent_dirs, &n_dirs, optarg))
+        return EXIT_USAGE;
+      break;
     case 'p': progress = true; break;
     case 'U': flags &= ~(uint32_t) VHD_CREATE_FLAG_PREVENT_WRITES_TO_SOURCE_DISK;
       break;
@@ -290,6 +298,7 @@ cmd_convert (int argc, char **argv)
   if (argc - optind != 2)
     return usage_error ("%s", "convert needs SRC and DST");
   params.version2.source_path = argv[optind];
+  use_parent_dirs (&params, parent_dirs);
   return create_from_source ("convert", argv[optind + 1], device_id, flags,
                              &params, progress);
 }

@@ -34,10 +34,12 @@ usage (FILE *fp)
   fprintf (fp,
 "Usage:\n"
 "  %s create [--fixed|--dynamic] [LAYOUT] [--uuid UUID] SIZE PATH\n"
-"  %s create --parent PARENT [--block-size SIZE] [--uuid UUID] PATH\n"
+"  %s create --parent PARENT [--parent-dir DIR]... [--block-size SIZE]\n"
+"                 [--uuid UUID] PATH\n"
 "  %s create --source SRC [--fixed|--dynamic] [LAYOUT] [--uuid UUID]\n"
-"                 [-p] [-U] [SIZE] PATH\n"
-"  %s convert [-O fixed|dynamic] [LAYOUT] [-p] [-U] SRC DST\n"
+"                 [-p] [-U] [--parent-dir DIR]... [SIZE] PATH\n"
+"  %s convert [-O fixed|dynamic] [LAYOUT] [-p] [-U] [--parent-dir DIR]...\n"
+"                 SRC DST\n"
 "  %s info [--json] [-U] [--parent-dir DIR]... PATH\n"
 "  %s check [--repair] [-U] [--parent-dir DIR]... PATH\n"
 "  %s --help | --version\n"
@@ -199,13 +201,17 @@ child_format (const char *parent, const char *path, uint32_t *device_id)
 static int
 cmd_create (int argc, char **argv)
 {
-  enum { OPT_FIXED = 256, OPT_DYNAMIC, OPT_UUID, OPT_PARENT, OPT_SOURCE };
+  enum {
+    OPT_FIXED = 256, OPT_DYNAMIC, OPT_UUID, OPT_PARENT, OPT_SOURCE,
+    OPT_PARENT_DIR,
+  };
   static const struct option long_options[] = {
     { "fixed", no_argument, NULL, OPT_FIXED },
     { "dynamic", no_argument, NULL, OPT_DYNAMIC },
     LAYOUT_LONG_OPTIONS,
     { "uuid", required_argument, NULL, OPT_UUID },
     { "parent", required_argument, NULL, OPT_PARENT },
+    { "parent-dir", required_argument, NULL, OPT_PARENT_DIR },
     { "source", required_argument, NULL, OPT_SOURCE },
     { "progress", no_argument, NULL, 'p' },
     { "force-share", no_argument, NULL, 'U' },
@@ -218,6 +224,8 @@ cmd_create (int argc, char **argv)
     .vendor_id = VHD_VENDOR_MICROSOFT,
   };
   struct vhd_create_parameters params = { .version = VHD_CREATE_VERSION_2 };
+  const char *parent_dirs[VHD_MAX_PARENT_DIRS + 1] = { NULL };
+  size_t n_dirs = 0;
   uint32_t flags = VHD_CREATE_FLAG_NONE;
   bool fixed = false, dynamic = false, progress = false, share = false;
   const char *path, *source;
@@ -241,6 +249,10 @@ cmd_create (int argc, char **argv)
       break;
     case OPT_PARENT: params.version2.parent_path = optarg; break;
     case OPT_SOURCE: params.version2.source_path = optarg; break;
+    case OPT_PARENT_DIR:
+      if (!add_parent_dir (parent_dirs, &n_dirs, optarg))
+        return EXIT_USAGE;
+      break;
     case 'p': progress = true; break;
     case 'U': share = true; break;
     case 'h': usage (stdout); return 0;
@@ -258,6 +270,11 @@ cmd_create (int argc, char **argv)
                         "disk has a parent or a source, not both");
   if (!source && (progress || share))
     return usage_error ("%s", "-p and -U go with --source");
+  if (n_dirs && !source && !params.version2.parent_path)
+    return usage_error ("%s", "--parent-dir goes with --parent or --source"
+                        " (where the parent's, or the source's, parents"
+                        " are looked for)");
+  use_parent_dirs (&params, parent_dirs);
 
   if (source && argc - optind != 1 && argc - optind != 2)
     return usage_error ("%s", "create --source takes [SIZE] PATH");
@@ -705,10 +722,7 @@ print_info_json (const vhd_disk *disk, const char *parent_error, int indent)
     printf ("\n");
 }
 
-/* --parent-dir DIR, for info and check: dirs holds up to
- * VHD_MAX_PARENT_DIRS folders and a NULL after them.
- */
-static bool
+bool
 add_parent_dir (const char **dirs, size_t *n, const char *dir)
 {
   if (*n == VHD_MAX_PARENT_DIRS) {
@@ -718,6 +732,17 @@ add_parent_dir (const char **dirs, size_t *n, const char *dir)
   }
   dirs[(*n)++] = dir;
   return true;
+}
+
+void
+use_parent_dirs (struct vhd_create_parameters *params,
+                 const char *const *dirs)
+{
+  if (dirs[0] == NULL)
+    return;
+  /* vhdkit1 begins with version2's fields, so what was set stays. */
+  params->version = VHD_CREATE_VERSION_VHDKIT_1;
+  params->vhdkit1.parent_dirs = dirs;
 }
 
 static int

@@ -48,6 +48,19 @@ enum {
 int parse_layout_option (int opt, const char *arg, uint32_t *device_id,
                          struct vhd_create_parameters *params);
 
+/* --parent-dir DIR (info, check, create --parent, convert): dirs holds
+ * up to VHD_MAX_PARENT_DIRS folders and a NULL after them.  Returns false
+ * after a usage message when there are too many.
+ */
+bool add_parent_dir (const char **dirs, size_t *n, const char *dir);
+
+/* create and convert: with --parent-dir, the parameters become vhdkit's
+ * version (version 2's fields and parent_dirs); without, they stay
+ * version 2, as on Windows.
+ */
+void use_parent_dirs (struct vhd_create_parameters *params,
+                      const char *const *dirs);
+
 int cmd_convert (int argc, char **argv);
 
 #endif /* VHDTOOL_H */

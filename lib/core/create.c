@@ -51,6 +51,7 @@ struct create_args {
   uint32_t open_flags;                  /* version 2 only */
   const struct vhd_storage_type *parent_type; /* version 2 only, else NULL */
   const struct vhd_storage_type *source_type;
+  const char *const *parent_dirs;       /* version VHDKIT_1 only */
 };
 
 static const char *
@@ -75,7 +76,10 @@ unpack_parameters (const struct vhd_create_parameters *p, uint32_t flags,
     a->req.source_path = nonempty (p->version1.source_path);
   }
   else {
-    /* resiliency_guid is for shared VHDX disks; VHD has no use for it. */
+    /* Version VHDKIT_1 starts with version 2's fields, read here through
+     * version2 (the two structs' common initial sequence).
+     * resiliency_guid is for shared VHDX disks; VHD has no use for it.
+     */
     a->unique_id = p->version2.unique_id;
     a->req.maximum_size = p->version2.maximum_size;
     a->req.block_size = p->version2.block_size_in_bytes;
@@ -87,6 +91,8 @@ unpack_parameters (const struct vhd_create_parameters *p, uint32_t flags,
     a->open_flags = p->version2.open_flags;
     a->parent_type = &p->version2.parent_virtual_storage_type;
     a->source_type = &p->version2.source_virtual_storage_type;
+    if (p->version == VHD_CREATE_VERSION_VHDKIT_1)
+      a->parent_dirs = p->vhdkit1.parent_dirs;
   }
 }
 
@@ -149,10 +155,10 @@ static int
 check_access_and_flags (uint32_t version, uint32_t access_mask,
                         uint32_t flags, uint32_t provider_specific_flags)
 {
-  if (version == VHD_CREATE_VERSION_2 && access_mask != VHD_ACCESS_NONE)
+  if (version != VHD_CREATE_VERSION_1 && access_mask != VHD_ACCESS_NONE)
     return vhd_error (EINVAL, FN ": access_mask is 0x%" PRIx32 "; with"
-                      " parameters version 2 it must be VHD_ACCESS_NONE (0)",
-                      access_mask);
+                      " parameters version 2 (or vhdkit's) it must be"
+                      " VHD_ACCESS_NONE (0)", access_mask);
   if (access_mask & ~(uint32_t) VHD_ACCESS_ALL)
     return vhd_error (EINVAL, FN ": access_mask 0x%" PRIx32 " has bits"
                       " 0x%" PRIx32 " outside VHD_ACCESS_ALL (0x%x)",
@@ -314,9 +320,12 @@ check_arguments (const struct vhd_storage_type *storage_type,
   if (handle == NULL)
     return vhd_error (EINVAL, FN ": handle is NULL");
   if (parameters->version != VHD_CREATE_VERSION_1 &&
-      parameters->version != VHD_CREATE_VERSION_2)
+      parameters->version != VHD_CREATE_VERSION_2 &&
+      parameters->version != VHD_CREATE_VERSION_VHDKIT_1)
     return vhd_error (EINVAL, FN ": parameters->version is %" PRIu32 "; it"
-                      " must be 1 or 2", parameters->version);
+                      " must be 1, 2 or VHD_CREATE_VERSION_VHDKIT_1"
+                      " (0x%x)", parameters->version,
+                      VHD_CREATE_VERSION_VHDKIT_1);
   unpack_parameters (parameters, flags, a);
 
   if ((r = check_access_and_flags (a->req.version, access_mask, flags,
@@ -337,9 +346,12 @@ check_arguments (const struct vhd_storage_type *storage_type,
 }
 
 static int
-open_parent (const char *parent_path, vhd_disk **parent)
+open_parent (const char *parent_path, const char *const *parent_dirs,
+             vhd_disk **parent)
 {
-  const struct vhd_open_options options = { .readonly = true };
+  const struct vhd_open_options options = {
+    .readonly = true, .parent_dirs = parent_dirs,
+  };
   char why[1024];
   int r;
 
@@ -804,7 +816,8 @@ prepare_job (struct create_job *job, const char *path,
     return vhd_error (r, "%s: generating a unique id: %s", path,
                       strerror (-r));
   if (a->req.parent_path &&
-      ((r = open_parent (a->req.parent_path, &job->parent)) < 0 ||
+      ((r = open_parent (a->req.parent_path, a->parent_dirs,
+                         &job->parent)) < 0 ||
        (r = describe_parent (job)) < 0))
     return r;
   if (a->req.source_path) {
@@ -813,7 +826,7 @@ prepare_job (struct create_job *job, const char *path,
                                         : VHD_STORAGE_DEVICE_UNKNOWN,
                          job->flags
                          & VHD_CREATE_FLAG_PREVENT_WRITES_TO_SOURCE_DISK,
-                         &job->source);
+                         a->parent_dirs, &job->source);
     if (r == 0)
       r = sector_size_from_source (job->format, a, job->source);
     if (r == 0)
@@ -824,6 +837,7 @@ prepare_job (struct create_job *job, const char *path,
   /* The caller's strings need not outlive the call. */
   a->req.parent_path = a->req.source_path = NULL;
   a->parent_type = a->source_type = NULL;
+  a->parent_dirs = NULL;
 
   if ((r = open_new_file (&job->nf, dir, security && security->set_mode
                           ? 0600 : 0666, path)) < 0 ||

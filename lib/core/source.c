@@ -130,11 +130,13 @@ lock_against_writers (int fd, const char *path)
 }
 
 static int
-open_vhd_source (struct vhd_source *src, int fd, bool prevent_writes)
+open_vhd_source (struct vhd_source *src, int fd, bool prevent_writes,
+                 const char *const *parent_dirs)
 {
   const struct vhd_open_options options = {
     .readonly = true,
     .flags = prevent_writes ? 0 : VHD_OPEN_FLAG_FORCE_SHARE,
+    .parent_dirs = parent_dirs,
   };
   char why[2048];
   int r;
@@ -212,7 +214,7 @@ vhd_source_release (struct vhd_source *src, uint64_t offset, uint64_t count)
 
 static int
 setup_source (struct vhd_source *src, int fd, uint32_t device_id,
-              bool prevent_writes)
+              bool prevent_writes, const char *const *parent_dirs)
 {
   const struct vhd_format_ops *format;
   const struct vhd_format_ops *wanted = vhd_format_for_device (device_id);
@@ -246,7 +248,7 @@ setup_source (struct vhd_source *src, int fd, uint32_t device_id,
     free (src->uncached);
     src->uncached = NULL;
     /* Owns fd now; the chain is locked against writers as it opens. */
-    return open_vhd_source (src, fd, prevent_writes);
+    return open_vhd_source (src, fd, prevent_writes, parent_dirs);
   }
 
   /* The backend owns fd from here; fd stays ours to lock and seek. */
@@ -264,7 +266,7 @@ setup_source (struct vhd_source *src, int fd, uint32_t device_id,
 
 int
 vhd_source_open (const char *path, uint32_t device_id, bool prevent_writes,
-                 struct vhd_source **out)
+                 const char *const *parent_dirs, struct vhd_source **out)
 {
   struct vhd_source *src;
   int fd, r;
@@ -293,7 +295,7 @@ vhd_source_open (const char *path, uint32_t device_id, bool prevent_writes,
                      " disk: %s", path, why);
   }
   else
-    r = setup_source (src, fd, device_id, prevent_writes);
+    r = setup_source (src, fd, device_id, prevent_writes, parent_dirs);
   if (r < 0) {
     vhd_source_close (src);
     return r;

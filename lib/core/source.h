@@ -40,11 +40,13 @@ struct vhd_source {
  * else is a raw disk) or VHD_STORAGE_DEVICE_VHD (it must be a VHD).
  * prevent_writes: hold a lock, until vhd_source_close, that makes every
  * writer (vhdkit or qemu) fail to open the source, and fail with -EBUSY
- * if one has it open for writing now.  Returns 0 or -errno with a message
- * naming the source.
+ * if one has it open for writing now.  parent_dirs: as vhd_open_options'
+ * (NULL for none), for a differencing source's parents.  Returns 0 or
+ * -errno with a message naming the source.
  */
 int vhd_source_open (const char *path, uint32_t device_id,
-                     bool prevent_writes, struct vhd_source **out);
+                     bool prevent_writes, const char *const *parent_dirs,
+                     struct vhd_source **out);
 void vhd_source_close (struct vhd_source *src);
 
 /* "raw file", "block device", "fixed VHD", ... for messages. */

@@ -353,7 +353,7 @@ test_extents (void **state)
 
   scratch_path (sparse, sizeof sparse, "raw");
   write_raw (sparse, SOURCE_SIZE, 10, true);
-  assert_int_equal (vhd_source_open (sparse, 0, false, &src), 0);
+  assert_int_equal (vhd_source_open (sparse, 0, false, NULL, &src), 0);
   assert_int_equal (src->kind, VHD_SOURCE_RAW_FILE);
   assert_int_equal (vhd_source_extents (src, 0, SOURCE_SIZE, log_extent,
                                         &log), 0);
@@ -368,7 +368,7 @@ test_extents (void **state)
   scratch_path (full, sizeof full, "raw");
   write_raw (full, SOURCE_SIZE, 10, false);
   vhd_close (convert (full, vhd, sizeof vhd, 0));
-  assert_int_equal (vhd_source_open (vhd, 0, false, &src), 0);
+  assert_int_equal (vhd_source_open (vhd, 0, false, NULL, &src), 0);
   assert_int_equal (src->kind, VHD_SOURCE_VHD);
   assert_string_equal (vhd_source_describe (src), "dynamic VHD");
   assert_int_equal (src->size, SOURCE_SIZE);
