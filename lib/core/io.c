@@ -195,7 +195,14 @@ allocate_block_locked (struct vhd_disk *disk, uint32_t block)
     return r;
   }
   if (partial) {
-    vhd_bitmap_adopt_locked (disk, block, bitmap, false);
+    /* Dirty, so that the next flush writes the new block's empty bitmap
+     * whatever its writes set: a format whose bitmaps live apart from
+     * the block (VHDX's sector bitmap blocks) may hold stale bits there
+     * from a crash (bits durable, the entry that allocated the block
+     * not), and a clean copy could be dropped from the cache and those
+     * bits read back.  A dirty one stays until written.
+     */
+    r = vhd_bitmap_adopt_locked (disk, block, bitmap, true);
     disk->block_state[block] = BLOCK_PARTIAL;
   }
   else {
@@ -203,7 +210,7 @@ allocate_block_locked (struct vhd_disk *disk, uint32_t block)
     disk->block_state[block] = BLOCK_FULL;
   }
   __atomic_store_n (&disk->metadata_dirty, true, __ATOMIC_RELEASE);
-  return 0;
+  return r;
 }
 
 /* The block's entry, allocating it first if needed.  Two writers racing
