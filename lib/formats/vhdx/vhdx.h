@@ -71,6 +71,8 @@ struct vhdx_image {
    */
   struct vhdx_sb_page *sb_pages;
   size_t n_sb_pages, cap_sb_pages;
+  size_t *sb_slots;             /* their index by file offset (write.c) */
+  size_t n_sb_slots;
 
   /* The log as this open found it: an active sequence that was replayed
    * (into the file, or into an overlay for a read-only open).

@@ -66,13 +66,63 @@ vhdx_mark_bat_page_dirty (struct vhdx_image *img, uint64_t index)
   }
 }
 
+/* The pending pages are found by file offset through an open-addressing
+ * table of their indexes (+1; 0 is a free slot), at most half full: a
+ * large flush can hold a page for every 16 MiB of disk written, and each
+ * bitmap written back looks its page up.
+ */
+static size_t
+sb_slot (uint64_t file_offset, size_t n_slots)
+{
+  uint64_t h = (file_offset / VHDX_BAT_PAGE_SIZE) * UINT64_C (0x9E3779B97F4A7C15);
+
+  return (size_t) (h >> 32) & (n_slots - 1);
+}
+
 struct vhdx_sb_page *
 vhdx_pending_sb_page (struct vhdx_image *img, uint64_t file_offset)
 {
-  for (size_t i = 0; i < img->n_sb_pages; i++)
-    if (img->sb_pages[i].file_offset == file_offset)
-      return &img->sb_pages[i];
+  if (img->n_sb_slots == 0)
+    return NULL;
+  for (size_t i = sb_slot (file_offset, img->n_sb_slots);
+       img->sb_slots[i] != 0; i = (i + 1) & (img->n_sb_slots - 1))
+    if (img->sb_pages[img->sb_slots[i] - 1].file_offset == file_offset)
+      return &img->sb_pages[img->sb_slots[i] - 1];
   return NULL;
+}
+
+static void
+sb_index_insert (struct vhdx_image *img, size_t index)
+{
+  size_t i = sb_slot (img->sb_pages[index].file_offset, img->n_sb_slots);
+
+  while (img->sb_slots[i] != 0)
+    i = (i + 1) & (img->n_sb_slots - 1);
+  img->sb_slots[i] = index + 1;
+}
+
+/* Room in the table for one more page: doubled and refilled when it
+ * would be more than half full.
+ */
+static int
+sb_index_reserve (struct vhd_disk *disk, struct vhdx_image *img)
+{
+  size_t n = img->n_sb_slots ? img->n_sb_slots : 32;
+  size_t *slots;
+
+  while ((img->n_sb_pages + 1) * 2 > n)
+    n *= 2;
+  if (n == img->n_sb_slots)
+    return 0;
+  slots = calloc (n, sizeof *slots);
+  if (slots == NULL)
+    return vhd_error (ENOMEM, "%s: out of memory", disk->path);
+  free (img->sb_slots);
+  img->sb_slots = slots;
+  img->n_sb_slots = n;
+  for (size_t i = 0; i < img->n_sb_pages; i++)
+    sb_index_insert (img, i);
+  return 0;
 }
 
 void
@@ -83,6 +133,9 @@ vhdx_free_sb_pages (struct vhdx_image *img)
   free (img->sb_pages);
   img->sb_pages = NULL;
   img->n_sb_pages = img->cap_sb_pages = 0;
+  free (img->sb_slots);
+  img->sb_slots = NULL;
+  img->n_sb_slots = 0;
 }
 
 /* The pending page at file_offset, read from the file the first time. */
@@ -107,6 +160,9 @@ get_sb_page (struct vhd_disk *disk, struct vhdx_image *img,
     img->sb_pages = n;
     img->cap_sb_pages = cap;
   }
+  r = sb_index_reserve (disk, img);
+  if (r < 0)
+    return r;
   data = malloc (VHDX_BAT_PAGE_SIZE);
   if (data == NULL)
     return vhd_error (ENOMEM, "%s: out of memory", disk->path);
@@ -116,9 +172,10 @@ get_sb_page (struct vhd_disk *disk, struct vhdx_image *img,
     free (data);
     return r;
   }
-  p = &img->sb_pages[img->n_sb_pages++];
+  p = &img->sb_pages[img->n_sb_pages];
   p->file_offset = file_offset;
   p->data = data;
+  sb_index_insert (img, img->n_sb_pages++);
   *out = p;
   return 0;
 }
