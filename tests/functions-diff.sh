@@ -505,3 +505,24 @@ for off, n in done:
 print("seed %d: %d requests read back" % (seed, len(done)))
 EOF_PY
 }
+
+# overlay_pages BASE CHILD PAGES OUT
+#
+# Write to the raw file OUT what a child whose own ranges are listed in
+# PAGES ("OFFSET LENGTH" lines) reads over BASE: BASE's bytes with
+# CHILD's in those ranges.  Fails if OUT equals either, which would make
+# the comparison that uses it prove nothing.
+overlay_pages ()
+{
+  python3 - "$@" <<'PY'
+import sys
+base, child, pages, out = sys.argv[1:]
+data = bytearray(open(base, "rb").read())
+own = open(child, "rb").read()
+for line in open(pages):
+    off, n = map(int, line.split())
+    data[off:off + n] = own[off:off + n]
+assert data != bytearray(own) and data != bytearray(open(base, "rb").read())
+open(out, "wb").write(data)
+PY
+}

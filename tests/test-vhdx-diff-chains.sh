@@ -218,18 +218,8 @@ rm "$dir/child-l2.avhdx"
 
 echo "check: with ignore-parent-id-mismatch=true the child opens, and shows" \
      "its own pages over the base's new data"
-python3 - "$dir/base2.raw" "$dir/child1.raw" "$dir/pages" \
-  "$dir/expect.raw" <<'EOF'
-import sys
-base2, child1, pages, out = sys.argv[1:]
-data = bytearray(open(base2, "rb").read())
-child = open(child1, "rb").read()
-for line in open(pages):
-    off, n = map(int, line.split())
-    data[off:off + n] = child[off:off + n]
-assert data != bytearray(child) and data != bytearray(open(base2, "rb").read())
-open(out, "wb").write(data)
-EOF
+overlay_pages "$dir/base2.raw" "$dir/child1.raw" "$dir/pages" \
+  "$dir/expect.raw"
 serve_copy "$dir/child.avhdx" "$dir/out.raw" ignore-parent-id-mismatch=true
 cmp "$dir/expect.raw" "$dir/out.raw"
 # Read-write too: a write goes to the child, the base stays as it is.

@@ -298,18 +298,8 @@ done
 
 echo "check: with ignore-parent-id-mismatch=true it opens, and shows its" \
      "own pages over the impostor's data"
-python3 - "$tmp/impostor.raw" "$tmp/child.raw" "$tmp/child.pages" \
-  "$tmp/expect.raw" <<'EOF'
-import sys
-impostor, child, pages, out = sys.argv[1:]
-data = bytearray(open(impostor, "rb").read())
-own = open(child, "rb").read()
-for line in open(pages):
-    off, n = map(int, line.split())
-    data[off:off + n] = own[off:off + n]
-assert data != bytearray(own) and data != bytearray(open(impostor, "rb").read())
-open(out, "wb").write(data)
-EOF
+overlay_pages "$tmp/impostor.raw" "$tmp/child.raw" "$tmp/child.pages" \
+  "$tmp/expect.raw"
 imp_sha=$(sha256sum < "$rep/base.vhdx")
 serve_copy "$rep/child.avhdx" "$tmp/ignored.raw" ignore-parent-id-mismatch=true
 cmp "$tmp/expect.raw" "$tmp/ignored.raw"

@@ -155,15 +155,19 @@ sort_unique (uint64_t *v, size_t n)
   return k;
 }
 
-void
-vhdx_free_round (struct vhdx_image *img)
+static void
+clear_round (struct vhdx_round *rd)
 {
-  struct vhdx_round *rd = &img->round;
-
   free (rd->updates);
   free (rd->copies);
   free (rd->bat_pages);
   memset (rd, 0, sizeof *rd);
+}
+
+void
+vhdx_free_round (struct vhdx_image *img)
+{
+  clear_round (&img->round);
   free (img->data_pages);
   img->data_pages = NULL;
   img->n_data_pages = img->cap_data_pages = 0;
@@ -202,10 +206,7 @@ vhdx_write_table (struct vhd_disk *disk)
   bool one_sync;
   int r;
 
-  free (rd->updates);
-  free (rd->copies);
-  free (rd->bat_pages);
-  memset (rd, 0, sizeof *rd);
+  clear_round (rd);
   while (entry_sectors (per_entry + 1) <= half_sectors &&
          (img->max_entry_pages == 0 || per_entry < img->max_entry_pages))
     per_entry++;
@@ -377,9 +378,6 @@ vhdx_commit_table (struct vhd_disk *disk)
     __atomic_store_n (&disk->metadata_dirty, true, __ATOMIC_RELEASE);
   }
   pthread_mutex_unlock (&disk->meta_lock);
-  free (rd->updates);
-  free (rd->copies);
-  free (rd->bat_pages);
-  memset (rd, 0, sizeof *rd);
+  clear_round (rd);
   return r;
 }
