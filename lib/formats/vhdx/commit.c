@@ -148,6 +148,8 @@ sort_unique (uint64_t *v, size_t n)
 {
   size_t k = 0;
 
+  if (n == 0)                   /* v may be NULL, which qsort may not take */
+    return 0;
   qsort (v, n, sizeof *v, compare_offsets);
   for (size_t i = 0; i < n; i++)
     if (k == 0 || v[k - 1] != v[i])
