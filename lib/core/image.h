@@ -115,6 +115,10 @@ struct vhd_disk {
   pthread_mutex_t round_lock;
   uint64_t flush_rounds_started;
   uint64_t flush_round_ok;
+  /* A commit_table driver's round is between its snapshot and the end
+   * of its commit (read atomically: vhd_flush).
+   */
+  bool round_in_flight;
   /* vhd_close's flush succeeded: every change is durable, and a driver
    * closing may mark the image clean (VHDX: an empty log).
    */

@@ -472,10 +472,13 @@ flush_round_split (struct vhd_disk *disk)
   int r;
 
   pthread_rwlock_wrlock (&disk->flush_lock);
+  /* Before metadata_dirty is cleared: see vhd_flush's fast path. */
+  __atomic_store_n (&disk->round_in_flight, true, __ATOMIC_RELEASE);
   r = write_metadata (disk);
   pthread_rwlock_unlock (&disk->flush_lock);
   if (r == 0)
     r = disk->ops->commit_table (disk);
+  __atomic_store_n (&disk->round_in_flight, false, __ATOMIC_RELEASE);
   return r;
 }
 
@@ -487,7 +490,15 @@ vhd_flush (vhd_disk *disk)
 
   if (disk->readonly)
     return 0;
-  if (!__atomic_load_n (&disk->metadata_dirty, __ATOMIC_ACQUIRE))
+  /* Nothing to write: a sync covers every write completed before it.
+   * Unless a round has taken its snapshot and not yet committed it: its
+   * snapshot cleared metadata_dirty, but what it holds (a completed
+   * write's new block, say) is not durable until its commit is, so this
+   * flush must wait for it, through a round of its own.  metadata_dirty
+   * first: the snapshot sets round_in_flight before clearing it.
+   */
+  if (!__atomic_load_n (&disk->metadata_dirty, __ATOMIC_ACQUIRE) &&
+      !__atomic_load_n (&disk->round_in_flight, __ATOMIC_ACQUIRE))
     return sync_file (disk);
 
   /* Group commit: every write completed before this flush was asked for
