@@ -200,7 +200,7 @@ struct vhd_format_ops {
    */
   int (*write_table) (struct vhd_disk *disk);
   /* Optional: the second step of a round that write_table began (only
-   * the flush that took the snapshot calls it, with round_lock held).
+   * the flush that took the snapshot calls it; one round runs at a time).
    * On failure, the driver keeps what it had to write for the next
    * round and sets metadata_dirty again.
    */

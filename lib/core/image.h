@@ -107,12 +107,15 @@ struct vhd_disk {
    * atomically.
    */
   bool metadata_dirty;
-  /* Flushes that write metadata run as rounds, one at a time under
-   * round_lock: rounds_started counts those begun (read atomically by a
-   * flush deciding whether a later round covers it), round_ok is the
-   * number of the last one that succeeded (round_lock held).
+  /* Flushes that write metadata run as rounds, one at a time
+   * (round_running).  Under round_lock: rounds_started counts those
+   * begun, round_ok is the number of the last one that succeeded.  The round runs without round_lock, so that flushes that
+   * its end satisfies can see so at once (round_done) instead of queuing
+   * behind the next round.
    */
   pthread_mutex_t round_lock;
+  pthread_cond_t round_done;
+  bool round_running;
   uint64_t flush_rounds_started;
   uint64_t flush_round_ok;
   /* A commit_table driver's round is between its snapshot and the end

@@ -36,6 +36,7 @@ vhd_io_init (struct vhd_disk *disk)
   pthread_mutex_init (&disk->meta_lock, NULL);
   pthread_mutex_init (&disk->rmw_lock, NULL);
   pthread_mutex_init (&disk->round_lock, NULL);
+  pthread_cond_init (&disk->round_done, NULL);
   /* Writers hold the rwlock shared; a flush must not starve behind them. */
   pthread_rwlockattr_init (&attr);
   pthread_rwlockattr_setkind_np (&attr,
@@ -80,6 +81,7 @@ vhd_io_fini (struct vhd_disk *disk)
     pthread_mutex_destroy (&disk->meta_lock);
     pthread_mutex_destroy (&disk->rmw_lock);
     pthread_mutex_destroy (&disk->round_lock);
+    pthread_cond_destroy (&disk->round_done);
     pthread_rwlock_destroy (&disk->flush_lock);
   }
 }
@@ -464,7 +466,7 @@ write_metadata (struct vhd_disk *disk)
 /* A round for a driver with commit_table: writers pause only while the
  * snapshot is taken (under flush_lock, so that every bit in it covers a
  * write that completed), and the syncs run with writes flowing again.
- * round_lock keeps rounds, and so the driver's entries, in order.
+ * Rounds run one at a time, which keeps the driver's entries in order.
  */
 static int
 flush_round_split (struct vhd_disk *disk)
@@ -479,6 +481,26 @@ flush_round_split (struct vhd_disk *disk)
   if (r == 0)
     r = disk->ops->commit_table (disk);
   __atomic_store_n (&disk->round_in_flight, false, __ATOMIC_RELEASE);
+  return r;
+}
+
+static int
+run_round (struct vhd_disk *disk)
+{
+  int r;
+
+  if (disk->ops->commit_table)
+    return flush_round_split (disk);
+  /* Wait for writes in flight, so that every bit and entry we are about
+   * to write covers data that the first sync makes durable.
+   */
+  pthread_rwlock_wrlock (&disk->flush_lock);
+  r = sync_file (disk);
+  if (r == 0)
+    r = write_metadata (disk);
+  if (r == 0)
+    r = sync_file (disk);
+  pthread_rwlock_unlock (&disk->flush_lock);
   return r;
 }
 
@@ -502,35 +524,36 @@ vhd_flush (vhd_disk *disk)
     return sync_file (disk);
 
   /* Group commit: every write completed before this flush was asked for
-   * is covered by any round that begins from now on.  Flushes that queue
-   * behind a round are all covered by the next one, so only the first
-   * of them runs it; the rest find it done.
+   * is covered by any round that begins from now on.  Flushes that arrive
+   * during a round are all covered by the next one, so only the first of
+   * them runs it; the rest wait for it to end.
    */
-  need = __atomic_load_n (&disk->flush_rounds_started, __ATOMIC_ACQUIRE) + 1;
-
   pthread_mutex_lock (&disk->round_lock);
-  if (disk->flush_round_ok >= need) {
-    pthread_mutex_unlock (&disk->round_lock);
-    return 0;
-  }
-  round = disk->flush_rounds_started + 1;
-  __atomic_store_n (&disk->flush_rounds_started, round, __ATOMIC_RELEASE);
-  if (disk->ops->commit_table)
-    r = flush_round_split (disk);
-  else {
-    /* Wait for writes in flight, so that every bit and entry we are
-     * about to write covers data that the first sync makes durable.
+  need = disk->flush_rounds_started + 1;
+  r = 0;
+  while (disk->flush_round_ok < need) {
+    if (disk->round_running) {
+      pthread_cond_wait (&disk->round_done, &disk->round_lock);
+      continue;
+    }
+    /* A failed round satisfies nobody: its waiters try a round of their
+     * own (a failing disk fails theirs too).
      */
-    pthread_rwlock_wrlock (&disk->flush_lock);
-    r = sync_file (disk);
+    round = disk->flush_rounds_started + 1;
+    disk->flush_rounds_started = round;
+    disk->round_running = true;
+    pthread_mutex_unlock (&disk->round_lock);
+
+    r = run_round (disk);
+
+    pthread_mutex_lock (&disk->round_lock);
+    disk->round_running = false;
     if (r == 0)
-      r = write_metadata (disk);
-    if (r == 0)
-      r = sync_file (disk);
-    pthread_rwlock_unlock (&disk->flush_lock);
+      disk->flush_round_ok = round;
+    pthread_cond_broadcast (&disk->round_done);
+    if (r < 0)
+      break;
   }
-  if (r == 0)
-    disk->flush_round_ok = round;
   pthread_mutex_unlock (&disk->round_lock);
   return r;
 }

@@ -60,7 +60,9 @@ struct run_shape {
   uint64_t gap_at, gap_length;          /* crash_run's; 0: no gap */
   unsigned whole_block_percent;         /* crash_run's; 0: its default */
   unsigned entry_pages;                 /* VHDKIT_VHDX_LOG_ENTRY_PAGES;
-                                         * 0: unset (half the log) */
+                                         * 0: unset (the log's room) */
+  unsigned sequence_pages;              /* VHDKIT_VHDX_LOG_SEQUENCE_PAGES;
+                                         * 0: unset (the whole log) */
   const struct request *prologue;       /* crash_run's */
   size_t n_prologue;
 };
@@ -85,7 +87,7 @@ one_run (const char *name, struct run_shape shape, size_t n_requests,
     /* The far side of the gap reaches into a second chunk. */
     .min_bitmap_blocks = shape.differencing && shape.gap_length ? 2 : 0,
   };
-  char pages[16];
+  char pages[16], seq_pages[16];
 
   /* The engine reads it at each open, in the run's process (a fork of
    * this one) and in its checks.
@@ -94,8 +96,13 @@ one_run (const char *name, struct run_shape shape, size_t n_requests,
     snprintf (pages, sizeof pages, "%u", shape.entry_pages);
     setenv ("VHDKIT_VHDX_LOG_ENTRY_PAGES", pages, 1);
   }
+  if (shape.sequence_pages) {
+    snprintf (seq_pages, sizeof seq_pages, "%u", shape.sequence_pages);
+    setenv ("VHDKIT_VHDX_LOG_SEQUENCE_PAGES", seq_pages, 1);
+  }
   crash_program_run (&prog, dir, &run, random_points);
   unsetenv ("VHDKIT_VHDX_LOG_ENTRY_PAGES");
+  unsetenv ("VHDKIT_VHDX_LOG_SEQUENCE_PAGES");
 }
 
 #define assert_no_failures(before) \
@@ -128,6 +135,14 @@ test_dynamic_1m_crash_at_every_op (void **state)
   s.whole_block_percent = 75;
   one_run ("vhdx-release-1m-every-op-ring", s, prog.short_requests,
            prog.base_seed + 12, 0);
+  /* Checkpoints: a sequence of at most 3 sectors (one entry of one BAT
+   * page and the checkpoint's empty one) makes every flush after the
+   * first begin with one.
+   */
+  s.sequence_pages = 3;
+  one_run ("vhdx-release-checkpoints-every-op-ring", s, prog.short_requests,
+           prog.base_seed + 14, 0);
+  s.sequence_pages = 0;
   s.disk_size = 8 * MiB;
   s.whole_block_percent = 0;
   /* The pread backend is the fixed and 32 MiB runs'; a pread run here
@@ -215,11 +230,10 @@ static const struct request diff_prologue[] = {
   { .kind = REQ_FLUSH },
 };
 
-/* A flush's log entry carries the payload pages whose bits it sets
- * (commit.c), so a replay of it writes them again.  Here the same
- * sectors are written again after that flush, with no bit to change,
- * and flushed: that flush must still write an entry of its own, or a
- * crash after it replays the older entry over the newer, flushed data.
+/* The same sectors written again after the flush that set their bits,
+ * with no bit to change, and flushed: a log entry that carried data
+ * pages (an earlier design's, to save a sync) would be replayed over the
+ * newer, flushed data; the data must survive every crash after it.
  */
 static const struct request diff_rewrite_prologue[] = {
   { .kind = REQ_WRITE, .offset = 4096 + 100, .length = 300,
@@ -258,12 +272,23 @@ test_differencing_crash_at_every_op (void **state)
   s.entry_pages = 1;
   one_run ("vhdx-differencing-entry-per-page-every-op", s, n,
            prog.base_seed + 7, 0);
+  /* A sequence of at most 5 sectors (two entries of one page and the
+   * checkpoint's empty one): checkpoints between flushes and inside
+   * them, with the log wrapping round, at every op.
+   */
+  s.sequence_pages = 5;
+  one_run ("vhdx-differencing-checkpoints-every-op", s, n,
+           prog.base_seed + 13, 0);
+  s.sequence_pages = 0;
   /* Four writers, flushes racing with allocations in both chunks. */
   s.threads = 4;
   s.prologue = NULL;
   s.n_prologue = 0;
   one_run ("vhdx-threads-differencing-entry-per-page-every-op", s, n,
            prog.base_seed + 8, 0);
+  s.sequence_pages = 5;
+  one_run ("vhdx-threads-differencing-checkpoints-every-op", s, n,
+           prog.base_seed + 15, 0);
   assert_no_failures (before);
 }
 

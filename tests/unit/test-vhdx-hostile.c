@@ -745,8 +745,9 @@ test_metadata_values (void **state)
 
 /* A copy of the dynamic image as it is between a flush and its close,
  * with two log entries: the image with one more block, flushed (its log
- * entry in the log's first half), then another block, flushed (the
- * second half).  Returns the file offsets of the two entries.
+ * entry at the start of the log), then another block, flushed (the next
+ * entry of the same sequence, right after it).  Returns the file offsets
+ * of the two entries.
  */
 static void
 image_with_log (char *path, size_t n, uint64_t *e1, uint64_t *e2,
@@ -770,13 +771,13 @@ image_with_log (char *path, size_t n, uint64_t *e1, uint64_t *e2,
   b = slurp (live, &size);
   snprintf (path, n, "%s/log-after2-%d.vhdx", dir, counter++);
   spit (path, b, size);
+  *e1 = dyn.log_offset;
+  *e2 = *e1 + vhdx_get_le32 (b + *e1 + 8);
   free (b);
   assert_int_equal (vhd_pread (d, after2, 8 * MiB, 0), 0);
   memcpy (after1, after2, 8 * MiB);
   memset (after1 + 3 * MiB, 0, MiB);
   vhd_close (d);
-  *e1 = dyn.log_offset;
-  *e2 = dyn.log_offset + dyn.log_length / 2;
   free (buf);
 }
 

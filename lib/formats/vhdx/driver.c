@@ -44,7 +44,10 @@ vhdx_open_image (struct vhd_disk *disk)
   img->end = (disk->file_size + VHDX_MiB - 1) & ~(VHDX_MiB - 1);
   pages = (img->geom.total_entries + VHDX_BAT_PAGE_ENTRIES - 1)
           / VHDX_BAT_PAGE_ENTRIES;
-  img->max_entry_pages = vhdx_max_entry_pages_from_env ();
+  img->max_entry_pages =
+    vhdx_log_pages_from_env ("VHDKIT_VHDX_LOG_ENTRY_PAGES");
+  img->max_sequence_pages =
+    vhdx_log_pages_from_env ("VHDKIT_VHDX_LOG_SEQUENCE_PAGES");
   img->page_dirty = calloc (pages, 1);
   img->dirty_pages = calloc (pages, sizeof *img->dirty_pages);
   if (img->page_dirty == NULL || img->dirty_pages == NULL)

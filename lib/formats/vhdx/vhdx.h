@@ -24,24 +24,26 @@
 struct vhdx_sb_page {
   uint64_t file_offset;         /* 4 KiB aligned, inside an SB block */
   uint8_t *data;                /* VHDX_BAT_PAGE_SIZE bytes */
+  bool dirty;                   /* changed since its last log entry */
+};
+
+/* A page as the current log sequence last wrote it (commit.c). */
+struct vhdx_logged_page {
+  uint64_t file_offset;
+  uint8_t *data;                /* VHDX_BAT_PAGE_SIZE bytes */
 };
 
 /* What write_table snapshots for commit_table to write (commit.c). */
 struct vhdx_round {
   struct vhdx_log_update *updates;
-  size_t n;                     /* pages in the round's entries */
-  size_t n_in_place;            /* the first ones are in place already
-                                 * (payload pages, unsynced pages): logged,
-                                 * not written again */
-  size_t per_entry;             /* pages per entry */
-  uint8_t *copies;              /* the pages that updates point at, but the
-                                 * pending sector bitmap pages */
+  size_t n;                     /* pages in the round's entries: sector
+                                 * bitmap pages first, then BAT pages */
+  size_t n_sb;
+  uint8_t *copies;              /* the BAT pages that updates point at */
   uint32_t *bat_pages;          /* dirty again if the commit fails */
   size_t n_bat_pages;
-  bool sync_first;              /* sync the data before the first entry */
   uint64_t flushed_end;         /* FlushedFileOffset, LastFileOffset */
   uint64_t last_end;
-  uint64_t file_end;            /* the file's size at the snapshot */
 };
 
 struct vhdx_image {
@@ -63,11 +65,11 @@ struct vhdx_image {
   /* A differencing disk's parent locator (NULL paths otherwise). */
   struct vhdx_parent_link link;
 
-  /* Sector bitmap pages changed since the last flush (differencing
-   * disks; meta_lock held): 4 KiB pages of sector bitmap blocks, patched
-   * by write_bitmap and written through the log by write_table with the
-   * BAT pages, in the same entries.  read_bitmap looks here first, so
-   * that bits stay visible even if a flush fails half way.
+  /* Sector bitmap pages newer than the file (differencing disks;
+   * meta_lock held): 4 KiB pages of sector bitmap blocks, patched by
+   * write_bitmap (dirty: not yet in a log entry), logged with the BAT
+   * pages, and written in place only at a checkpoint (commit.c), which
+   * drops the clean ones.  read_bitmap looks here first.
    */
   struct vhdx_sb_page *sb_pages;
   size_t n_sb_pages, cap_sb_pages;
@@ -85,35 +87,30 @@ struct vhdx_image {
                                  * LogGuid written: before the first
                                  * change of an open */
   uint8_t log_guid_raw[16];     /* the LogGuid entries carry */
-  uint64_t log_sequence;        /* of the next entry */
-  unsigned log_half;            /* which half of the log the next entry
-                                 * starts (write.c says why) */
+  struct vhdx_log_writer log;   /* where the next entry goes, and the
+                                 * sequence it continues */
   uint64_t end;                 /* where the next block goes: 1 MiB aligned,
                                  * past every structure and block */
   uint8_t *page_dirty;          /* per BAT page: changed since the flush */
   uint32_t *dirty_pages;
   size_t n_dirty_pages;
-  /* At most this many pages in one log entry (0: as many as half the log
-   * holds); VHDKIT_VHDX_LOG_ENTRY_PAGES, read at open, for the crash
+  /* At most this many pages in one log entry (0: as many as the log
+   * has room for); VHDKIT_VHDX_LOG_ENTRY_PAGES, read at open, for the crash
    * tests (commit.c).
    */
   unsigned max_entry_pages;
+  unsigned max_sequence_pages;  /* the same for a sequence's sectors */
 
-  /* A flush's two steps (commit.c).  data_pages: payload pages whose
-   * bits write_bitmap turned on this round (meta_lock held).
-   * sync_before_entry: something since the last round needs its data
-   * durable before any entry (meta_lock held).  The rest is the
-   * flushing round's own (round_lock held): the snapshot, the pages the
-   * last commit wrote in place after its last sync, and the file's size
-   * as of the driver's last sync.
+  /* A flush's two steps (commit.c), the flushing round's own (the core
+   * runs one round at a time): the snapshot; every page that the current
+   * log sequence carries, as its last entry has it, sorted by offset
+   * (what a checkpoint writes in place); and whether the next round
+   * must checkpoint first (after a failed one).
    */
-  uint64_t *data_pages;
-  size_t n_data_pages, cap_data_pages;
-  bool sync_before_entry;
   struct vhdx_round round;
-  uint64_t *unsynced_pages;
-  size_t n_unsynced_pages;
-  uint64_t synced_end;
+  struct vhdx_logged_page *logged;
+  size_t n_logged, cap_logged;
+  bool checkpoint_first;
 };
 
 static inline struct vhdx_image *
@@ -172,16 +169,23 @@ int vhdx_write_bitmap (struct vhd_disk *disk, uint32_t block,
 struct vhdx_sb_page *vhdx_pending_sb_page (struct vhdx_image *img,
                                            uint64_t file_offset);
 void vhdx_free_sb_pages (struct vhdx_image *img);
+int vhdx_drop_clean_sb_pages (struct vhd_disk *disk, struct vhdx_image *img);
 /* At close of a writable image whose log was used: an empty log. */
 void vhdx_close_log (struct vhd_disk *disk);
 
 /* commit.c: a flush's pages through the log (struct vhd_format_ops). */
 int vhdx_write_table (struct vhd_disk *disk);
 int vhdx_commit_table (struct vhd_disk *disk);
+/* Write every logged page in place and sync (close, before the header
+ * marks the log empty; no lock taken).
+ */
+int vhdx_checkpoint_in_place (struct vhd_disk *disk);
 /* The round's buffers and the pages it remembers (close). */
 void vhdx_free_round (struct vhdx_image *img);
-/* VHDKIT_VHDX_LOG_ENTRY_PAGES as a page limit, or 0 (no limit). */
-unsigned vhdx_max_entry_pages_from_env (void);
+/* VHDKIT_VHDX_LOG_ENTRY_PAGES or VHDKIT_VHDX_LOG_SEQUENCE_PAGES as a
+ * page limit, or 0 (no limit).
+ */
+unsigned vhdx_log_pages_from_env (const char *name);
 
 /* parent.c: a differencing disk's parent (struct vhd_format_ops). */
 void vhdx_parent_candidates (const struct vhd_disk *child,

@@ -1,7 +1,7 @@
 /* vhdkit: writing a VHDX image: the header update before the first
  * change, where a new block goes, a whole block released by a trim or a
- * zero, and the pages a flush must write (BAT pages, sector bitmap
- * pages, and the payload pages whose bits a flush sets).
+ * zero, and the pages a flush must write (BAT pages and sector bitmap
+ * pages).
  *
  * How the changed BAT and sector bitmap pages become durable through
  * the log at a flush is commit.c's concern.
@@ -46,11 +46,12 @@ vhdx_before_first_write (struct vhd_disk *disk)
   if (r < 0)
     return r;
   vhdx_guid_encode (&h.log_guid, img->log_guid_raw);
-  img->log_sequence = 1;
-  img->log_half = 0;
+  /* Entries of the old LogGuid are stale now: the log starts afresh. */
+  r = vhdx_log_writer_init (&img->log, img->header.log_offset,
+                            img->header.log_length, img->log_guid_raw, 0, 1);
+  if (r < 0)
+    return r;
   img->header_updated = true;
-  /* The header write synced the file: its size now is durable. */
-  img->synced_end = disk->file_end;
   return 0;
 }
 
@@ -125,6 +126,40 @@ sb_index_reserve (struct vhd_disk *disk, struct vhdx_image *img)
   return 0;
 }
 
+/* After a checkpoint: the pages that the file now holds as they are
+ * here are dropped; the dirty ones stay (their changes are not logged),
+ * indexed anew.  On failure nothing changes.
+ */
+int
+vhdx_drop_clean_sb_pages (struct vhd_disk *disk, struct vhdx_image *img)
+{
+  size_t k = 0, n = 32, *slots = NULL;
+
+  for (size_t i = 0; i < img->n_sb_pages; i++)
+    k += img->sb_pages[i].dirty;
+  if (k > 0) {
+    while ((k + 1) * 2 > n)
+      n *= 2;
+    slots = calloc (n, sizeof *slots);
+    if (slots == NULL)
+      return vhd_error (ENOMEM, "%s: out of memory", disk->path);
+  }
+  k = 0;
+  for (size_t i = 0; i < img->n_sb_pages; i++) {
+    if (img->sb_pages[i].dirty)
+      img->sb_pages[k++] = img->sb_pages[i];
+    else
+      free (img->sb_pages[i].data);
+  }
+  free (img->sb_slots);
+  img->sb_slots = slots;
+  img->n_sb_slots = slots ? n : 0;
+  img->n_sb_pages = k;
+  for (size_t i = 0; i < k; i++)
+    sb_index_insert (img, i);
+  return 0;
+}
+
 void
 vhdx_free_sb_pages (struct vhdx_image *img)
 {
@@ -175,41 +210,9 @@ get_sb_page (struct vhd_disk *disk, struct vhdx_image *img,
   p = &img->sb_pages[img->n_sb_pages];
   p->file_offset = file_offset;
   p->data = data;
+  p->dirty = false;
   sb_index_insert (img, img->n_sb_pages++);
   *out = p;
-  return 0;
-}
-
-/* Remember the 4 KiB payload pages holding the sectors whose bits byte
- * (byte_index of a block's bitmap, at payload in the file) turns on, in
- * file order (bit 0 first): a flush may carry them in its log entry, so
- * that the bits need no sync of the data before them (commit.c).
- */
-static int
-note_set_bits (struct vhd_disk *disk, struct vhdx_image *img,
-               uint64_t payload, uint32_t byte_index, uint8_t set)
-{
-  for (unsigned bit = 0; bit < 8; bit++) {
-    uint64_t sector = (uint64_t) byte_index * 8 + bit, page;
-
-    if (!(set & (1u << bit)))
-      continue;
-    page = (payload + sector * disk->sector_size)
-           & ~(uint64_t) (VHDX_BAT_PAGE_SIZE - 1);
-    if (img->n_data_pages > 0 &&
-        img->data_pages[img->n_data_pages - 1] == page)
-      continue;
-    if (img->n_data_pages == img->cap_data_pages) {
-      size_t cap = img->cap_data_pages ? 2 * img->cap_data_pages : 64;
-      uint64_t *n = realloc (img->data_pages, cap * sizeof *n);
-
-      if (n == NULL)
-        return vhd_error (ENOMEM, "%s: out of memory", disk->path);
-      img->data_pages = n;
-      img->cap_data_pages = cap;
-    }
-    img->data_pages[img->n_data_pages++] = page;
-  }
   return 0;
 }
 
@@ -222,7 +225,7 @@ vhdx_write_bitmap (struct vhd_disk *disk, uint32_t block,
                    const uint8_t *bits)
 {
   struct vhdx_image *img = vhdx_image_of (disk);
-  uint64_t payload, sb, offset;
+  uint64_t sb, offset;
   uint32_t done = 0;
 
   if ((img->bat[vhdx_bat_payload_index (&img->geom, block)] & 7)
@@ -230,8 +233,6 @@ vhdx_write_bitmap (struct vhd_disk *disk, uint32_t block,
     return vhd_error (EIO, "%s: block %" PRIu32 ": a sector bitmap to write"
                       " for a block that is not PARTIALLY_PRESENT",
                       disk->path, block);
-  payload = vhdx_entry_offset (img->bat[vhdx_bat_payload_index (&img->geom,
-                                                                block)]);
   sb = img->bat[vhdx_bat_bitmap_index (&img->geom, block >> img->chunk_shift)];
   offset = vhdx_entry_offset (sb)
            + (uint64_t) (block & (img->geom.chunk_ratio - 1))
@@ -250,13 +251,10 @@ vhdx_write_bitmap (struct vhd_disk *disk, uint32_t block,
       return r;
     for (uint32_t i = 0; i < n; i++) {
       uint8_t now = vhdx_bitmap_byte_swap (bits[done + i]);
-      uint8_t set = now & ~p->data[at - page + i];
 
-      p->data[at - page + i] = now;
-      if (set) {
-        r = note_set_bits (disk, img, payload, done + i, set);
-        if (r < 0)
-          return r;
+      if (p->data[at - page + i] != now) {
+        p->data[at - page + i] = now;
+        p->dirty = true;
       }
     }
     done += n;
@@ -279,11 +277,10 @@ take_space (struct vhd_disk *disk, struct vhdx_image *img, uint64_t len,
     return vhd_error (ENOSPC, "%s: a new block at offset %" PRIu64 " is"
                       " past what a BAT entry can address", disk->path,
                       offset);
-  /* Zeros written over a crash's leftover are not durable until a sync,
-   * so the next flush syncs the data before its log entry (commit.c).
+  /* Zeros written over a crash's leftover are durable, as the data is,
+   * at the sync that precedes the next flush's log entries (commit.c).
    */
   if (offset < disk->file_end) {
-    img->sync_before_entry = true;
     r = vhd_zero_file_range (disk, offset,
                              (end < disk->file_end ? end : disk->file_end)
                              - offset, false);
@@ -357,11 +354,6 @@ vhdx_allocate_block (struct vhd_disk *disk, uint32_t block,
   r = take_space (disk, img, disk->block_size, &offset);
   if (r < 0)
     return r;
-  /* A differencing disk's new FULLY_PRESENT block hides its parent from
-   * the moment its entry is durable: its data must be durable first.
-   */
-  if (full && img->kind == VHDX_KIND_DIFFERENCING)
-    img->sync_before_entry = true;
   set_entry (img, index, full ? VHDX_PAYLOAD_FULLY_PRESENT
                               : VHDX_PAYLOAD_PARTIALLY_PRESENT,
              offset);
@@ -395,14 +387,13 @@ vhdx_release_block (struct vhd_disk *disk, uint32_t block, bool zero)
   return 1;
 }
 
-/* A clean close: the core's last flush succeeded, every entry was
- * applied, so once their in-place copies are synced the header can say
- * the log is empty, and every reader (qemu among them, which refuses a
- * read-only open of an image with a log to replay) opens the file as it
- * is.  The sync comes first: a flush leaves its in-place copies to the
- * next sync (commit.c), and a header saying "no log" must not reach the
- * disk before them.  A failure only leaves a log that the next open
- * replays again, harmlessly: its pages hold what the file holds.
+/* A clean close: the core's last flush succeeded, so once every logged
+ * page is written in place and synced (a checkpoint, commit.c) the
+ * header can say the log is empty, and every reader (qemu among them,
+ * which refuses a read-only open of an image with a log to replay) opens
+ * the file as it is.  The header saying "no log" must not reach the disk
+ * before those pages.  A failure only leaves a log that the next open
+ * replays: its pages are what the last flush made durable.
  */
 void
 vhdx_close_log (struct vhd_disk *disk)
@@ -413,7 +404,7 @@ vhdx_close_log (struct vhd_disk *disk)
   if (disk->readonly || !img->header_updated || !disk->closed_flushed ||
       vhd_guid_is_zero (&img->header.log_guid))
     return;
-  if (vhd_backend_flush (disk->be, false) < 0)
+  if (vhdx_checkpoint_in_place (disk) < 0)
     return;
   h = img->header;
   memset (&h.log_guid, 0, sizeof h.log_guid);
