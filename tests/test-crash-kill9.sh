@@ -34,6 +34,8 @@
 # block that the client never wrote must read as the parent, the
 # parent's file must keep its sha256, and half the rounds put each page
 # of a flush in a log entry of its own (VHDKIT_VHDX_LOG_ENTRY_PAGES=1).
+# In both VHDX runs, every third round caps a log sequence at 8 sectors
+# (VHDKIT_VHDX_LOG_SEQUENCE_PAGES), so that flushes checkpoint often.
 # qemu opens no differencing VHDX: nothing is compared with it there.
 
 source "$VHDKIT_SRCDIR/functions.sh"
@@ -148,6 +150,14 @@ start_server ()
     export VHDKIT_VHDX_LOG_ENTRY_PAGES=1
   else
     unset VHDKIT_VHDX_LOG_ENTRY_PAGES
+  fi
+  # Both VHDX formats: every third round, a log of 8 sectors a sequence,
+  # so that flushes checkpoint and a kill leaves sequences of several
+  # entries, some begun by a checkpoint, to replay.
+  if [ "$format" != vhd ] && (( round % 3 == 1 )); then
+    export VHDKIT_VHDX_LOG_SEQUENCE_PAGES=8
+  else
+    unset VHDKIT_VHDX_LOG_SEQUENCE_PAGES
   fi
   nbdkit_start_bg "$sock" "$pidfile" "$tmp/nbdkit.log" file="$img"
 }
