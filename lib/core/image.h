@@ -109,9 +109,10 @@ struct vhd_disk {
   bool metadata_dirty;
   /* Flushes that write metadata run as rounds, one at a time
    * (round_running).  Under round_lock: rounds_started counts those
-   * begun, round_ok is the number of the last one that succeeded.  The round runs without round_lock, so that flushes that
-   * its end satisfies can see so at once (round_done) instead of queuing
-   * behind the next round.
+   * begun, round_ok is the number of the last one that succeeded.  The
+   * round runs without round_lock, so that flushes that its end
+   * satisfies see so at once (round_done) instead of queuing behind the
+   * next round.
    */
   pthread_mutex_t round_lock;
   pthread_cond_t round_done;

@@ -17,11 +17,12 @@
  * A checkpoint, when the log has no room for the next entry (and at a
  * clean close): once the sequence is synced, every page it carries is
  * written in place as its last entry has it (a crash meanwhile replays
- * the same pages), the file is synced, and a new sequence begins with an entry of its own
- * that carries nothing, synced too.  That empty entry is what the next
- * open finds if a later one is torn, so no older sequence, whose pages
- * are stale, can be replayed in its stead: the new sequence's first
- * real entry may wrap to the start of the log over the old sequence.
+ * the same pages), the file is synced, and a new sequence begins with
+ * an entry of its own that carries nothing, synced too.  That empty
+ * entry is what the next open finds if a later one is torn, so no older
+ * sequence, whose pages are stale, can be replayed in its stead: the new
+ * sequence's first real entry may wrap to the start of the log over the
+ * old sequence.
  *
  * Within a round, an entry may end the log's room, and the next ones
  * follow a checkpoint; a crash may then leave any prefix of the round's
@@ -45,7 +46,6 @@
 #include <string.h>
 
 #include "backend/backend.h"
-#include "core/cleanup.h"
 #include "formats/vhdx/vhdx.h"
 
 #define MiB VHDX_MiB

@@ -75,7 +75,8 @@ vhdx_mark_bat_page_dirty (struct vhdx_image *img, uint64_t index)
 static size_t
 sb_slot (uint64_t file_offset, size_t n_slots)
 {
-  uint64_t h = (file_offset / VHDX_BAT_PAGE_SIZE) * UINT64_C (0x9E3779B97F4A7C15);
+  uint64_t h = (file_offset / VHDX_BAT_PAGE_SIZE)
+               * UINT64_C (0x9E3779B97F4A7C15);
 
   return (size_t) (h >> 32) & (n_slots - 1);
 }
