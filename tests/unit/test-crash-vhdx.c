@@ -286,9 +286,12 @@ test_differencing_crash_at_every_op (void **state)
   s.n_prologue = 0;
   one_run ("vhdx-threads-differencing-entry-per-page-every-op", s, n,
            prog.base_seed + 8, 0);
+  /* The same workload (its seed reaches both chunks even in the short
+   * runs under valgrind), with checkpoints.
+   */
   s.sequence_pages = 5;
   one_run ("vhdx-threads-differencing-checkpoints-every-op", s, n,
-           prog.base_seed + 15, 0);
+           prog.base_seed + 8, 0);
   assert_no_failures (before);
 }
 
